@@ -1,0 +1,459 @@
+"""The fieldproof wire format, shared by gateway, collector and verifier.
+
+A message is a tagged COSE_Sign1 (RFC 9052) signed with the gateway's Ed25519 key (alg EdDSA,
+``kid`` = gateway id, both in the protected header). Its payload is a deterministically encoded
+CBOR map (RFC 8949 §4.2.1)::
+
+    {"v": 1, "gw": <gateway id>, "seq": <uint>, "boot": <uint>, "e": <SenML pack>}
+
+The SenML pack (RFC 8428, CBOR labels) carries the base name ``urn:dev:fp:<gateway>:``, the base
+time (earliest sample, seconds since the epoch) and one record per reading named
+``<sensor>/<quantity>``. A reading a sensor failed to produce is carried as a record with the
+string value label ``vs`` = ``"missing:<reason>"`` instead of ``v``, so a gap is evidence too.
+
+The full byte-level description lives in docs/wire-format.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+WIRE_VERSION = 1
+COSE_SIGN1_TAG = 18
+HEADER_ALG = 1
+HEADER_CONTENT_TYPE = 3
+HEADER_KID = 4
+ALG_EDDSA = -8
+ALG_ES256 = -7
+ALG_ES384 = -35
+ALG_ES512 = -36
+#: Largest message the collector accepts; a 10-reading message is about 400 bytes.
+MAX_MESSAGE_BYTES = 64 * 1024
+#: Most readings one message may carry.
+MAX_READINGS_PER_MESSAGE = 1000
+MAX_SEQ = 2**63 - 1
+
+# SenML CBOR labels (RFC 8428 §6, Table 4)
+SENML_BN = -2
+SENML_BT = -3
+SENML_N = 0
+SENML_U = 1
+SENML_V = 2
+SENML_VS = 3
+SENML_T = 6
+
+SENML_BASE_PREFIX = "urn:dev:fp:"
+MISSING_PREFIX = "missing:"
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-:._/")
+
+
+class WireError(ValueError):
+    """A message is not a valid fieldproof message; the text says why."""
+
+
+class MalformedMessage(WireError):
+    """The bytes are not the structure the wire format requires."""
+
+
+class BadSignature(WireError):
+    """The structure is fine but the signature does not verify with the given key."""
+
+
+# --------------------------------------------------------------------------------------------
+# Deterministic CBOR (RFC 8949 §4.2.1)
+# --------------------------------------------------------------------------------------------
+
+
+def _head(major: int, value: int) -> bytes:
+    if value < 24:
+        return bytes([major << 5 | value])
+    if value < 2**8:
+        return bytes([major << 5 | 24, value])
+    if value < 2**16:
+        return bytes([major << 5 | 25]) + struct.pack(">H", value)
+    if value < 2**32:
+        return bytes([major << 5 | 26]) + struct.pack(">I", value)
+    return bytes([major << 5 | 27]) + struct.pack(">Q", value)
+
+
+def encode_deterministic(obj: Any) -> bytes:
+    """Encode ``obj`` as core deterministic CBOR: shortest heads and floats, definite lengths,
+    map keys sorted by the bytewise order of their encodings (RFC 8949 §4.2.1)."""
+    if isinstance(obj, Mapping):
+        items = sorted((encode_deterministic(k), encode_deterministic(v)) for k, v in obj.items())
+        for (a, _), (b, _) in zip(items, items[1:], strict=False):
+            if a == b:
+                raise WireError("duplicate map key in CBOR map")
+        return _head(5, len(items)) + b"".join(k + v for k, v in items)
+    if isinstance(obj, list | tuple):
+        return _head(4, len(obj)) + b"".join(encode_deterministic(x) for x in obj)
+    if isinstance(obj, cbor2.CBORTag):
+        return _head(6, obj.tag) + encode_deterministic(obj.value)
+    return bytes(cbor2.dumps(obj, canonical=True))
+
+
+def decode_deterministic(data: bytes, what: str = "CBOR item") -> Any:
+    """Decode ``data`` and insist it is exactly one item in deterministic encoding.
+
+    Re-encoding and comparing rejects trailing bytes, indefinite lengths, non-shortest forms,
+    unsorted and duplicate keys in one step, so two different byte strings can never carry
+    the same meaning."""
+    try:
+        obj = cbor2.loads(data)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise MalformedMessage(f"{what} is not valid CBOR: {exc}") from None
+    try:
+        again = encode_deterministic(_thaw(obj))
+    except (WireError, TypeError, ValueError, RecursionError) as exc:
+        raise MalformedMessage(f"{what} cannot be re-encoded: {exc}") from None
+    if again != data:
+        raise MalformedMessage(f"{what} is not deterministically encoded (RFC 8949 §4.2.1)")
+    return _thaw(obj)
+
+
+def _thaw(obj: Any) -> Any:
+    """cbor2 6 returns immutable containers; give callers plain dicts and lists."""
+    if isinstance(obj, Mapping):
+        return {_thaw(k): _thaw(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_thaw(x) for x in obj]
+    if isinstance(obj, cbor2.CBORTag):
+        return cbor2.CBORTag(obj.tag, _thaw(obj.value))
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# COSE_Sign1 (RFC 9052 §4.2, §4.4)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sign1:
+    """The four parts of a COSE_Sign1, with the protected header both raw and decoded."""
+
+    protected_bytes: bytes
+    protected: dict[Any, Any]
+    unprotected: dict[Any, Any]
+    payload: bytes
+    signature: bytes
+
+    @property
+    def alg(self) -> Any:
+        return self.protected.get(HEADER_ALG, self.unprotected.get(HEADER_ALG))
+
+    @property
+    def kid(self) -> bytes | None:
+        kid = self.protected.get(HEADER_KID, self.unprotected.get(HEADER_KID))
+        return kid if isinstance(kid, bytes) else None
+
+    def to_be_signed(self, external_aad: bytes = b"") -> bytes:
+        # RFC 9052 §4.4: with no protected attributes the Sig_structure carries a zero-length
+        # bstr, even when the sender encoded the empty map as h'a0' (which §3 says to accept).
+        protected = self.protected_bytes if self.protected else b""
+        return sig_structure(protected, self.payload, external_aad)
+
+
+def sig_structure(protected_bytes: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
+    """The Sig_structure for a COSE_Sign1: ["Signature1", protected, external_aad, payload]."""
+    return encode_deterministic(["Signature1", protected_bytes, external_aad, payload])
+
+
+def parse_sign1(message: bytes, *, require_tag: bool = False) -> Sign1:
+    """Split a COSE_Sign1 into its parts, checking every structural rule of RFC 9052."""
+    if not isinstance(message, bytes | bytearray):
+        raise MalformedMessage("message must be bytes")
+    if len(message) > MAX_MESSAGE_BYTES:
+        raise MalformedMessage(
+            f"message is {len(message)} bytes; the limit is {MAX_MESSAGE_BYTES}"
+        )
+    try:
+        obj = cbor2.loads(bytes(message))
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise MalformedMessage(f"message is not valid CBOR: {exc}") from None
+    if isinstance(obj, cbor2.CBORTag):
+        if obj.tag != COSE_SIGN1_TAG:
+            raise MalformedMessage(f"CBOR tag {obj.tag} is not COSE_Sign1 (18)")
+        obj = obj.value
+    elif require_tag:
+        raise MalformedMessage("COSE_Sign1 must be tagged (CBOR tag 18)")
+    if not isinstance(obj, list | tuple) or len(obj) != 4:
+        raise MalformedMessage("COSE_Sign1 must be an array of four items")
+    protected_bytes, unprotected, payload, signature = obj
+    if not isinstance(protected_bytes, bytes):
+        raise MalformedMessage("protected header must be a byte string")
+    if not isinstance(unprotected, Mapping):
+        raise MalformedMessage("unprotected header must be a map")
+    if not isinstance(payload, bytes):
+        raise MalformedMessage("payload must be an embedded byte string")
+    if not isinstance(signature, bytes):
+        raise MalformedMessage("signature must be a byte string")
+    if protected_bytes == b"":
+        protected: dict[Any, Any] = {}
+    else:
+        try:
+            decoded = cbor2.loads(protected_bytes)
+        except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError) as exc:
+            raise MalformedMessage(f"protected header is not valid CBOR: {exc}") from None
+        if not isinstance(decoded, Mapping):
+            raise MalformedMessage("protected header must encode a map")
+        protected = dict(decoded)
+    unprotected_d = dict(unprotected)
+    duplicated = set(protected) & set(unprotected_d)
+    if duplicated:
+        raise MalformedMessage(f"header labels {sorted(map(str, duplicated))} in both buckets")
+    return Sign1(protected_bytes, protected, unprotected_d, payload, signature)
+
+
+_EC_CURVES: dict[int, tuple[ec.EllipticCurve, int]] = {
+    65: (ec.SECP256R1(), 32),
+    97: (ec.SECP384R1(), 48),
+    133: (ec.SECP521R1(), 66),
+}
+_EC_HASHES: dict[int, hashes.HashAlgorithm] = {
+    ALG_ES256: hashes.SHA256(),
+    ALG_ES384: hashes.SHA384(),
+    ALG_ES512: hashes.SHA512(),
+}
+
+
+def _verify_raw(alg: Any, public_key: bytes, signature: bytes, data: bytes) -> None:
+    try:
+        if alg == ALG_EDDSA:
+            if len(public_key) == 32:
+                Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
+            elif len(public_key) == 57:
+                Ed448PublicKey.from_public_bytes(public_key).verify(signature, data)
+            else:
+                raise BadSignature("EdDSA public key must be 32 (Ed25519) or 57 (Ed448) bytes")
+        elif alg in _EC_HASHES:
+            curve_and_size = _EC_CURVES.get(len(public_key))
+            if curve_and_size is None:
+                raise BadSignature("ECDSA public key must be an uncompressed SEC1 point")
+            curve, size = curve_and_size
+            if len(signature) != 2 * size:
+                raise BadSignature("ECDSA signature has the wrong length for the key's curve")
+            key = ec.EllipticCurvePublicKey.from_encoded_point(curve, public_key)
+            der = encode_dss_signature(
+                int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+            )
+            key.verify(der, data, ec.ECDSA(_EC_HASHES[alg]))
+        else:
+            raise BadSignature(f"unsupported COSE algorithm {alg!r}")
+    except InvalidSignature:
+        raise BadSignature("signature does not verify with this key") from None
+    except WireError:
+        raise
+    except ValueError as exc:
+        raise BadSignature(f"public key is not usable: {exc}") from None
+
+
+def verify_sign1(message: bytes, public_key: bytes, external_aad: bytes = b"") -> bytes:
+    """Verify a COSE_Sign1 and return its payload; raise :class:`WireError` on any failure.
+
+    Accepts EdDSA (Ed25519, Ed448) and ES256/384/512 (``public_key`` an uncompressed SEC1
+    point). fieldproof's own messages are EdDSA with Ed25519; see :func:`decode_message`."""
+    sign1 = parse_sign1(message)
+    _verify_raw(sign1.alg, bytes(public_key), sign1.signature, sign1.to_be_signed(external_aad))
+    return sign1.payload
+
+
+def sign1(payload: bytes, private_key: Ed25519PrivateKey, kid: bytes) -> bytes:
+    """Produce a tagged COSE_Sign1 over ``payload`` with alg EdDSA and ``kid`` protected."""
+    protected_bytes = encode_deterministic({HEADER_ALG: ALG_EDDSA, HEADER_KID: kid})
+    signature = private_key.sign(sig_structure(protected_bytes, payload))
+    return encode_deterministic(cbor2.CBORTag(COSE_SIGN1_TAG, [protected_bytes, {}, payload, signature]))
+
+
+# --------------------------------------------------------------------------------------------
+# Payload: gateway id, sequence, boot counter and the SenML pack
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One measured value: which sensor, which quantity, SenML unit, value, sample time (s).
+
+    ``value`` is None when the sensor failed; ``missing_reason`` then says why."""
+
+    sensor: str
+    quantity: str
+    unit: str
+    value: float | None
+    time: float
+    missing_reason: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.sensor}/{self.quantity}"
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """What a gateway signs: who, which message in its never-repeating sequence, what it read."""
+
+    gateway: str
+    seq: int
+    boot: int
+    readings: tuple[Reading, ...]
+
+    def to_cbor(self) -> bytes:
+        return encode_deterministic(self.to_obj())
+
+    def to_obj(self) -> dict[str, Any]:
+        if not self.readings:
+            raise WireError("a message must carry at least one reading")
+        base_time = min(r.time for r in self.readings)
+        pack: list[dict[int, Any]] = []
+        for i, r in enumerate(self.readings):
+            rec: dict[int, Any] = {SENML_N: r.name}
+            if i == 0:
+                rec[SENML_BN] = base_name(self.gateway)
+                rec[SENML_BT] = base_time
+            if r.unit:
+                rec[SENML_U] = r.unit
+            if r.value is None:
+                rec[SENML_VS] = MISSING_PREFIX + (r.missing_reason or "unknown")
+            else:
+                rec[SENML_V] = r.value
+            offset = r.time - base_time
+            if offset:
+                rec[SENML_T] = offset
+            pack.append(rec)
+        return {"v": WIRE_VERSION, "gw": self.gateway, "seq": self.seq, "boot": self.boot, "e": pack}
+
+
+def base_name(gateway: str) -> str:
+    return f"{SENML_BASE_PREFIX}{gateway}:"
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name or len(name) > 128 or not set(name) <= _NAME_CHARS:
+        raise MalformedMessage(f"{what} {name!r} is empty, too long or has characters SenML forbids")
+
+
+def payload_from_cbor(data: bytes) -> Payload:
+    """Parse and validate a payload (strictly deterministic CBOR, SenML rules, sane bounds)."""
+    obj = decode_deterministic(data, "payload")
+    if not isinstance(obj, dict) or set(obj) != {"v", "gw", "seq", "boot", "e"}:
+        raise MalformedMessage("payload must be a map with exactly v, gw, seq, boot, e")
+    if obj["v"] != WIRE_VERSION:
+        raise MalformedMessage(f"payload version {obj['v']!r} is not {WIRE_VERSION}")
+    gateway, seq, boot, pack = obj["gw"], obj["seq"], obj["boot"], obj["e"]
+    if not isinstance(gateway, str):
+        raise MalformedMessage("gw must be a text string")
+    _check_name(gateway, "gateway id")
+    for label, value in (("seq", seq), ("boot", boot)):
+        if type(value) is not int or not 0 <= value <= MAX_SEQ:
+            raise MalformedMessage(f"{label} must be an unsigned integer below 2^63")
+    if not isinstance(pack, list) or not 1 <= len(pack) <= MAX_READINGS_PER_MESSAGE:
+        raise MalformedMessage(f"e must be a SenML pack of 1..{MAX_READINGS_PER_MESSAGE} records")
+    readings: list[Reading] = []
+    base_time: float | None = None
+    for i, rec in enumerate(pack):
+        if not isinstance(rec, dict):
+            raise MalformedMessage(f"SenML record {i} is not a map")
+        allowed = {SENML_N, SENML_U, SENML_V, SENML_VS, SENML_T}
+        if i == 0:
+            allowed |= {SENML_BN, SENML_BT}
+            if rec.get(SENML_BN) != base_name(gateway):
+                raise MalformedMessage("SenML base name does not match the gateway id")
+            base_time = rec.get(SENML_BT)
+            if type(base_time) not in (int, float) or not math.isfinite(base_time):
+                raise MalformedMessage("SenML base time must be a finite number")
+        extra = set(rec) - allowed
+        if extra:
+            raise MalformedMessage(f"SenML record {i} has labels fieldproof does not use: {extra}")
+        name, unit = rec.get(SENML_N), rec.get(SENML_U, "")
+        if not isinstance(name, str) or name.count("/") != 1:
+            raise MalformedMessage(f"SenML record {i} name must be '<sensor>/<quantity>'")
+        _check_name(name, "SenML name")
+        if not isinstance(unit, str) or len(unit) > 16:
+            raise MalformedMessage(f"SenML record {i} unit must be a short text string")
+        offset = rec.get(SENML_T, 0)
+        if type(offset) not in (int, float) or not math.isfinite(offset):
+            raise MalformedMessage(f"SenML record {i} time must be a finite number")
+        has_v, has_vs = SENML_V in rec, SENML_VS in rec
+        if has_v == has_vs:
+            raise MalformedMessage(f"SenML record {i} must carry exactly one of v or vs")
+        sensor, quantity = name.split("/")
+        assert base_time is not None
+        if has_v:
+            value = rec[SENML_V]
+            if type(value) not in (int, float) or not math.isfinite(value):
+                raise MalformedMessage(f"SenML record {i} value must be a finite number")
+            readings.append(Reading(sensor, quantity, unit, float(value), base_time + offset))
+        else:
+            text = rec[SENML_VS]
+            if not isinstance(text, str) or not text.startswith(MISSING_PREFIX) or len(text) > 200:
+                raise MalformedMessage(f"SenML record {i} vs must be 'missing:<reason>'")
+            readings.append(
+                Reading(sensor, quantity, unit, None, base_time + offset, text[len(MISSING_PREFIX):])
+            )
+    return Payload(gateway, seq, boot, tuple(readings))
+
+
+# --------------------------------------------------------------------------------------------
+# Whole messages
+# --------------------------------------------------------------------------------------------
+
+
+def gateway_id_for(public_key: bytes) -> str:
+    """A gateway's id: ``gw-`` and the first 8 bytes of SHA-256 of its Ed25519 public key."""
+    return "gw-" + hashlib.sha256(public_key).digest()[:8].hex()
+
+
+def public_key_bytes(private_key: Ed25519PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def encode_message(payload: Payload, private_key: Ed25519PrivateKey) -> bytes:
+    """Sign a payload as the gateway it names."""
+    return sign1(payload.to_cbor(), private_key, payload.gateway.encode())
+
+
+def message_kid(message: bytes) -> str:
+    """The gateway id a message claims (unverified), so the right key can be looked up."""
+    parsed = parse_sign1(message, require_tag=True)
+    kid = parsed.protected.get(HEADER_KID)
+    if not isinstance(kid, bytes):
+        raise MalformedMessage("protected header has no kid")
+    try:
+        return kid.decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedMessage("kid is not an ASCII gateway id") from None
+
+
+def decode_message(message: bytes, public_key: bytes) -> Payload:
+    """Verify a fieldproof message with the gateway's Ed25519 key and return its payload.
+
+    Stricter than :func:`verify_sign1`: tag 18, EdDSA, kid in the protected header, the exact
+    deterministic encoding, and a payload whose gateway id equals the kid."""
+    parsed = parse_sign1(message, require_tag=True)
+    expected_protected = set(parsed.protected)
+    if parsed.protected.get(HEADER_ALG) != ALG_EDDSA or expected_protected != {HEADER_ALG, HEADER_KID}:
+        raise MalformedMessage("protected header must hold exactly alg EdDSA (-8) and kid")
+    if parsed.unprotected:
+        raise MalformedMessage("unprotected header must be empty")
+    if len(public_key) != 32:
+        raise BadSignature("gateway keys are 32-byte Ed25519 public keys")
+    decode_deterministic(bytes(message), "message")
+    _verify_raw(ALG_EDDSA, public_key, parsed.signature, parsed.to_be_signed())
+    payload = payload_from_cbor(parsed.payload)
+    if payload.gateway.encode() != parsed.protected[HEADER_KID]:
+        raise MalformedMessage("payload gateway id does not match the kid")
+    return payload

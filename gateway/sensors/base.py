@@ -1,0 +1,92 @@
+"""The one small interface every sensor driver implements, and the registry of driver kinds.
+
+A driver is configured by a pydantic model (its ``Config``) taken from a ``[[sensors]]`` table
+of the gateway's TOML file. ``read`` never raises for a sensor fault: it returns readings with
+``value=None`` and a ``missing_reason`` so the gap is signed and sent like any other reading,
+and it counts the fault in ``errors`` for the status topic."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from fieldproof.wire import Reading
+
+
+class SensorConfig(BaseModel):
+    """Fields every sensor table has; drivers subclass it with their own options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    name: str
+
+
+class SensorDriver:
+    """Base class for drivers: subclasses set ``kind`` and ``Config`` and implement ``read``."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type[SensorConfig]]
+
+    def __init__(self, config: SensorConfig) -> None:
+        self.config = config
+        self.name = config.name
+        #: fault reason → count since start; published in the gateway status message
+        self.errors: Counter[str] = Counter()
+        self.last_error: str = ""
+
+    def read(self, now: float) -> list[Reading]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release hardware (serial ports, GPIO); called once when the gateway stops."""
+
+    def missing(self, quantity: str, unit: str, now: float, reason: str) -> Reading:
+        """Record a failed reading: counted here, carried on the wire as a signed gap."""
+        self.errors[reason] += 1
+        self.last_error = reason
+        return Reading(self.name, quantity, unit, None, now, reason)
+
+
+SENSOR_KINDS: dict[str, type[SensorDriver]] = {}
+
+
+def register(cls: type[SensorDriver]) -> type[SensorDriver]:
+    """Class decorator: make a driver available under its ``kind``."""
+    SENSOR_KINDS[cls.kind] = cls
+    return cls
+
+
+class SensorConfigError(ValueError):
+    """A ``[[sensors]]`` table is wrong; the message names the sensor, key, value and rule."""
+
+
+def validate_sensor_table(index: int, table: dict[str, Any]) -> SensorConfig:
+    """Validate one ``[[sensors]]`` table against its driver's Config model."""
+    _load_builtin_drivers()
+    kind = table.get("kind")
+    where = f"sensors[{index}]" + (f" ({table['name']})" if "name" in table else "")
+    if kind not in SENSOR_KINDS:
+        raise SensorConfigError(
+            f"{where}.kind = {kind!r} is not a sensor kind; allowed: {', '.join(sorted(SENSOR_KINDS))}"
+        )
+    try:
+        return SENSOR_KINDS[kind].Config.model_validate(table)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{where}.{'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise SensorConfigError(problems) from None
+
+
+def build_sensor(config: SensorConfig) -> SensorDriver:
+    _load_builtin_drivers()
+    return SENSOR_KINDS[config.kind](config)
+
+
+def _load_builtin_drivers() -> None:
+    """Import the driver modules so their ``@register`` runs (kept lazy: some need hardware libs)."""
+    from gateway.sensors import builtin  # noqa: F401
