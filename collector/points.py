@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 def _escape_key(text: str) -> str:
@@ -31,7 +31,6 @@ class Point:
     tags: dict[str, str]
     fields: dict[str, float | int | str | bool]
     time_ns: int
-    _: None = field(default=None, repr=False, compare=False)
 
     def to_line(self) -> str:
         tags = "".join(
