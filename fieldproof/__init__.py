@@ -1,0 +1,3 @@
+"""fieldproof: trustworthy farm sensor data, from the probe in the soil to the inspector's report."""
+
+__version__ = "0.1.0"

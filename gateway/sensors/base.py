@@ -90,3 +90,44 @@ def build_sensor(config: SensorConfig) -> SensorDriver:
 def _load_builtin_drivers() -> None:
     """Import the driver modules so their ``@register`` runs (kept lazy: some need hardware libs)."""
     from gateway.sensors import builtin  # noqa: F401
+
+
+# --------------------------------------------------------------------------------------------
+# Quantities: the SenML unit each one travels in and the range a working probe can report.
+# Drivers use this for range checks and ``sensors test`` for its plausibility column, so one
+# table decides what "implausible" means everywhere.
+# --------------------------------------------------------------------------------------------
+
+#: quantity → SenML unit (RFC 8428 §12.1; ``mg/kg`` is ours: SenML registers no mass fraction)
+QUANTITY_UNITS: dict[str, str] = {
+    "soil_moisture": "/",
+    "soil_temperature": "Cel",
+    "air_temperature": "Cel",
+    "air_humidity": "%RH",
+    "soil_ec": "S/m",
+    "soil_ph": "pH",
+    "soil_nitrogen": "mg/kg",
+    "soil_phosphorus": "mg/kg",
+    "soil_potassium": "mg/kg",
+}
+
+#: quantity → (low, high) that a healthy sensor in a field can report; outside is a fault
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "soil_moisture": (0.0, 1.0),
+    "soil_temperature": (-40.0, 70.0),
+    "air_temperature": (-40.0, 80.0),
+    "air_humidity": (0.0, 100.0),
+    "soil_ec": (0.0, 25.0),
+    "soil_ph": (0.0, 14.0),
+    "soil_nitrogen": (0.0, 10_000.0),
+    "soil_phosphorus": (0.0, 10_000.0),
+    "soil_potassium": (0.0, 10_000.0),
+}
+
+
+def plausible(quantity: str, value: float | None) -> bool | None:
+    """True/False when ``quantity`` has a known range, None when it has none (or no value)."""
+    if value is None or quantity not in PLAUSIBLE_RANGES:
+        return None
+    low, high = PLAUSIBLE_RANGES[quantity]
+    return low <= value <= high

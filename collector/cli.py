@@ -1,0 +1,126 @@
+"""``fieldproof collector …``: what the operator runs on the server."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from collector.registry import Registry, RegistryError, parse_public_key
+from collector.store import CollectorStore, open_db
+from fieldproof.config import CollectorConfig, ConfigError, load_collector_config
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), default=None,
+    help="collector TOML (default: built-in defaults and FIELDPROOF_COLLECTOR__* variables)",
+)
+
+
+def _config(path: Path | None) -> CollectorConfig:
+    try:
+        return load_collector_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group("collector")
+def collector_group() -> None:
+    """Collector: verify, store and log what gateways send."""
+
+
+@collector_group.command("run")
+@config_option
+def run_command(config_path: Path | None) -> None:
+    """Run the collector until SIGTERM/Ctrl-C."""
+    from collector.service import Collector
+
+    collector = Collector(_config(config_path))
+
+    def _stop(signum: int, frame: Any) -> None:
+        collector.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    collector.run()
+
+
+@collector_group.command("status")
+@config_option
+def status_command(config_path: Path | None) -> None:
+    """Counts, quarantine reasons and sequence gaps from the collector's database."""
+    cfg = _config(config_path)
+    db = open_db(cfg.db_path)
+    store = CollectorStore(db)
+    messages, readings = store.accepted_count()
+    click.echo(f"accepted: {messages} messages, {readings} readings")
+    for reason, n in sorted(store.quarantine_by_reason().items()):
+        click.echo(f"quarantined ({reason}): {n}")
+    gaps = store.gaps()
+    click.echo(f"sequence gaps: {len(gaps)}")
+    for g in gaps[:20]:
+        click.echo(f"  {g.gateway}: seq {g.first_missing}..{g.last_missing} ({g.size} missing)")
+
+
+@collector_group.group("devices")
+def devices_group() -> None:
+    """The device registry."""
+
+
+@devices_group.command("add")
+@config_option
+@click.option("--id", "gateway", required=True, help="gateway id printed by 'gateway init'")
+@click.option("--public-key", required=True, help="64 hex digits printed by 'gateway init'")
+@click.option("--farm", required=True)
+@click.option("--field", required=True)
+@click.option("--location", default="", help="free text or 'lat,lon'")
+@click.option("--sensor-tag", "sensor_tags", multiple=True, metavar="SENSOR:KEY=VALUE",
+              help="extra InfluxDB tag for one sensor, e.g. soil1:depth_cm=20 (repeatable)")
+def add_command(config_path: Path | None, gateway: str, public_key: str, farm: str, field: str,
+                location: str, sensor_tags: tuple[str, ...]) -> None:
+    """Register a gateway so its messages are accepted."""
+    meta: dict[str, dict[str, str]] = {}
+    for item in sensor_tags:
+        try:
+            sensor, kv = item.split(":", 1)
+            k, v = kv.split("=", 1)
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not SENSOR:KEY=VALUE", param_hint="--sensor-tag") from None
+        meta.setdefault(sensor, {})[k] = v
+    cfg = _config(config_path)
+    try:
+        device = Registry(open_db(cfg.db_path)).add(
+            gateway, parse_public_key(public_key), farm, field, location, meta
+        )
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"registered {device.gateway} for farm {device.farm}, field {device.field}")
+
+
+@devices_group.command("list")
+@config_option
+def list_command(config_path: Path | None) -> None:
+    """Show registered gateways."""
+    cfg = _config(config_path)
+    table = Table("gateway", "farm", "field", "status", "added (UTC)")
+    for d in Registry(open_db(cfg.db_path)).all():
+        table.add_row(d.gateway, d.farm, d.field, d.status,
+                      time.strftime("%Y-%m-%d %H:%M", time.gmtime(d.added_at)))
+    Console().print(table)
+
+
+@devices_group.command("revoke")
+@config_option
+@click.argument("gateway")
+def revoke_command(config_path: Path | None, gateway: str) -> None:
+    """Stop accepting a gateway's messages (lost, stolen or replaced)."""
+    cfg = _config(config_path)
+    try:
+        Registry(open_db(cfg.db_path)).revoke(gateway)
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"revoked {gateway}; its messages are now quarantined as 'revoked'")

@@ -1,0 +1,255 @@
+"""Turn a batch of received MQTT messages into durable data, or quarantine entries.
+
+For each message: size, topic, claimed gateway, registry, signature, payload, topic/kid match,
+(gateway, seq) dedupe. Then, for the whole batch: write the points to InfluxDB (retrying while
+it is unavailable), commit log entries + dedupe rows + quarantine + counters in one SQLite
+transaction, and only then report the batch as done so the caller can ack it to the broker.
+Nothing here raises for a bad message; every outcome is counted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from collector.influx import InfluxUnavailable, PointWriter, write_salvaging
+from collector.points import Point
+from collector.registry import Device, Registry
+from collector.store import AcceptedRow, CollectorStore, QuarantineRow, message_digest
+from fieldproof.mqtt import gateway_from_topic
+from fieldproof.wire import (
+    BadSignature,
+    Payload,
+    WireError,
+    decode_message,
+    message_kid,
+)
+
+log = logging.getLogger("fieldproof.collector")
+
+QUANTITY_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+#: measurement names the collector writes itself; a gateway may not use them as quantities
+RESERVED_MEASUREMENTS = frozenset(
+    {"gateway_status", "collector_stats", "quarantine", "anchor_state", "agronomy"}
+)
+QUARANTINE_REASONS = (
+    "oversized", "malformed", "unknown_gateway", "revoked", "bad_signature", "topic_mismatch",
+    "replay",
+)
+
+
+@dataclass(slots=True)
+class Incoming:
+    topic: str
+    payload: bytes
+    received_at: float = field(default_factory=time.time)
+
+
+@dataclass(slots=True)
+class Verified:
+    incoming: Incoming
+    device: Device
+    payload: Payload
+
+
+@dataclass(slots=True)
+class Rejected:
+    incoming: Incoming
+    gateway: str | None
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class BatchResult:
+    accepted: int = 0
+    readings: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)
+    influx_refused: int = 0
+    #: newest sample time accepted in this batch, for lag
+    newest_sample: float = 0.0
+
+
+class RegistryCache:
+    """In-memory view of the registry, refreshed on a miss (rate-limited) and every few
+    seconds, so a gateway added or revoked by the CLI takes effect without a restart."""
+
+    def __init__(self, registry: Registry, refresh_s: float = 5.0) -> None:
+        self.registry = registry
+        self.refresh_s = refresh_s
+        self._devices: dict[str, Device] = {}
+        self._loaded = 0.0
+        self.reload()
+
+    def reload(self) -> None:
+        self._devices = {d.gateway: d for d in self.registry.all()}
+        self._loaded = time.monotonic()
+
+    def get(self, gateway: str) -> Device | None:
+        age = time.monotonic() - self._loaded
+        if age > self.refresh_s or (gateway not in self._devices and age > 1.0):
+            self.reload()
+        return self._devices.get(gateway)
+
+
+class Ingestor:
+    def __init__(
+        self,
+        store: CollectorStore,
+        registry: Registry,
+        writer: PointWriter,
+        *,
+        topic_prefix: str = "fieldproof/v1",
+        max_message_bytes: int = 64 * 1024,
+        derive: Callable[[Device, Payload], list[Point]] | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self.store = store
+        self.devices = RegistryCache(registry)
+        self.writer = writer
+        self.topic_prefix = topic_prefix
+        self.max_message_bytes = max_message_bytes
+        self.derive = derive
+        self.stop_event = stop_event or threading.Event()
+        self.influx_down_since: float | None = None
+
+    # ------------------------------------------------------------------ per message
+
+    def check(self, msg: Incoming) -> Verified | Rejected:
+        """Everything that can be decided about one message on its own."""
+        if len(msg.payload) > self.max_message_bytes:
+            return Rejected(msg, None, "oversized",
+                            f"{len(msg.payload)} bytes; limit {self.max_message_bytes}")
+        parsed_topic = gateway_from_topic(self.topic_prefix, msg.topic)
+        if parsed_topic is None or parsed_topic[1] != "readings":
+            return Rejected(msg, None, "topic_mismatch", f"not a readings topic: {msg.topic!r}")
+        topic_gateway = parsed_topic[0]
+        try:
+            kid = message_kid(msg.payload)
+        except WireError as exc:
+            return Rejected(msg, topic_gateway, "malformed", str(exc))
+        if kid != topic_gateway:
+            return Rejected(msg, topic_gateway, "topic_mismatch",
+                            f"signed as {kid!r} but published on {topic_gateway!r}'s topic")
+        device = self.devices.get(kid)
+        if device is None:
+            return Rejected(msg, kid, "unknown_gateway",
+                            f"{kid} is not registered; register it with "
+                            "'fieldproof collector devices add'")
+        if not device.active:
+            return Rejected(msg, kid, "revoked", f"{kid} was revoked")
+        try:
+            payload = decode_message(msg.payload, device.public_key)
+        except BadSignature as exc:
+            return Rejected(msg, kid, "bad_signature", str(exc))
+        except WireError as exc:
+            return Rejected(msg, kid, "malformed", str(exc))
+        for r in payload.readings:
+            if not QUANTITY_RE.match(r.quantity) or r.quantity in RESERVED_MEASUREMENTS:
+                return Rejected(msg, kid, "malformed", f"quantity name {r.quantity!r} not allowed")
+        return Verified(msg, device, payload)
+
+    def points(self, v: Verified) -> list[Point]:
+        d, p = v.device, v.payload
+        out = []
+        for r in p.readings:
+            tags = {"farm": d.farm, "field": d.field, "gateway": d.gateway, "sensor": r.sensor,
+                    "unit": r.unit, **d.sensor_meta.get(r.sensor, {})}
+            fields: dict[str, float | int | str | bool] = {"seq": p.seq}
+            if r.value is None:
+                fields["missing"] = r.missing_reason
+            else:
+                fields["value"] = r.value
+            out.append(Point(r.quantity, tags, fields, round(r.time * 1e9)))
+        if self.derive is not None:
+            try:
+                out.extend(self.derive(d, p))
+            except Exception:  # derived series are a convenience, never a reason to stall
+                log.exception("deriving agronomy series failed for %s seq %d", d.gateway, p.seq)
+        return out
+
+    # ------------------------------------------------------------------ per batch
+
+    def process(self, batch: Sequence[Incoming]) -> BatchResult:
+        """Make a batch durable. Returns once InfluxDB and the store both have it; blocks
+        (retrying) while InfluxDB is unavailable, returns early only if stopped — then the
+        batch is NOT done and must not be acked."""
+        result = BatchResult()
+        verified: list[Verified] = []
+        rejected: list[Rejected] = []
+        for msg in batch:
+            outcome = self.check(msg)
+            (verified if isinstance(outcome, Verified) else rejected).append(outcome)
+
+        # dedupe within the batch and against what is already accepted
+        stored = self.store.digests((v.payload.gateway, v.payload.seq) for v in verified)
+        seen: dict[tuple[str, int], bytes] = {}
+        fresh: list[Verified] = []
+        for v in verified:
+            key = (v.payload.gateway, v.payload.seq)
+            digest = message_digest(v.incoming.payload)
+            earlier = stored.get(key) or seen.get(key)
+            if earlier is None:
+                seen[key] = digest
+                fresh.append(v)
+            elif earlier == digest:
+                rejected.append(Rejected(v.incoming, key[0], "replay",
+                                         f"seq {key[1]} already accepted with identical content "
+                                         "(a redelivery or a replay)"))
+            else:
+                rejected.append(Rejected(v.incoming, key[0], "replay",
+                                         f"seq {key[1]} already accepted with DIFFERENT content: "
+                                         "the gateway reused a sequence number"))
+
+        lines = [pt.to_line() for v in fresh for pt in self.points(v)]
+        if lines:
+            refused = self._write_until_done(lines)
+            if refused is None:
+                raise Interrupted("stopped while InfluxDB was unavailable; batch not acked")
+            result.influx_refused = refused
+
+        counters: Counter[str] = Counter()
+        for r in rejected:
+            counters[f"quarantined:{r.reason}"] += 1
+            result.quarantined[r.reason] += 1
+            log.warning("quarantined message on %s: %s: %s", r.incoming.topic, r.reason, r.detail)
+        counters["accepted"] = len(fresh)
+        counters["influx_refused"] = result.influx_refused
+        self.store.commit(
+            [AcceptedRow(v.payload.gateway, v.payload.seq, v.payload.boot,
+                         len(v.payload.readings), v.incoming.payload) for v in fresh],
+            [QuarantineRow(r.incoming.topic, r.gateway, r.reason, r.detail,
+                           r.incoming.payload[: self.max_message_bytes]) for r in rejected],
+            dict(counters),
+        )
+        result.accepted = len(fresh)
+        result.readings = sum(len(v.payload.readings) for v in fresh)
+        if fresh:
+            result.newest_sample = max(r.time for v in fresh for r in v.payload.readings)
+        return result
+
+    def _write_until_done(self, lines: list[str]) -> int | None:
+        delay = 0.2
+        while True:
+            try:
+                refused = write_salvaging(self.writer, lines)
+                if self.influx_down_since is not None:
+                    log.info("InfluxDB is back after %.0f s; catching up",
+                             time.monotonic() - self.influx_down_since)
+                    self.influx_down_since = None
+                return refused
+            except InfluxUnavailable as exc:
+                if self.influx_down_since is None:
+                    self.influx_down_since = time.monotonic()
+                    log.error("%s; holding acks and retrying (nothing is lost)", exc)
+                if self.stop_event.wait(delay):
+                    return None
+                delay = min(delay * 2, 5.0)
+
+
+class Interrupted(RuntimeError):
+    """The collector is stopping in the middle of a batch; the broker will redeliver it."""

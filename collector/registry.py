@@ -1,0 +1,148 @@
+"""The device registry: which gateways exist, their keys, farm/field, and whether revoked.
+
+Lives in the collector's SQLite database. A gateway id is derived from its first public key,
+so registering a key under a different id is refused. Key history is kept (a key retired by
+rotation stays valid for what it signed before) so a verifier can pick the key valid at a time."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+from fieldproof.wire import gateway_id_for
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    gateway TEXT PRIMARY KEY,
+    farm TEXT NOT NULL,
+    field TEXT NOT NULL,
+    location TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+    added_at REAL NOT NULL,
+    revoked_at REAL,
+    sensor_meta TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS device_keys (
+    gateway TEXT NOT NULL REFERENCES devices(gateway),
+    public_key BLOB NOT NULL,
+    valid_from REAL NOT NULL,
+    valid_to REAL,
+    PRIMARY KEY (gateway, public_key)
+);
+"""
+
+
+class RegistryError(ValueError):
+    """A registry change was refused; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Device:
+    gateway: str
+    farm: str
+    field: str
+    location: str
+    status: str
+    added_at: float
+    revoked_at: float | None
+    public_key: bytes
+    #: per-sensor extra InfluxDB tags, e.g. {"soil1": {"depth_cm": "20"}}
+    sensor_meta: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+
+def parse_public_key(text: str) -> bytes:
+    """Accept the 64-hex-digit public key that ``fieldproof gateway init`` prints."""
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise RegistryError("public key must be 64 hexadecimal digits") from None
+    if len(key) != 32:
+        raise RegistryError(f"public key must be 32 bytes (64 hex digits), got {len(key)} bytes")
+    return key
+
+
+class Registry:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.db.executescript(_SCHEMA)
+
+    def add(
+        self,
+        gateway: str,
+        public_key: bytes,
+        farm: str,
+        field: str,
+        location: str = "",
+        sensor_meta: dict[str, dict[str, str]] | None = None,
+    ) -> Device:
+        expected = gateway_id_for(public_key)
+        if gateway != expected:
+            raise RegistryError(
+                f"gateway id {gateway!r} does not belong to this public key (it would be "
+                f"{expected!r}); copy both from the output of 'fieldproof gateway init'"
+            )
+        for label, value in (("farm", farm), ("field", field)):
+            if not value or len(value) > 64:
+                raise RegistryError(f"{label} must be a name of 1 to 64 characters")
+        now = time.time()
+        with self.db:
+            row = self.db.execute("SELECT status FROM devices WHERE gateway=?", (gateway,)).fetchone()
+            if row is not None:
+                raise RegistryError(
+                    f"{gateway} is already registered ({row[0]}); a revoked gateway must be "
+                    "re-initialised with a new key"
+                )
+            self.db.execute(
+                "INSERT INTO devices VALUES (?, ?, ?, ?, 'active', ?, NULL, ?)",
+                (gateway, farm, field, location, now, json.dumps(sensor_meta or {})),
+            )
+            self.db.execute(
+                "INSERT INTO device_keys VALUES (?, ?, ?, NULL)", (gateway, public_key, now)
+            )
+        device = self.get(gateway)
+        assert device is not None
+        return device
+
+    def revoke(self, gateway: str) -> Device:
+        with self.db:
+            cur = self.db.execute(
+                "UPDATE devices SET status='revoked', revoked_at=? WHERE gateway=? AND status='active'",
+                (time.time(), gateway),
+            )
+        if cur.rowcount == 0:
+            raise RegistryError(f"{gateway} is not an active registered gateway")
+        device = self.get(gateway)
+        assert device is not None
+        return device
+
+    def get(self, gateway: str) -> Device | None:
+        row = self.db.execute(
+            "SELECT d.gateway, farm, field, location, status, added_at, revoked_at, sensor_meta,"
+            " k.public_key FROM devices d JOIN device_keys k ON k.gateway = d.gateway"
+            " WHERE d.gateway=? AND k.valid_to IS NULL",
+            (gateway,),
+        ).fetchone()
+        return None if row is None else _device(row)
+
+    def all(self) -> list[Device]:
+        rows = self.db.execute(
+            "SELECT d.gateway, farm, field, location, status, added_at, revoked_at, sensor_meta,"
+            " k.public_key FROM devices d JOIN device_keys k ON k.gateway = d.gateway"
+            " WHERE k.valid_to IS NULL ORDER BY farm, field, d.gateway"
+        ).fetchall()
+        return [_device(r) for r in rows]
+
+
+def _device(row: tuple[object, ...]) -> Device:
+    gw, farm, fld, loc, status, added, revoked, meta, key = row
+    return Device(
+        str(gw), str(farm), str(fld), str(loc), str(status), float(added),  # type: ignore[arg-type]
+        None if revoked is None else float(revoked),  # type: ignore[arg-type]
+        bytes(key), json.loads(str(meta)),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,253 @@
+"""The collector process: MQTT 5 shared subscription in, verified data out, ack after durable.
+
+paho's network thread only queues messages. One worker thread takes them in batches, hands a
+batch to the :class:`~collector.ingest.Ingestor` and acks every message of the batch (manual
+ack) only after the batch is in InfluxDB and committed to the store. The broker's Receive
+Maximum bounds what is unacked, so while InfluxDB is down the backlog waits in the broker's
+persistent session, not in our memory. Telegraf's ack-after-write tracking, with the log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from collector.influx import InfluxUnavailable, PointWriter, make_writer
+from collector.ingest import Incoming, Ingestor, Interrupted
+from collector.points import Point
+from collector.registry import Registry
+from collector.store import CollectorStore, EvidenceSink, open_db
+from fieldproof.config import CollectorConfig
+from fieldproof.mqtt import gateway_from_topic, make_client
+
+log = logging.getLogger("fieldproof.collector")
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+@dataclass(slots=True)
+class _Received:
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received_at: float
+
+
+class Collector:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        writer: PointWriter | None = None,
+        sink: EvidenceSink | None = None,
+    ) -> None:
+        self.config = config
+        self.db = open_db(config.db_path)
+        self.registry = Registry(self.db)
+        self.store = CollectorStore(self.db, sink, config.quarantine_max_rows)
+        self.writer = writer or make_writer(config.influx)
+        self.stop_event = threading.Event()
+        self.ingestor = Ingestor(
+            self.store, self.registry, self.writer,
+            topic_prefix=config.mqtt.topic_prefix,
+            max_message_bytes=config.max_message_bytes,
+            stop_event=self.stop_event,
+        )
+        self.inbox: queue.Queue[_Received] = queue.Queue()
+        self.connected = threading.Event()
+        self.status: dict[str, dict[str, Any]] = {}
+        self.lag_s = 0.0
+        self._interval_quarantine: Counter[str] = Counter()
+        prefix = config.mqtt.topic_prefix
+        self.readings_filter = f"$share/{config.share_group}/{prefix}/+/readings"
+        self.status_filter = f"{prefix}/+/status"
+        self.client = make_client(config.mqtt, config.collector_id)
+        self.client.manual_ack_set(True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.presence_topic = f"{prefix}/_collector/{config.collector_id}/status"
+        self.client.will_set(self.presence_topic, b'{"online": false}', 1, True)
+
+    # ------------------------------------------------------------------ MQTT
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
+    ) -> None:
+        if rc.is_failure:
+            log.error("broker refused the collector: %s", rc)
+            return
+        log.info("connected to broker (session present: %s)", flags.session_present)
+        client.subscribe([(self.readings_filter, 1), (self.status_filter, 1)])
+        self.connected.set()
+
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Any
+    ) -> None:
+        failed = [rc for rc in rcs if rc.is_failure]
+        if failed:
+            log.error("broker refused the subscription: %s (check the collector's ACL)", failed)
+            return
+        # Retained presence: tells operators (and the demo) this collector is subscribed.
+        client.publish(self.presence_topic, b'{"online": true}', 1, True)
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
+    ) -> None:
+        self.connected.clear()
+        if not self.stop_event.is_set():
+            log.warning("lost broker connection (%s); reconnecting", rc)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        self.inbox.put(_Received(msg.mid, msg.qos, msg.topic, bytes(msg.payload), time.time()))
+
+    def _ack(self, items: list[_Received]) -> None:
+        for item in items:
+            if item.qos > 0:
+                self.client.ack(item.mid, item.qos)
+
+    # ------------------------------------------------------------------ worker
+
+    def _next_batch(self) -> list[_Received]:
+        try:
+            first = self.inbox.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.config.batch_wait_ms / 1000
+        while len(batch) < self.config.batch_max:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self.inbox.get(timeout=max(0.0, remaining)) if remaining > 0
+                             else self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _handle_status(self, items: list[_Received]) -> None:
+        for item in items:
+            parsed = gateway_from_topic(self.config.mqtt.topic_prefix, item.topic)
+            try:
+                status = json.loads(item.payload) if item.payload else {"online": False}
+            except (ValueError, UnicodeDecodeError):
+                log.warning("unreadable status message on %s", item.topic)
+                continue
+            if parsed and isinstance(status, dict):
+                status["_received"] = item.received_at
+                self.status[parsed[0]] = status
+
+    def _process(self, batch: list[_Received]) -> None:
+        readings = [b for b in batch if b.topic.endswith("/readings")]
+        others = [b for b in batch if not b.topic.endswith("/readings")]
+        self._handle_status([b for b in others if b.topic.endswith("/status")])
+        delay = 0.5
+        while readings:
+            try:
+                result = self.ingestor.process(
+                    [Incoming(b.topic, b.payload, b.received_at) for b in readings]
+                )
+            except sqlite3.OperationalError as exc:
+                log.error("cannot commit to %s: %s; holding acks and retrying "
+                          "(free disk space if it is full)", self.config.db_path, exc)
+                if self.stop_event.wait(delay):
+                    raise Interrupted("stopped while the store was failing") from None
+                delay = min(delay * 2, 10.0)
+                continue
+            self._interval_quarantine.update(result.quarantined)
+            if result.newest_sample:
+                self.lag_s = max(0.0, time.time() - result.newest_sample)
+            break
+        self._ack(batch)
+
+    def _worker(self) -> None:
+        next_stats = time.monotonic() + self.config.stats_interval_s
+        while not self.stop_event.is_set():
+            batch = self._next_batch()
+            if batch:
+                try:
+                    self._process(batch)
+                except Interrupted as exc:
+                    log.warning("%s", exc)
+                    return
+                except Exception:
+                    # Unknown failure: do not ack (the broker redelivers), keep the loop alive.
+                    log.exception("unexpected error processing a batch of %d; not acked", len(batch))
+                    self.stop_event.wait(1.0)
+            if time.monotonic() >= next_stats:
+                self.write_stats()
+                next_stats = time.monotonic() + self.config.stats_interval_s
+
+    # ------------------------------------------------------------------ stats
+
+    def stats_points(self) -> list[Point]:
+        now_ns = time.time_ns()
+        c = self.store.counters()
+        quarantined = sum(v for k, v in c.items() if k.startswith("quarantined:"))
+        cid = self.config.collector_id
+        points = [Point("collector_stats", {"collector": cid}, {
+            "accepted": c.get("accepted", 0), "duplicates": c.get("quarantined:replay", 0),
+            "quarantined": quarantined, "gaps": len(self.store.gaps()),
+            "lag_s": float(self.lag_s), "backlog": self.inbox.qsize(),
+        }, now_ns)]
+        for reason, n in self._interval_quarantine.items():
+            points.append(Point("quarantine", {"collector": cid, "reason": reason}, {"count": n}, now_ns))
+        for gw, st in self.status.items():
+            device = self.ingestor.devices.get(gw)
+            if device is None:
+                continue
+            sensors = st.get("sensors") if isinstance(st.get("sensors"), dict) else {}
+            errors = sum(int(s.get("errors", 0)) for s in sensors.values() if isinstance(s, dict))
+            last_pub = float(st.get("last_publish") or 0)
+            points.append(Point("gateway_status",
+                                {"farm": device.farm, "field": device.field, "gateway": gw}, {
+                "online": int(bool(st.get("online"))),
+                "uptime_s": float(st.get("uptime_s", 0)),
+                "spool_depth": int(st.get("spool_depth", 0)),
+                "sensor_errors": errors,
+                "last_publish_age_s": time.time() - last_pub if last_pub else -1.0,
+                "version": str(st.get("version", "")),
+            }, now_ns))
+        return points
+
+    def write_stats(self) -> None:
+        try:
+            self.writer.write([p.to_line() for p in self.stats_points()])
+            self._interval_quarantine.clear()
+        except (InfluxUnavailable, ValueError) as exc:
+            log.debug("stats not written: %s", exc)
+
+    # ------------------------------------------------------------------ life cycle
+
+    def run(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = self.config.receive_maximum
+        self.client.connect_async(
+            self.config.mqtt.host, self.config.mqtt.port, self.config.mqtt.keepalive_s,
+            clean_start=False, properties=props,
+        )
+        self.client.loop_start()
+        log.info("collector %s running; database %s", self.config.collector_id, self.config.db_path)
+        try:
+            self._worker()
+        finally:
+            self.client.publish(self.presence_topic, b'{"online": false}', 1, True)
+            self.client.disconnect()
+            self.client.loop_stop()
+            self.writer.close()
+            self.db.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()

@@ -1,0 +1,173 @@
+"""The collector's durable state: which (gateway, seq) are accepted, the quarantine, counters.
+
+One SQLite database (WAL, synchronous=FULL) holds this, the device registry and the evidence
+log, so that accepting a batch — dedupe rows, log entries, quarantine rows, counters — is a
+single transaction: after a crash either all of a batch is there or none of it is."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS received (
+    gateway TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    boot INTEGER NOT NULL,
+    readings INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    log_index INTEGER,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (gateway, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    topic TEXT NOT NULL,
+    gateway TEXT,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    message BLOB
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    """The collector database, durable on every commit."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedRow:
+    gateway: str
+    seq: int
+    boot: int
+    readings: int
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    topic: str
+    gateway: str | None
+    reason: str
+    detail: str
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    gateway: str
+    first_missing: int
+    last_missing: int
+
+    @property
+    def size(self) -> int:
+        return self.last_missing - self.first_missing + 1
+
+
+class EvidenceSink:
+    """Where accepted message bytes go inside the commit; the evidence log plugs in here."""
+
+    def append(self, entries: Sequence[bytes]) -> int | None:
+        """Append in the caller's open transaction; return the first index (None: no log)."""
+        return None
+
+
+class CollectorStore:
+    def __init__(
+        self, db: sqlite3.Connection, sink: EvidenceSink | None = None, quarantine_max_rows: int = 100_000
+    ) -> None:
+        self.db = db
+        self.db.executescript(_SCHEMA)
+        self.sink = sink or EvidenceSink()
+        self.quarantine_max_rows = quarantine_max_rows
+        self._quarantine_rows = int(self.db.execute("SELECT count(*) FROM quarantine").fetchone()[0])
+
+    def digests(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        """Digests of already-accepted messages among ``keys``."""
+        out: dict[tuple[str, int], bytes] = {}
+        for gateway, seq in keys:
+            row = self.db.execute(
+                "SELECT digest FROM received WHERE gateway=? AND seq=?", (gateway, seq)
+            ).fetchone()
+            if row is not None:
+                out[(gateway, seq)] = bytes(row[0])
+        return out
+
+    def commit(
+        self, accepted: Sequence[AcceptedRow], quarantined: Sequence[QuarantineRow],
+        counters: dict[str, int],
+    ) -> None:
+        """Make a batch durable in one transaction: log entries, dedupe rows, quarantine,
+        counters. Raises sqlite3 errors (disk full…) with nothing half-written."""
+        now = time.time()
+        with self.db:
+            first = self.sink.append([a.message for a in accepted]) if accepted else None
+            self.db.executemany(
+                "INSERT INTO received VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (a.gateway, a.seq, a.boot, a.readings, message_digest(a.message),
+                     None if first is None else first + i, now)
+                    for i, a in enumerate(accepted)
+                ],
+            )
+            keep = max(0, self.quarantine_max_rows - self._quarantine_rows)
+            self.db.executemany(
+                "INSERT INTO quarantine (received_at, topic, gateway, reason, detail, message)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(now, q.topic, q.gateway, q.reason, q.detail, q.message) for q in quarantined[:keep]],
+            )
+            for name, value in counters.items():
+                if value:
+                    self.db.execute(
+                        "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name)"
+                        " DO UPDATE SET value = value + excluded.value",
+                        (name, value),
+                    )
+        self._quarantine_rows += min(keep, len(quarantined))
+
+    def counters(self) -> dict[str, int]:
+        return {str(n): int(v) for n, v in self.db.execute("SELECT name, value FROM counters")}
+
+    def accepted_count(self) -> tuple[int, int]:
+        """(messages, readings) accepted so far."""
+        row = self.db.execute("SELECT count(*), coalesce(sum(readings), 0) FROM received").fetchone()
+        return int(row[0]), int(row[1])
+
+    def quarantine_by_reason(self) -> dict[str, int]:
+        c = self.counters()
+        return {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("quarantined:")}
+
+    def gaps(self, gateway: str | None = None) -> list[Gap]:
+        """Missing sequence ranges per gateway (sequences start at 1)."""
+        sql = (
+            "SELECT gateway, prev + 1, seq - 1 FROM ("
+            " SELECT gateway, seq, LAG(seq, 1, 0) OVER (PARTITION BY gateway ORDER BY seq) AS prev"
+            " FROM received" + (" WHERE gateway = ?" if gateway else "") +
+            ") WHERE seq - prev > 1 ORDER BY gateway, seq"
+        )
+        rows = self.db.execute(sql, (gateway,) if gateway else ())
+        return [Gap(str(g), int(a), int(b)) for g, a, b in rows]
+
+    def quarantine_rows(self, limit: int = 50) -> list[tuple[float, str, str | None, str, str]]:
+        return [
+            (float(t), str(topic), gw, str(reason), str(detail))
+            for t, topic, gw, reason, detail in self.db.execute(
+                "SELECT received_at, topic, gateway, reason, detail FROM quarantine"
+                " ORDER BY id DESC LIMIT ?", (limit,)
+            )
+        ]
+
+
+def message_digest(message: bytes) -> bytes:
+    return hashlib.sha256(message).digest()

@@ -1,0 +1,193 @@
+"""Configuration files: TOML validated by pydantic, with environment overrides.
+
+Every mistake is reported as ``file: key = value: what is allowed`` so a technician can fix it
+without reading code. Environment variables override the file, e.g.
+``FIELDPROOF_GATEWAY__MQTT__HOST=broker.farm`` or ``FIELDPROOF_COLLECTOR__INFLUX__URL=…``."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.sensors.base import SensorConfig, SensorConfigError, validate_sensor_table
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or invalid; the message says where and why."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TlsConfig(StrictModel):
+    """TLS for MQTT. Paths to PEM files; the client key never leaves the device."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_hostname_check: bool = False
+
+
+class MqttConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password_env: str | None = Field(
+        default=None, description="name of the environment variable holding the password"
+    )
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    topic_prefix: str = "fieldproof/v1"
+
+
+class GatewayConfig(StrictModel):
+    """``fieldproof gateway run`` settings."""
+
+    key_file: Path = Path("/var/lib/fieldproof/gateway.key")
+    data_dir: Path = Path("/var/lib/fieldproof")
+    farm: str = ""
+    field: str = ""
+    #: seconds between sampling rounds
+    interval_s: float = Field(default=60.0, gt=0, le=86_400)
+    #: sampling rounds signed together in one message (1 = send each round at once)
+    rounds_per_message: int = Field(default=1, ge=1, le=100)
+    #: unacked QoS 1 messages in flight at once (paho reuses ids past 65,535)
+    inflight_window: int = Field(default=200, ge=1, le=20_000)
+    #: most messages the spool keeps while offline; past it the oldest are dropped and counted
+    spool_max_messages: int = Field(default=2_000_000, ge=100)
+    status_interval_s: float = Field(default=30.0, gt=0)
+    mqtt: MqttConfig = MqttConfig()
+    sensors: list[SensorConfig] = Field(default_factory=list)
+
+    @field_validator("sensors", mode="before")
+    @classmethod
+    def _validate_sensors(cls, value: Any) -> list[SensorConfig]:
+        if not isinstance(value, list):
+            raise ValueError("sensors must be a list of [[sensors]] tables")
+        out = []
+        for i, table in enumerate(value):
+            if isinstance(table, SensorConfig):
+                out.append(table)
+                continue
+            if not isinstance(table, dict):
+                raise ValueError(f"sensors[{i}] must be a table")
+            try:
+                out.append(validate_sensor_table(i, table))
+            except SensorConfigError as exc:
+                raise ValueError(str(exc)) from None
+        names = [s.name for s in out]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sensor names must be unique, got {names}")
+        return out
+
+    @property
+    def spool_path(self) -> Path:
+        return self.data_dir / "spool.sqlite"
+
+
+class InfluxConfig(StrictModel):
+    """Where readings go. ``api = "v1"`` for InfluxDB 1.x ``/write``; ``"v2"`` for 2.x/3.x/Cloud."""
+
+    api: Literal["v1", "v2"] = "v1"
+    url: str = "http://127.0.0.1:8086"
+    database: str = "fieldproof"
+    retention_policy: str = ""
+    username: str | None = None
+    password_env: str | None = None
+    org: str = ""
+    bucket: str = "fieldproof"
+    token_env: str | None = Field(default=None, description="env var holding the v2 API token")
+    timeout_s: float = Field(default=10.0, gt=0)
+    create_database: bool = True
+
+
+class CollectorConfig(StrictModel):
+    """``fieldproof collector run`` settings."""
+
+    collector_id: str = Field(default="collector-1", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    data_dir: Path = Path("/var/lib/fieldproof-collector")
+    mqtt: MqttConfig = MqttConfig()
+    influx: InfluxConfig = InfluxConfig()
+    #: shared subscription group; collectors in the same group split the load
+    share_group: str = Field(default="fieldproof", pattern=r"^[A-Za-z0-9_-]+$")
+    batch_max: int = Field(default=500, ge=1, le=10_000)
+    batch_wait_ms: int = Field(default=50, ge=0, le=10_000)
+    #: MQTT 5 Receive Maximum: unacked messages the broker may push at once
+    receive_maximum: int = Field(default=2000, ge=1, le=65535)
+    max_message_bytes: int = Field(default=64 * 1024, ge=256, le=1024 * 1024)
+    stats_interval_s: float = Field(default=10.0, gt=0)
+    #: quarantine keeps message bytes for at most this many rows (counters keep counting)
+    quarantine_max_rows: int = Field(default=100_000, ge=0)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "collector.sqlite"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _env_overrides(prefix: str) -> dict[str, Any]:
+    """``PREFIX__A__B=v`` → ``{"a": {"b": "v"}}``; pydantic then converts types."""
+    out: dict[str, Any] = {}
+    for name, value in os.environ.items():
+        if not name.startswith(prefix + "__"):
+            continue
+        parts = name[len(prefix) + 2 :].lower().split("__")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def format_validation_error(exc: ValidationError, source: str, data: dict[str, Any]) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        shown = "(missing)" if err["type"] == "missing" else repr(value)
+        if isinstance(value, dict):
+            shown = "{…}"
+        lines.append(f"  {key} = {shown}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_model(model: type[M], path: Path | None, env_prefix: str) -> M:
+    """Read ``path`` (TOML), apply environment overrides, validate into ``model``."""
+    data: dict[str, Any] = {}
+    source = str(path) if path else "(defaults)"
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: file not found (give --config the path of a TOML file)") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    data = _merge(data, _env_overrides(env_prefix))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source, data)) from None
+
+
+def load_gateway_config(path: Path | None) -> GatewayConfig:
+    return load_model(GatewayConfig, path, "FIELDPROOF_GATEWAY")
+
+
+def load_collector_config(path: Path | None) -> CollectorConfig:
+    return load_model(CollectorConfig, path, "FIELDPROOF_COLLECTOR")

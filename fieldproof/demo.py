@@ -1,0 +1,275 @@
+"""``fieldproof demo``: the whole path on one machine, checked end to end.
+
+Starts Mosquitto and InfluxDB on free loopback ports (or uses the ones given), creates N
+simulated gateways with keys of their own, registers them, runs them and a collector as
+separate processes, then stops the gateways (they drain their spools), waits for the collector
+to catch up and reads the result back from InfluxDB with InfluxQL. Exits non-zero if any reading
+a gateway saw acknowledged is missing from InfluxDB."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from collector.registry import Registry
+from collector.store import CollectorStore, open_db
+from fieldproof.keys import create_key_file
+from fieldproof.mqtt import wait_for_retained
+from fieldproof.services import InfluxDB, ManagedProcess, Mosquitto
+from fieldproof.wire import gateway_id_for, public_key_bytes
+
+READING_MEASUREMENTS = (
+    "soil_moisture", "soil_temperature", "air_temperature", "air_humidity", "soil_ec",
+)
+
+
+@dataclass
+class DemoGateway:
+    gateway_id: str
+    config_path: Path
+    spool_path: Path
+    farm: str
+    field: str
+    proc: subprocess.Popen[bytes] | None = None
+
+
+def _python_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fieldproof", *args]
+
+
+def write_gateway(workdir: Path, index: int, mqtt_port: int, interval: float, farm: str,
+                  field: str, mqtt_host: str = "127.0.0.1") -> DemoGateway:
+    gdir = workdir / f"gateway-{index}"
+    gdir.mkdir(parents=True, exist_ok=True)
+    key = create_key_file(gdir / "gateway.key")
+    gw = gateway_id_for(public_key_bytes(key))
+    config = gdir / "gateway.toml"
+    config.write_text(f"""# demo gateway {index}
+key_file = "{gdir / 'gateway.key'}"
+data_dir = "{gdir}"
+farm = "{farm}"
+field = "{field}"
+interval_s = {interval}
+status_interval_s = 5
+
+[mqtt]
+host = "{mqtt_host}"
+port = {mqtt_port}
+
+[[sensors]]
+kind = "simulated"
+name = "station{index}"
+seed = {index + 1}
+""")
+    return DemoGateway(gw, config, gdir / "spool.sqlite", farm, field)
+
+
+def write_collector_config(workdir: Path, mqtt_host: str, mqtt_port: int, influx_url: str,
+                           database: str) -> Path:
+    cdir = workdir / "collector"
+    cdir.mkdir(parents=True, exist_ok=True)
+    path = cdir / "collector.toml"
+    path.write_text(f"""collector_id = "demo-collector"
+data_dir = "{cdir}"
+stats_interval_s = 5
+
+[mqtt]
+host = "{mqtt_host}"
+port = {mqtt_port}
+
+[influx]
+api = "v1"
+url = "{influx_url}"
+database = "{database}"
+""")
+    return path
+
+
+def spool_counts(path: Path) -> tuple[int, int, int]:
+    """(acked readings, messages still spooled, dropped messages) from a gateway's spool."""
+    db = sqlite3.connect(path)
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    finally:
+        db.close()
+    return int(meta.get("acked_readings", 0)), depth, int(meta.get("dropped_messages", 0))
+
+
+def influx_counts(influx_url: str, database: str) -> dict[str, int]:
+    """Readings stored per gateway, counted by InfluxQL over the reading measurements."""
+    import httpx
+
+    q = f'SELECT count("seq") FROM {",".join(READING_MEASUREMENTS)} GROUP BY "gateway"'
+    r = httpx.get(f"{influx_url}/query", params={"db": database, "q": q}, timeout=30)
+    r.raise_for_status()
+    counts: dict[str, int] = {}
+    for series in r.json()["results"][0].get("series", []):
+        gw = series["tags"]["gateway"]
+        counts[gw] = counts.get(gw, 0) + int(series["values"][0][1])
+    return counts
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@click.command("demo")
+@click.option("--gateways", default=3, show_default=True, type=click.IntRange(1, 200))
+@click.option("--duration", default=60.0, show_default=True, type=click.FloatRange(1, 86_400),
+              help="seconds the gateways run")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.01, 3600),
+              help="seconds between a gateway's sampling rounds")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="keep everything here (default: a temporary directory, removed after)")
+@click.option("--mqtt-port", type=int, default=None, help="use a running broker on 127.0.0.1")
+@click.option("--influx-url", default=None, help="use a running InfluxDB 1.x")
+@click.option("--database", default="fieldproof", show_default=True)
+def demo_command(gateways: int, duration: float, interval: float, workdir: Path | None,
+                 mqtt_port: int | None, influx_url: str | None, database: str) -> None:
+    """Run simulated gateways → broker → collector → InfluxDB and check nothing is lost."""
+    console = Console(stderr=True)
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="fieldproof-demo-")
+        workdir = Path(tmp.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    services: list[ManagedProcess] = []
+    collector_proc: subprocess.Popen[bytes] | None = None
+    fleet: list[DemoGateway] = []
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        if mqtt_port is None:
+            broker = Mosquitto(workdir / "mosquitto")
+            broker.start()
+            services.append(broker)
+            mqtt_port = broker.port
+        if influx_url is None:
+            influx = InfluxDB(workdir / "influxdb")
+            influx.start()
+            services.append(influx)
+            influx_url = influx.url
+        console.print(f"broker 127.0.0.1:{mqtt_port} · InfluxDB {influx_url} · work dir {workdir}")
+
+        collector_config = write_collector_config(workdir, "127.0.0.1", mqtt_port, influx_url, database)
+        cdir = collector_config.parent
+        registry = Registry(open_db(cdir / "collector.sqlite"))
+        farms = [("north-farm", "field-a"), ("north-farm", "field-b"), ("river-farm", "orchard")]
+        for i in range(gateways):
+            farm, field = farms[i % len(farms)]
+            g = write_gateway(workdir, i, mqtt_port, interval, farm, field)
+            pub = bytes.fromhex(_public_key_hex(g))
+            registry.add(g.gateway_id, pub, farm, field, sensor_meta={f"station{i}": {"depth_cm": "20"}})
+            fleet.append(g)
+        registry.db.close()
+
+        logs = workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        with (logs / "collector.log").open("ab") as out:
+            collector_proc = subprocess.Popen(
+                _python_cmd("collector", "run", "--config", str(collector_config)),
+                stdout=out, stderr=subprocess.STDOUT, env=env,
+            )
+        presence = "fieldproof/v1/_collector/demo-collector/status"
+        if not wait_for_retained("127.0.0.1", mqtt_port, presence, b'"online": true', 60):
+            raise click.ClickException(f"collector did not subscribe; see {logs / 'collector.log'}")
+        for g in fleet:
+            with (logs / f"{g.gateway_id}.log").open("ab") as out:
+                g.proc = subprocess.Popen(
+                    _python_cmd("gateway", "run", "--config", str(g.config_path)),
+                    stdout=out, stderr=subprocess.STDOUT, env=env,
+                )
+
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeRemainingColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task(f"{gateways} gateways running", total=duration)
+            start = time.monotonic()
+            while (elapsed := time.monotonic() - start) < duration:
+                progress.update(task, completed=elapsed)
+                for g in fleet:
+                    if g.proc is not None and g.proc.poll() is not None:
+                        raise click.ClickException(
+                            f"gateway {g.gateway_id} exited early; see {logs / (g.gateway_id + '.log')}")
+                if collector_proc.poll() is not None:
+                    raise click.ClickException(f"collector exited early; see {logs / 'collector.log'}")
+                time.sleep(0.2)
+
+        console.print("stopping gateways (they drain their spools)…")
+        for g in fleet:
+            if g.proc is not None:
+                g.proc.send_signal(signal.SIGTERM)
+        for g in fleet:
+            _terminate(g.proc, 30)
+
+        published = 0
+        still_spooled = 0
+        dropped = 0
+        per_gateway: dict[str, int] = {}
+        for g in fleet:
+            acked, depth, drop = spool_counts(g.spool_path)
+            per_gateway[g.gateway_id] = acked
+            published += acked
+            still_spooled += depth
+            dropped += drop
+
+        store = CollectorStore(open_db(cdir / "collector.sqlite"))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and store.accepted_count()[1] < published:
+            time.sleep(0.2)
+        _terminate(collector_proc)
+        collector_proc = None
+
+        accepted_messages, accepted_readings = store.accepted_count()
+        quarantined = sum(store.quarantine_by_reason().values())
+        gaps = store.gaps()
+        stored = influx_counts(influx_url, database)
+        stored_total = sum(stored.get(g.gateway_id, 0) for g in fleet)
+
+        table = Table("gateway", "farm / field", "published", "in InfluxDB", title="fieldproof demo")
+        for g in fleet:
+            table.add_row(g.gateway_id, f"{g.farm} / {g.field}", str(per_gateway[g.gateway_id]),
+                          str(stored.get(g.gateway_id, 0)))
+        Console().print(table)
+        missing = sum(max(0, per_gateway[g.gateway_id] - stored.get(g.gateway_id, 0)) for g in fleet)
+        ok = missing == 0 and published > 0 and accepted_readings >= published
+        verdict = "OK" if ok else "FAIL"
+        click.echo(
+            f"demo {verdict}: gateways={gateways} published={published} verified={accepted_readings}"
+            f" stored={stored_total} missing={missing} quarantined={quarantined} gaps={len(gaps)}"
+            f" still_spooled={still_spooled} dropped={dropped} messages={accepted_messages}"
+        )
+        if not ok:
+            sys.exit(1)
+    finally:
+        for g in fleet:
+            _terminate(g.proc, 5)
+        _terminate(collector_proc, 10)
+        for s in reversed(services):
+            s.stop()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _public_key_hex(g: DemoGateway) -> str:
+    from fieldproof.keys import load_key_file
+
+    return public_key_bytes(load_key_file(g.config_path.parent / "gateway.key")).hex()

@@ -1,0 +1,63 @@
+"""``fieldproof gateway …``: what a field technician runs on the Pi."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fieldproof.config import ConfigError, load_gateway_config
+from fieldproof.keys import KeyFileError, create_key_file
+from fieldproof.wire import gateway_id_for, public_key_bytes
+
+
+@click.group("gateway")
+def gateway_group() -> None:
+    """Field gateway: create its key, run it, check it."""
+
+
+@gateway_group.command("init")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="gateway TOML; its key_file is where the key goes")
+@click.option("--key", "key_path", type=click.Path(path_type=Path), default=None,
+              help="write the key here instead of the config's key_file")
+def init_command(config_path: Path | None, key_path: Path | None) -> None:
+    """Generate this gateway's Ed25519 key ON THIS DEVICE and print what to register."""
+    try:
+        path = key_path or load_gateway_config(config_path).key_file
+        key = create_key_file(path)
+    except (ConfigError, KeyFileError) as exc:
+        raise click.ClickException(str(exc)) from None
+    pub = public_key_bytes(key)
+    gw = gateway_id_for(pub)
+    click.echo(f"key written to {path} (mode 600; it never leaves this device)")
+    click.echo(f"gateway id:  {gw}")
+    click.echo(f"public key:  {pub.hex()}")
+    click.echo("register it on the collector with:")
+    click.echo(f"  fieldproof collector devices add --id {gw} --public-key {pub.hex()} "
+               "--farm FARM --field FIELD")
+
+
+@gateway_group.command("run")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
+@click.option("--duration", type=float, default=None, help="stop after this many seconds")
+def run_command(config_path: Path, duration: float | None) -> None:
+    """Sample, sign, spool and publish until stopped (SIGTERM/Ctrl-C drain in-flight messages)."""
+    from gateway.agent import GatewayAgent
+
+    try:
+        config = load_gateway_config(config_path)
+        agent = GatewayAgent(config)
+    except (ConfigError, KeyFileError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def _stop(signum: int, frame: Any) -> None:
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    agent.run(duration)
+    sys.exit(0)

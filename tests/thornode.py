@@ -1,0 +1,794 @@
+"""A test double of a VeChainThor node's REST API.
+
+No real Thor node can run on these machines (it is a Go build and there is no Docker engine), so
+the Thor client and the anchorer are tested against this server instead. It serves, on a free
+loopback port, the subset of shared/reference/thor-rest-api.yaml that fieldproof uses, with the
+same paths, JSON shapes, status codes and text error bodies as github.com/vechain/thor's
+``api/`` and ``txpool/`` packages:
+
+* ``GET /blocks/{revision}`` (number, id, ``best``, ``justified``, ``finalized``; ``expanded``),
+  ``null`` for an unknown block;
+* ``POST /transactions`` with ``{"raw": "0x…"}``: the raw tx is decoded with ``anchor.thor``
+  and checked as the tx pool does — canonical encoding (400 ``raw: …``), low-S signature and its
+  length (400 ``bad tx: …``), chain tag (400 ``bad tx: chain tag mismatch``), signature recovery
+  and intrinsic gas (400 ``bad tx: …``), then gas limit, expiry (403 ``tx rejected: expired``),
+  blockRef schedule, features, known tx, base fee and the payer's energy (403 ``tx rejected:
+  insufficient energy``; the payer is the VIP-191 delegator when there is one);
+* ``GET /transactions/{id}`` (``pending``, ``raw``), ``GET /transactions/{id}/receipt``;
+* ``GET /accounts/{address}`` (balance, energy), ``GET /fees/priority``.
+
+As on the real node, a well-formed signature made by the wrong key cannot be told apart from a
+right one: it recovers to a different origin, which then normally fails the energy check.
+
+Blocks are produced on demand (``mine()``) or on a timer (``auto_mine``); the finalized block
+lags the best by ``finality_depth``. Faults for tests: ``go_down()``/``come_up()`` (connections
+refused), ``drop_incoming`` (accept txs and lose them), ``drop_pending()``, ``fail_next()``
+(HTTP 503s), ``rollback()`` (a reorg of unfinalized blocks) and ``revert_to`` (clauses to these
+addresses revert). Not served: raw block headers, logs, subscriptions, debug, fee history.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from anchor import thor
+
+BLOCK_INTERVAL = 10
+MAX_TX_SIZE = 64 * 1024
+INITIAL_BASE_FEE = 10_000_000_000_000  # 10^13 wei, thor.InitialBaseFee
+ZERO_ADDRESS = b"\x00" * 20
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def _qty(n: int) -> str:
+    return hex(n)
+
+
+def addr_bytes(addr: str | bytes) -> bytes:
+    b = addr if isinstance(addr, bytes) else bytes.fromhex(addr.removeprefix("0x"))
+    if len(b) != 20:
+        raise ValueError("address must be 20 bytes")
+    return b
+
+
+@dataclass
+class _Receipt:
+    gas_used: int
+    payer: bytes
+    paid: int
+    reward: int
+    reverted: bool
+    outputs: list[dict[str, Any]]
+
+
+@dataclass
+class _TxEntry:
+    tx: thor.Transaction
+    raw: bytes
+    id: bytes
+    origin: bytes
+    delegator: bytes | None
+    receipt: _Receipt | None = None
+
+
+@dataclass
+class _Block:
+    number: int
+    id: bytes
+    parent_id: bytes
+    timestamp: int
+    gas_limit: int
+    base_fee: int
+    txs: list[_TxEntry] = field(default_factory=list)
+
+    @property
+    def gas_used(self) -> int:
+        return sum(t.receipt.gas_used for t in self.txs if t.receipt)
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+class ThorNode:
+    """In-process Thor node double. Use as a context manager or call ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        *,
+        chain_tag: int = 0xF6,
+        finality_depth: int = 3,
+        base_fee: int = INITIAL_BASE_FEE,
+        legacy_base_gas_price: int = INITIAL_BASE_FEE,
+        gas_limit: int = 40_000_000,
+        energy: Mapping[str, int] | None = None,
+        balance: Mapping[str, int] | None = None,
+        genesis_timestamp: int = 1_700_000_000,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.chain_tag = chain_tag
+        self.finality_depth = finality_depth
+        self.base_fee = base_fee
+        self.legacy_base_gas_price = legacy_base_gas_price
+        self.priority_fee = base_fee * 5 // 100
+        self.gas_limit = gas_limit
+        self.host = host
+        self.drop_incoming = False
+        self.revert_to: set[bytes] = set()
+        self.requests: list[tuple[str, str]] = []
+        self.submissions: list[tuple[int, str]] = []  # (status, text or tx id) per POST
+        self._lock = threading.RLock()
+        self._energy: dict[bytes, int] = {addr_bytes(a): v for a, v in (energy or {}).items()}
+        self._balance: dict[bytes, int] = {addr_bytes(a): v for a, v in (balance or {}).items()}
+        self._pool: dict[bytes, _TxEntry] = {}
+        self._tx_block: dict[bytes, int] = {}
+        self._side_blocks: dict[bytes, _Block] = {}
+        self._fail_next: list[int] = []
+        gid = thor.blake2b256(b"fieldproof thornode genesis", bytes([chain_tag]))
+        genesis_id = b"\x00" * 4 + gid[4:31] + bytes([chain_tag])
+        self._blocks: list[_Block] = [
+            _Block(0, genesis_id, b"\x00" * 32, genesis_timestamp, gas_limit, base_fee)
+        ]
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._port = 0
+        self._auto: threading.Thread | None = None
+        self._auto_stop = threading.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        if not self._port:
+            raise RuntimeError("thornode not started")
+        return f"http://{self.host}:{self._port}"
+
+    @property
+    def up(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> ThorNode:
+        self.come_up()
+        return self
+
+    def stop(self) -> None:
+        self.auto_mine(None)
+        self.go_down()
+
+    def __enter__(self) -> ThorNode:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def come_up(self) -> None:
+        """Listen again (on the same port after a ``go_down``)."""
+        if self._server is not None:
+            return
+        server = ThreadingHTTPServer((self.host, self._port), _make_handler(self))
+        server.daemon_threads = True
+        self._port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="thornode", daemon=True)
+        self._thread.start()
+
+    def go_down(self) -> None:
+        """Close the listening socket: clients now get "connection refused". State is kept."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+    def auto_mine(self, interval_s: float | None) -> None:
+        """Produce a block every ``interval_s`` seconds (None stops it)."""
+        if self._auto is not None:
+            self._auto_stop.set()
+            self._auto.join()
+            self._auto = None
+        if interval_s is None:
+            return
+        self._auto_stop = threading.Event()
+        stop = self._auto_stop
+
+        def run() -> None:
+            while not stop.wait(interval_s):
+                self.mine()
+
+        self._auto = threading.Thread(target=run, name="thornode-miner", daemon=True)
+        self._auto.start()
+
+    # ------------------------------------------------------------------ knobs
+
+    def set_energy(self, address: str | bytes, wei: int) -> None:
+        with self._lock:
+            self._energy[addr_bytes(address)] = wei
+
+    def energy(self, address: str | bytes) -> int:
+        with self._lock:
+            return self._energy.get(addr_bytes(address), 0)
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        """Answer the next ``count`` requests with ``status`` (a transient node fault)."""
+        with self._lock:
+            self._fail_next.extend([status] * count)
+
+    def drop_pending(self) -> int:
+        """Forget every tx in the pool (as a restarted node would); returns how many."""
+        with self._lock:
+            n = len(self._pool)
+            self._pool.clear()
+            return n
+
+    @property
+    def pending_ids(self) -> list[str]:
+        with self._lock:
+            return [_hex(i) for i in self._pool]
+
+    @property
+    def genesis_id(self) -> str:
+        return _hex(self._blocks[0].id)
+
+    @property
+    def best_number(self) -> int:
+        with self._lock:
+            return self._blocks[-1].number
+
+    @property
+    def finalized_number(self) -> int:
+        with self._lock:
+            return max(0, self._blocks[-1].number - self.finality_depth)
+
+    def block_id(self, number: int) -> str:
+        with self._lock:
+            return _hex(self._blocks[number].id)
+
+    def included_in(self, tx_id: str) -> int | None:
+        """Block number holding the tx on the trunk, or None."""
+        with self._lock:
+            return self._tx_block.get(bytes.fromhex(tx_id.removeprefix("0x")))
+
+    # ------------------------------------------------------------------ chain
+
+    def _price(self, tx: thor.Transaction) -> int:
+        if tx.tx_type == thor.TYPE_LEGACY:
+            b = self.legacy_base_gas_price
+            return b + b * tx.gas_price_coef // 255
+        return min(tx.max_fee_per_gas, tx.max_priority_fee_per_gas + self.base_fee)
+
+    def _payer(self, e: _TxEntry) -> bytes:
+        return e.delegator if e.delegator is not None else e.origin
+
+    def mine(self, count: int = 1) -> list[str]:
+        """Produce ``count`` blocks; executable pool txs go into the first one. Returns ids."""
+        ids = []
+        with self._lock:
+            for _ in range(count):
+                ids.append(_hex(self._mine_one().id))
+        return ids
+
+    def mine_until(self, number: int) -> None:
+        with self._lock:
+            while self._blocks[-1].number < number:
+                self._mine_one()
+
+    def _executable(self, e: _TxEntry, number: int) -> bool | None:
+        """True: include now; False: keep waiting; None: drop from the pool."""
+        tx = e.tx
+        if tx.is_expired(number):
+            return None
+        if tx.block_ref_number > number:
+            return False
+        if tx.depends_on is not None:
+            blk = self._tx_block.get(tx.depends_on)
+            if blk is None:
+                return False
+            dep = next(t for t in self._blocks[blk].txs if t.id == tx.depends_on)
+            if dep.receipt is not None and dep.receipt.reverted:
+                return None
+        return True
+
+    def _mine_one(self) -> _Block:
+        parent = self._blocks[-1]
+        number = parent.number + 1
+        ts = parent.timestamp + BLOCK_INTERVAL
+        body = thor.blake2b256(parent.id, ts.to_bytes(8, "big"), *self._pool.keys())
+        blk = _Block(
+            number,
+            number.to_bytes(4, "big") + body[4:],
+            parent.id,
+            ts,
+            self.gas_limit,
+            self.base_fee,
+        )
+        gas_left = self.gas_limit
+        for tx_id, e in list(self._pool.items()):
+            state = self._executable(e, number)
+            if state is None:
+                del self._pool[tx_id]
+                continue
+            if not state or e.tx.gas > gas_left:
+                continue
+            price = self._price(e.tx)
+            payer = self._payer(e)
+            if self._energy.get(payer, 0) < e.tx.gas * price:
+                del self._pool[tx_id]  # the pool washes out txs whose payer went broke
+                continue
+            del self._pool[tx_id]
+            gas_used = e.tx.intrinsic_gas()
+            paid = gas_used * price
+            self._energy[payer] = self._energy.get(payer, 0) - paid
+            value = sum(c.value for c in e.tx.clauses)
+            reverted = any(c.to in self.revert_to for c in e.tx.clauses) or (
+                value > self._balance.get(e.origin, 0)
+            )
+            outputs: list[dict[str, Any]] = []
+            if not reverted:
+                for c in e.tx.clauses:
+                    transfers = []
+                    if c.value:
+                        self._balance[e.origin] = self._balance.get(e.origin, 0) - c.value
+                        to = c.to or ZERO_ADDRESS
+                        self._balance[to] = self._balance.get(to, 0) + c.value
+                        transfers.append(
+                            {
+                                "sender": _hex(e.origin),
+                                "recipient": _hex(to),
+                                "amount": _qty(c.value),
+                            }
+                        )
+                    outputs.append({"contractAddress": None, "events": [], "transfers": transfers})
+            e.receipt = _Receipt(
+                gas_used, payer, paid, gas_used * max(0, price - self.base_fee), reverted, outputs
+            )
+            gas_left -= gas_used
+            blk.txs.append(e)
+            self._tx_block[e.id] = number
+        self._blocks.append(blk)
+        return blk
+
+    def rollback(self, count: int) -> list[str]:
+        """Reorg: drop the last ``count`` (unfinalized) blocks; their txs go back to the pool."""
+        with self._lock:
+            if self._blocks[-1].number - count < self.finalized_number:
+                raise ValueError("cannot roll back finalized blocks")
+            returned = []
+            for _ in range(count):
+                blk = self._blocks.pop()
+                self._side_blocks[blk.id] = blk
+                for e in blk.txs:
+                    payer = self._payer(e)
+                    self._energy[payer] = self._energy.get(payer, 0) + (
+                        e.receipt.paid if e.receipt else 0
+                    )
+                    self._tx_block.pop(e.id, None)
+                    self._pool[e.id] = _TxEntry(e.tx, e.raw, e.id, e.origin, e.delegator)
+                    returned.append(_hex(e.id))
+            return returned
+
+    # ------------------------------------------------------------------ tx pool
+
+    def _reject_if_invalid(self, tx: thor.Transaction) -> tuple[bytes, bytes | None]:
+        """The node's checks, in its order; returns (origin, delegator)."""
+        try:
+            low_s = tx.has_low_s()
+        except thor.SignatureError as e:
+            raise _Reject(400, f"bad tx: {e}") from None
+        if not low_s:
+            raise _Reject(400, "bad tx: invalid signature: S value is out of range")
+        if tx.chain_tag != self.chain_tag:
+            raise _Reject(400, "bad tx: chain tag mismatch")
+        if tx.size > MAX_TX_SIZE:
+            raise _Reject(403, "tx rejected: size too large")
+        try:
+            origin = tx.origin()
+            if tx.gas < tx.intrinsic_gas():
+                raise _Reject(400, "bad tx: intrinsic gas exceeds provided gas")
+            delegator = tx.delegator()
+        except thor.SignatureError as e:
+            raise _Reject(400, f"bad tx: {e}") from None
+        if tx.tx_type == thor.TYPE_DYNAMIC_FEE and tx.max_fee_per_gas < tx.max_priority_fee_per_gas:
+            raise _Reject(400, "bad tx: maxFeePerGas is less than maxPriorityFeePerGas")
+        return origin, delegator
+
+    def _evaluate(self, e: _TxEntry) -> int | None:
+        """Pool evaluation on the next block; returns the prepaid cost, None if not executable."""
+        tx = e.tx
+        nxt = self._blocks[-1].number + 1
+        if tx.gas > self.gas_limit:
+            raise _Reject(403, "tx rejected: tx gas exceeds block gas limit")
+        if tx.is_expired(nxt):
+            raise _Reject(403, "tx rejected: expired")
+        if tx.block_ref_number > nxt + 5 * 60 // BLOCK_INTERVAL:
+            raise _Reject(403, "tx rejected: block ref out of schedule")
+        if tx.features & ~thor.DELEGATION_FEATURE:
+            raise _Reject(403, "tx rejected: unsupported features")
+        if tx.unused_reserved:
+            raise _Reject(403, "tx rejected: unused reserved slot")
+        if e.id in self._tx_block:
+            raise _Reject(403, "tx rejected: known tx")
+        if tx.depends_on is not None:
+            blk = self._tx_block.get(tx.depends_on)
+            if blk is None:
+                return None
+            dep = next(t for t in self._blocks[blk].txs if t.id == tx.depends_on)
+            if dep.receipt is not None and dep.receipt.reverted:
+                raise _Reject(403, "tx rejected: dep reverted")
+        if tx.block_ref_number > nxt:
+            return None
+        price = self._price(tx)
+        if price < self.base_fee:
+            raise _Reject(403, "tx rejected: gas price is less than block base fee")
+        prepaid = tx.gas * price
+        if self._energy.get(self._payer(e), 0) < prepaid:
+            raise _Reject(403, "tx rejected: insufficient energy")
+        return prepaid
+
+    def submit(self, raw: bytes) -> str:
+        """What ``POST /transactions`` does after the JSON/hex layer; raises _Reject."""
+        try:
+            tx = thor.decode(raw)
+        except thor.ThorTxError as err:
+            raise _Reject(400, f"raw: {err}") from None
+        with self._lock:
+            for pooled in self._pool.values():
+                if pooled.raw == raw:
+                    return _hex(pooled.id)
+            origin, delegator = self._reject_if_invalid(tx)
+            new = _TxEntry(tx, raw, thor.blake2b256(tx.signing_hash(), origin), origin, delegator)
+            prepaid = self._evaluate(new)
+            if prepaid is not None:
+                payer = self._payer(new)
+                pending = sum(
+                    p.tx.gas * self._price(p.tx)
+                    for p in self._pool.values()
+                    if self._payer(p) == payer
+                )
+                if self._energy.get(payer, 0) < pending + prepaid:
+                    raise _Reject(403, "tx rejected: insufficient energy for overall pending cost")
+            if not self.drop_incoming:
+                self._pool[new.id] = new
+            return _hex(new.id)
+
+    # ------------------------------------------------------------------ JSON views
+
+    def _block_for(self, revision: str) -> _Block | None:
+        blocks = self._blocks
+        if revision in ("", "best"):
+            return blocks[-1]
+        if revision == "finalized":
+            return blocks[self.finalized_number]
+        if revision == "justified":
+            return blocks[max(self.finalized_number, blocks[-1].number - self.finality_depth // 2)]
+        if revision == "next":
+            raise _Reject(400, "revision: invalid revision: next is not allowed")
+        if len(revision) in (64, 66):
+            bid = _parse_bytes32(revision, "revision")
+            n = int.from_bytes(bid[:4], "big")
+            if n < len(blocks) and blocks[n].id == bid:
+                return blocks[n]
+            return self._side_blocks.get(bid)
+        try:
+            n = int(revision, 0)
+        except ValueError:
+            raise _Reject(
+                400, f'revision: strconv.ParseUint: parsing "{revision}": invalid syntax'
+            ) from None
+        if n < 0:
+            raise _Reject(400, f'revision: strconv.ParseUint: parsing "{revision}": invalid syntax')
+        if n > 0xFFFFFFFF:
+            raise _Reject(400, "revision: block number out of max uint32")
+        return blocks[n] if n < len(blocks) else None
+
+    def _tx_json(self, e: _TxEntry) -> dict[str, Any]:
+        tx = e.tx
+        d: dict[str, Any] = {
+            "id": _hex(e.id),
+            "type": tx.tx_type,
+            "chainTag": tx.chain_tag,
+            "blockRef": _hex(tx.block_ref),
+            "expiration": tx.expiration,
+            "clauses": [
+                {
+                    "to": None if c.to is None else _hex(c.to),
+                    "value": _qty(c.value),
+                    "data": _hex(c.data),
+                }
+                for c in tx.clauses
+            ],
+        }
+        if tx.tx_type == thor.TYPE_LEGACY:
+            d["gasPriceCoef"] = tx.gas_price_coef
+        d["gas"] = tx.gas
+        if tx.tx_type != thor.TYPE_LEGACY:
+            d["maxFeePerGas"] = _qty(tx.max_fee_per_gas)
+            d["maxPriorityFeePerGas"] = _qty(tx.max_priority_fee_per_gas)
+        d.update(
+            {
+                "origin": _hex(e.origin),
+                "delegator": None if e.delegator is None else _hex(e.delegator),
+                "nonce": _qty(tx.nonce),
+                "dependsOn": None if tx.depends_on is None else _hex(tx.depends_on),
+                "size": len(e.raw),
+            }
+        )
+        return d
+
+    def _receipt_json(self, e: _TxEntry, blk: _Block) -> dict[str, Any]:
+        r = e.receipt
+        assert r is not None
+        d: dict[str, Any] = {}
+        if e.tx.tx_type != thor.TYPE_LEGACY:
+            d["type"] = e.tx.tx_type
+        d.update(
+            {
+                "gasUsed": r.gas_used,
+                "gasPayer": _hex(r.payer),
+                "paid": _qty(r.paid),
+                "reward": _qty(r.reward),
+                "reverted": r.reverted,
+                "meta": {
+                    "blockID": _hex(blk.id),
+                    "blockNumber": blk.number,
+                    "blockTimestamp": blk.timestamp,
+                    "txID": _hex(e.id),
+                    "txOrigin": _hex(e.origin),
+                },
+                "outputs": r.outputs,
+            }
+        )
+        return d
+
+    def _block_json(self, blk: _Block, expanded: bool) -> dict[str, Any]:
+        trunk = blk.number < len(self._blocks) and self._blocks[blk.number].id == blk.id
+        d: dict[str, Any] = {
+            "number": blk.number,
+            "id": _hex(blk.id),
+            "size": 200 + sum(len(t.raw) for t in blk.txs),
+            "parentID": _hex(blk.parent_id),
+            "timestamp": blk.timestamp,
+            "gasLimit": blk.gas_limit,
+            "beneficiary": _hex(ZERO_ADDRESS),
+            "gasUsed": blk.gas_used,
+            "totalScore": blk.number,
+            "txsRoot": _hex(thor.blake2b256(*(t.id for t in blk.txs))),
+            "txsFeatures": thor.DELEGATION_FEATURE,
+            "stateRoot": _hex(thor.blake2b256(b"state", blk.id)),
+            "receiptsRoot": _hex(thor.blake2b256(b"receipts", blk.id)),
+            "com": True,
+            "signer": _hex(ZERO_ADDRESS),
+            "isTrunk": trunk,
+            "isFinalized": trunk and blk.number <= self.finalized_number,
+            "baseFeePerGas": _qty(blk.base_fee),
+        }
+        if expanded:
+            txs = []
+            for e in blk.txs:
+                t = self._tx_json(e)
+                r = self._receipt_json(e, blk)
+                r.pop("meta")
+                r.pop("type", None)
+                t.update(r)
+                txs.append(t)
+            d["transactions"] = txs
+        else:
+            d["transactions"] = [_hex(e.id) for e in blk.txs]
+        return d
+
+    def _find_tx(self, tx_id: bytes) -> tuple[_TxEntry, _Block] | None:
+        n = self._tx_block.get(tx_id)
+        if n is None:
+            return None
+        blk = self._blocks[n]
+        return next(e for e in blk.txs if e.id == tx_id), blk
+
+    # ------------------------------------------------------------------ HTTP dispatch
+
+    def handle(self, method: str, target: str, body: bytes) -> tuple[int, str, str]:
+        """Returns (status, content type, body) for one request."""
+        parts = urlsplit(target)
+        path, query = parts.path, parse_qs(parts.query)
+        q = {k: v[-1] for k, v in query.items()}
+        with self._lock:
+            self.requests.append((method, path))
+            if self._fail_next:
+                status = self._fail_next.pop(0)
+                return status, "text/plain; charset=utf-8", "service unavailable\n"
+        try:
+            return self._route(method, path, q, body)
+        except _Reject as r:
+            return r.status, "text/plain; charset=utf-8", r.text + "\n"
+
+    def _route(
+        self, method: str, path: str, q: dict[str, str], body: bytes
+    ) -> tuple[int, str, str]:
+        routes: list[tuple[str, str, Any]] = [
+            ("POST", r"/transactions", self._post_tx),
+            ("GET", r"/transactions/([^/]+)/receipt", self._get_receipt),
+            ("GET", r"/transactions/([^/]+)", self._get_tx),
+            ("GET", r"/blocks/([^/]+)", self._get_block),
+            ("GET", r"/accounts/([^/*]+)", self._get_account),
+            ("GET", r"/fees/priority", self._get_priority),
+        ]
+        path_matched = False
+        for m, pattern, fn in routes:
+            match = re.fullmatch(pattern, path)
+            if match is None:
+                continue
+            path_matched = True
+            if m != method:
+                continue
+            with self._lock:
+                result = fn(q, body, *match.groups())
+            return 200, "application/json; charset=utf-8", json.dumps(result) + "\n"
+        if path_matched:
+            return 405, "text/plain; charset=utf-8", ""
+        return 404, "text/plain; charset=utf-8", "404 page not found\n"
+
+    def _post_tx(self, q: dict[str, str], body: bytes) -> Any:
+        try:
+            data = json.loads(body)
+        except ValueError as e:
+            raise _Reject(400, f"body: {e}") from None
+        if data is None:
+            raise _Reject(400, "body")
+        if not isinstance(data, dict):
+            raise _Reject(400, "body: json: cannot unmarshal into Go value of type api.RawTx")
+        for k in data:
+            if k != "raw":
+                raise _Reject(400, f'body: json: unknown field "{k}"')
+        raw_hex = data.get("raw", "")
+        if not isinstance(raw_hex, str):
+            raise _Reject(400, "body: json: cannot unmarshal into Go struct field RawTx.raw")
+        raw = _hexutil_decode(raw_hex, "raw")
+        try:
+            tx_id = self.submit(raw)
+        except _Reject as r:
+            self.submissions.append((r.status, r.text))
+            raise
+        self.submissions.append((200, tx_id))
+        return {"id": tx_id}
+
+    def _get_receipt(self, q: dict[str, str], body: bytes, id_text: str) -> Any:
+        tx_id = _parse_bytes32(id_text, "id")
+        found = self._find_tx(tx_id)
+        if found is None:
+            return None
+        return self._receipt_json(*found)
+
+    def _get_tx(self, q: dict[str, str], body: bytes, id_text: str) -> Any:
+        tx_id = _parse_bytes32(id_text, "id")
+        raw = _bool(q.get("raw", ""), "raw")
+        pending = _bool(q.get("pending", ""), "pending")
+        found = self._find_tx(tx_id)
+        if found is not None:
+            e, blk = found
+            meta = {
+                "blockID": _hex(blk.id),
+                "blockNumber": blk.number,
+                "blockTimestamp": blk.timestamp,
+            }
+        elif pending and tx_id in self._pool:
+            e, meta = self._pool[tx_id], None
+        else:
+            return None
+        if raw:
+            return {"raw": _hex(e.raw), "meta": meta}
+        d = self._tx_json(e)
+        d["meta"] = meta
+        return d
+
+    def _get_block(self, q: dict[str, str], body: bytes, revision: str) -> Any:
+        raw = _bool(q.get("raw", ""), "raw")
+        expanded = _bool(q.get("expanded", ""), "expanded")
+        if raw and expanded:
+            raise _Reject(400, "raw&expanded: Raw and Expanded are mutually exclusive")
+        if raw:
+            raise _Reject(501, "raw block headers are not served by the test double")
+        blk = self._block_for(revision)
+        return None if blk is None else self._block_json(blk, expanded)
+
+    def _get_account(self, q: dict[str, str], body: bytes, address: str) -> Any:
+        if len(address) == 40:
+            text = address
+        elif len(address) == 42:
+            if address[:2].lower() != "0x":
+                raise _Reject(400, "address: invalid prefix")
+            text = address[2:]
+        else:
+            raise _Reject(400, "address: invalid length")
+        try:
+            a = bytes.fromhex(text)
+        except ValueError:
+            raise _Reject(400, "address: encoding/hex: invalid byte") from None
+        return {
+            "balance": _qty(self._balance.get(a, 0)),
+            "energy": _qty(self._energy.get(a, 0)),
+            "hasCode": False,
+        }
+
+    def _get_priority(self, q: dict[str, str], body: bytes) -> Any:
+        return {"maxPriorityFeePerGas": _qty(self.priority_fee)}
+
+
+def _bool(value: str, name: str) -> bool:
+    if value in ("", "false"):
+        return False
+    if value == "true":
+        return True
+    raise _Reject(400, f"{name}: should be boolean")
+
+
+def _parse_bytes32(s: str, name: str) -> bytes:
+    if len(s) == 66:
+        if s[:2].lower() != "0x":
+            raise _Reject(400, f"{name}: invalid prefix")
+        s = s[2:]
+    elif len(s) != 64:
+        raise _Reject(400, f"{name}: invalid length")
+    try:
+        return bytes.fromhex(s)
+    except ValueError:
+        raise _Reject(400, f"{name}: encoding/hex: invalid byte") from None
+
+
+def _hexutil_decode(s: str, name: str) -> bytes:
+    if s == "":
+        raise _Reject(400, f"{name}: empty hex string")
+    if s[:2].lower() != "0x":
+        raise _Reject(400, f"{name}: hex string without 0x prefix")
+    if len(s) % 2:
+        raise _Reject(400, f"{name}: hex string of odd length")
+    try:
+        return bytes.fromhex(s[2:])
+    except ValueError:
+        raise _Reject(400, f"{name}: invalid hex string") from None
+
+
+def _make_handler(node: ThorNode) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "thornode-double"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            status, ctype, text = node.handle(self.command, self.path, body)
+            data = text.encode()
+            try:
+                phrase = HTTPStatus(status).phrase
+            except ValueError:
+                phrase = ""
+            self.send_response(status, phrase)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = _serve
+        do_POST = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+def funded(*addresses: str | bytes, vtho: int = 10**21) -> dict[str, int]:
+    """Energy map giving each address ``vtho`` wei (default 1000 VTHO)."""
+    return {_hex(addr_bytes(a)): vtho for a in addresses}
