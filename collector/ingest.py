@@ -37,7 +37,12 @@ RESERVED_MEASUREMENTS = frozenset(
     {"gateway_status", "collector_stats", "quarantine", "anchor_state", "agronomy"}
 )
 QUARANTINE_REASONS = (
-    "oversized", "malformed", "unknown_gateway", "revoked", "bad_signature", "topic_mismatch",
+    "oversized",
+    "malformed",
+    "unknown_gateway",
+    "revoked",
+    "bad_signature",
+    "topic_mismatch",
     "replay",
 )
 
@@ -72,11 +77,14 @@ class BatchResult:
     influx_refused: int = 0
     #: newest sample time accepted in this batch, for lag
     newest_sample: float = 0.0
+    #: per gateway, the sequence numbers now durably held (new or already held): the receipt
+    confirmed: dict[str, list[int]] = field(default_factory=dict)
 
 
 class RegistryCache:
-    """In-memory view of the registry, refreshed on a miss (rate-limited) and every few
-    seconds, so a gateway added or revoked by the CLI takes effect without a restart."""
+    """In-memory view of the registry. A miss is looked up in the database at once (one
+    primary-key read), so a gateway registered a moment ago is accepted from its first
+    message; a full reload every few seconds picks up revocations."""
 
     def __init__(self, registry: Registry, refresh_s: float = 5.0) -> None:
         self.registry = registry
@@ -90,10 +98,14 @@ class RegistryCache:
         self._loaded = time.monotonic()
 
     def get(self, gateway: str) -> Device | None:
-        age = time.monotonic() - self._loaded
-        if age > self.refresh_s or (gateway not in self._devices and age > 1.0):
+        if time.monotonic() - self._loaded > self.refresh_s:
             self.reload()
-        return self._devices.get(gateway)
+        device = self._devices.get(gateway)
+        if device is None:
+            device = self.registry.get(gateway)
+            if device is not None:
+                self._devices[gateway] = device
+        return device
 
 
 class Ingestor:
@@ -122,8 +134,9 @@ class Ingestor:
     def check(self, msg: Incoming) -> Verified | Rejected:
         """Everything that can be decided about one message on its own."""
         if len(msg.payload) > self.max_message_bytes:
-            return Rejected(msg, None, "oversized",
-                            f"{len(msg.payload)} bytes; limit {self.max_message_bytes}")
+            return Rejected(
+                msg, None, "oversized", f"{len(msg.payload)} bytes; limit {self.max_message_bytes}"
+            )
         parsed_topic = gateway_from_topic(self.topic_prefix, msg.topic)
         if parsed_topic is None or parsed_topic[1] != "readings":
             return Rejected(msg, None, "topic_mismatch", f"not a readings topic: {msg.topic!r}")
@@ -133,13 +146,20 @@ class Ingestor:
         except WireError as exc:
             return Rejected(msg, topic_gateway, "malformed", str(exc))
         if kid != topic_gateway:
-            return Rejected(msg, topic_gateway, "topic_mismatch",
-                            f"signed as {kid!r} but published on {topic_gateway!r}'s topic")
+            return Rejected(
+                msg,
+                topic_gateway,
+                "topic_mismatch",
+                f"signed as {kid!r} but published on {topic_gateway!r}'s topic",
+            )
         device = self.devices.get(kid)
         if device is None:
-            return Rejected(msg, kid, "unknown_gateway",
-                            f"{kid} is not registered; register it with "
-                            "'fieldproof collector devices add'")
+            return Rejected(
+                msg,
+                kid,
+                "unknown_gateway",
+                f"{kid} is not registered; register it with 'fieldproof collector devices add'",
+            )
         if not device.active:
             return Rejected(msg, kid, "revoked", f"{kid} was revoked")
         try:
@@ -157,8 +177,14 @@ class Ingestor:
         d, p = v.device, v.payload
         out = []
         for r in p.readings:
-            tags = {"farm": d.farm, "field": d.field, "gateway": d.gateway, "sensor": r.sensor,
-                    "unit": r.unit, **d.sensor_meta.get(r.sensor, {})}
+            tags = {
+                "farm": d.farm,
+                "field": d.field,
+                "gateway": d.gateway,
+                "sensor": r.sensor,
+                "unit": r.unit,
+                **d.sensor_meta.get(r.sensor, {}),
+            }
             fields: dict[str, float | int | str | bool] = {"seq": p.seq}
             if r.value is None:
                 fields["missing"] = r.missing_reason
@@ -183,7 +209,10 @@ class Ingestor:
         rejected: list[Rejected] = []
         for msg in batch:
             outcome = self.check(msg)
-            (verified if isinstance(outcome, Verified) else rejected).append(outcome)
+            if isinstance(outcome, Verified):
+                verified.append(outcome)
+            else:
+                rejected.append(outcome)
 
         # dedupe within the batch and against what is already accepted
         stored = self.store.digests((v.payload.gateway, v.payload.seq) for v in verified)
@@ -193,17 +222,30 @@ class Ingestor:
             key = (v.payload.gateway, v.payload.seq)
             digest = message_digest(v.incoming.payload)
             earlier = stored.get(key) or seen.get(key)
+            result.confirmed.setdefault(key[0], []).append(key[1])
             if earlier is None:
                 seen[key] = digest
                 fresh.append(v)
             elif earlier == digest:
-                rejected.append(Rejected(v.incoming, key[0], "replay",
-                                         f"seq {key[1]} already accepted with identical content "
-                                         "(a redelivery or a replay)"))
+                rejected.append(
+                    Rejected(
+                        v.incoming,
+                        key[0],
+                        "replay",
+                        f"seq {key[1]} already accepted with identical content "
+                        "(a redelivery or a replay)",
+                    )
+                )
             else:
-                rejected.append(Rejected(v.incoming, key[0], "replay",
-                                         f"seq {key[1]} already accepted with DIFFERENT content: "
-                                         "the gateway reused a sequence number"))
+                rejected.append(
+                    Rejected(
+                        v.incoming,
+                        key[0],
+                        "replay",
+                        f"seq {key[1]} already accepted with DIFFERENT content: "
+                        "the gateway reused a sequence number",
+                    )
+                )
 
         lines = [pt.to_line() for v in fresh for pt in self.points(v)]
         if lines:
@@ -220,10 +262,26 @@ class Ingestor:
         counters["accepted"] = len(fresh)
         counters["influx_refused"] = result.influx_refused
         self.store.commit(
-            [AcceptedRow(v.payload.gateway, v.payload.seq, v.payload.boot,
-                         len(v.payload.readings), v.incoming.payload) for v in fresh],
-            [QuarantineRow(r.incoming.topic, r.gateway, r.reason, r.detail,
-                           r.incoming.payload[: self.max_message_bytes]) for r in rejected],
+            [
+                AcceptedRow(
+                    v.payload.gateway,
+                    v.payload.seq,
+                    v.payload.boot,
+                    len(v.payload.readings),
+                    v.incoming.payload,
+                )
+                for v in fresh
+            ],
+            [
+                QuarantineRow(
+                    r.incoming.topic,
+                    r.gateway,
+                    r.reason,
+                    r.detail,
+                    r.incoming.payload[: self.max_message_bytes],
+                )
+                for r in rejected
+            ],
             dict(counters),
         )
         result.accepted = len(fresh)
@@ -238,8 +296,10 @@ class Ingestor:
             try:
                 refused = write_salvaging(self.writer, lines)
                 if self.influx_down_since is not None:
-                    log.info("InfluxDB is back after %.0f s; catching up",
-                             time.monotonic() - self.influx_down_since)
+                    log.info(
+                        "InfluxDB is back after %.0f s; catching up",
+                        time.monotonic() - self.influx_down_since,
+                    )
                     self.influx_down_since = None
                 return refused
             except InfluxUnavailable as exc:

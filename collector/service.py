@@ -29,7 +29,8 @@ from collector.points import Point
 from collector.registry import Registry
 from collector.store import CollectorStore, EvidenceSink, open_db
 from fieldproof.config import CollectorConfig
-from fieldproof.mqtt import gateway_from_topic, make_client
+from fieldproof.mqtt import gateway_from_topic, make_client, receipts_topic
+from fieldproof.wire import encode_receipt
 
 log = logging.getLogger("fieldproof.collector")
 
@@ -59,7 +60,9 @@ class Collector:
         self.writer = writer or make_writer(config.influx)
         self.stop_event = threading.Event()
         self.ingestor = Ingestor(
-            self.store, self.registry, self.writer,
+            self.store,
+            self.registry,
+            self.writer,
             topic_prefix=config.mqtt.topic_prefix,
             max_message_bytes=config.max_message_bytes,
             stop_event=self.stop_event,
@@ -130,8 +133,11 @@ class Collector:
         while len(batch) < self.config.batch_max:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(self.inbox.get(timeout=max(0.0, remaining)) if remaining > 0
-                             else self.inbox.get_nowait())
+                batch.append(
+                    self.inbox.get(timeout=max(0.0, remaining))
+                    if remaining > 0
+                    else self.inbox.get_nowait()
+                )
             except queue.Empty:
                 break
         return batch
@@ -159,17 +165,30 @@ class Collector:
                     [Incoming(b.topic, b.payload, b.received_at) for b in readings]
                 )
             except sqlite3.OperationalError as exc:
-                log.error("cannot commit to %s: %s; holding acks and retrying "
-                          "(free disk space if it is full)", self.config.db_path, exc)
+                log.error(
+                    "cannot commit to %s: %s; holding acks and retrying "
+                    "(free disk space if it is full)",
+                    self.config.db_path,
+                    exc,
+                )
                 if self.stop_event.wait(delay):
                     raise Interrupted("stopped while the store was failing") from None
                 delay = min(delay * 2, 10.0)
                 continue
             self._interval_quarantine.update(result.quarantined)
+            self._send_receipts(result.confirmed)
             if result.newest_sample:
                 self.lag_s = max(0.0, time.time() - result.newest_sample)
             break
         self._ack(batch)
+
+    def _send_receipts(self, confirmed: dict[str, list[int]]) -> None:
+        """Tell each gateway what is now durable so it can free its spool (and stop resending)."""
+        prefix = self.config.mqtt.topic_prefix
+        for gateway, seqs in confirmed.items():
+            self.client.publish(
+                receipts_topic(prefix, gateway), encode_receipt(self.config.collector_id, seqs), 1
+            )
 
     def _worker(self) -> None:
         next_stats = time.monotonic() + self.config.stats_interval_s
@@ -183,7 +202,9 @@ class Collector:
                     return
                 except Exception:
                     # Unknown failure: do not ack (the broker redelivers), keep the loop alive.
-                    log.exception("unexpected error processing a batch of %d; not acked", len(batch))
+                    log.exception(
+                        "unexpected error processing a batch of %d; not acked", len(batch)
+                    )
                     self.stop_event.wait(1.0)
             if time.monotonic() >= next_stats:
                 self.write_stats()
@@ -196,29 +217,51 @@ class Collector:
         c = self.store.counters()
         quarantined = sum(v for k, v in c.items() if k.startswith("quarantined:"))
         cid = self.config.collector_id
-        points = [Point("collector_stats", {"collector": cid}, {
-            "accepted": c.get("accepted", 0), "duplicates": c.get("quarantined:replay", 0),
-            "quarantined": quarantined, "gaps": len(self.store.gaps()),
-            "lag_s": float(self.lag_s), "backlog": self.inbox.qsize(),
-        }, now_ns)]
+        points = [
+            Point(
+                "collector_stats",
+                {"collector": cid},
+                {
+                    "accepted": c.get("accepted", 0),
+                    "duplicates": c.get("quarantined:replay", 0),
+                    "quarantined": quarantined,
+                    "gaps": len(self.store.gaps()),
+                    "lag_s": float(self.lag_s),
+                    "backlog": self.inbox.qsize(),
+                },
+                now_ns,
+            )
+        ]
         for reason, n in self._interval_quarantine.items():
-            points.append(Point("quarantine", {"collector": cid, "reason": reason}, {"count": n}, now_ns))
+            points.append(
+                Point("quarantine", {"collector": cid, "reason": reason}, {"count": n}, now_ns)
+            )
         for gw, st in self.status.items():
             device = self.ingestor.devices.get(gw)
             if device is None:
                 continue
-            sensors = st.get("sensors") if isinstance(st.get("sensors"), dict) else {}
-            errors = sum(int(s.get("errors", 0)) for s in sensors.values() if isinstance(s, dict))
+            sensors = st.get("sensors")
+            errors = 0
+            if isinstance(sensors, dict):
+                errors = sum(
+                    int(s.get("errors", 0)) for s in sensors.values() if isinstance(s, dict)
+                )
             last_pub = float(st.get("last_publish") or 0)
-            points.append(Point("gateway_status",
-                                {"farm": device.farm, "field": device.field, "gateway": gw}, {
-                "online": int(bool(st.get("online"))),
-                "uptime_s": float(st.get("uptime_s", 0)),
-                "spool_depth": int(st.get("spool_depth", 0)),
-                "sensor_errors": errors,
-                "last_publish_age_s": time.time() - last_pub if last_pub else -1.0,
-                "version": str(st.get("version", "")),
-            }, now_ns))
+            points.append(
+                Point(
+                    "gateway_status",
+                    {"farm": device.farm, "field": device.field, "gateway": gw},
+                    {
+                        "online": int(bool(st.get("online"))),
+                        "uptime_s": float(st.get("uptime_s", 0)),
+                        "spool_depth": int(st.get("spool_depth", 0)),
+                        "sensor_errors": errors,
+                        "last_publish_age_s": time.time() - last_pub if last_pub else -1.0,
+                        "version": str(st.get("version", "")),
+                    },
+                    now_ns,
+                )
+            )
         return points
 
     def write_stats(self) -> None:
@@ -231,12 +274,15 @@ class Collector:
     # ------------------------------------------------------------------ life cycle
 
     def run(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         props.ReceiveMaximum = self.config.receive_maximum
         self.client.connect_async(
-            self.config.mqtt.host, self.config.mqtt.port, self.config.mqtt.keepalive_s,
-            clean_start=False, properties=props,
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+            self.config.mqtt.keepalive_s,
+            clean_start=False,
+            properties=props,
         )
         self.client.loop_start()
         log.info("collector %s running; database %s", self.config.collector_id, self.config.db_path)

@@ -61,6 +61,11 @@ class GatewayConfig(StrictModel):
     #: most messages the spool keeps while offline; past it the oldest are dropped and counted
     spool_max_messages: int = Field(default=2_000_000, ge=100)
     status_interval_s: float = Field(default=30.0, gt=0)
+    #: resend published messages that no collector has confirmed after this long (doubles
+    #: while nothing is confirmed, up to 15 min)
+    confirm_timeout_s: float = Field(default=60.0, gt=0)
+    #: most messages published but not yet confirmed; past it, the gateway waits
+    max_unconfirmed: int = Field(default=20_000, ge=1)
     mqtt: MqttConfig = MqttConfig()
     sensors: list[SensorConfig] = Field(default_factory=list)
 
@@ -149,7 +154,9 @@ def _env_overrides(prefix: str) -> dict[str, Any]:
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for k, v in over.items():
-        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+        merged[k] = (
+            _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+        )
     return merged
 
 
@@ -173,7 +180,9 @@ def load_model(model: type[M], path: Path | None, env_prefix: str) -> M:
         try:
             data = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:
-            raise ConfigError(f"{path}: file not found (give --config the path of a TOML file)") from None
+            raise ConfigError(
+                f"{path}: file not found (give --config the path of a TOML file)"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except OSError as exc:

@@ -31,7 +31,11 @@ from fieldproof.services import InfluxDB, ManagedProcess, Mosquitto
 from fieldproof.wire import gateway_id_for, public_key_bytes
 
 READING_MEASUREMENTS = (
-    "soil_moisture", "soil_temperature", "air_temperature", "air_humidity", "soil_ec",
+    "soil_moisture",
+    "soil_temperature",
+    "air_temperature",
+    "air_humidity",
+    "soil_ec",
 )
 
 
@@ -49,20 +53,29 @@ def _python_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "fieldproof", *args]
 
 
-def write_gateway(workdir: Path, index: int, mqtt_port: int, interval: float, farm: str,
-                  field: str, mqtt_host: str = "127.0.0.1") -> DemoGateway:
+def write_gateway(
+    workdir: Path,
+    index: int,
+    mqtt_port: int,
+    interval: float,
+    farm: str,
+    field: str,
+    mqtt_host: str = "127.0.0.1",
+    confirm_timeout: float = 10.0,
+) -> DemoGateway:
     gdir = workdir / f"gateway-{index}"
     gdir.mkdir(parents=True, exist_ok=True)
     key = create_key_file(gdir / "gateway.key")
     gw = gateway_id_for(public_key_bytes(key))
     config = gdir / "gateway.toml"
     config.write_text(f"""# demo gateway {index}
-key_file = "{gdir / 'gateway.key'}"
+key_file = "{gdir / "gateway.key"}"
 data_dir = "{gdir}"
 farm = "{farm}"
 field = "{field}"
 interval_s = {interval}
 status_interval_s = 5
+confirm_timeout_s = {confirm_timeout}
 
 [mqtt]
 host = "{mqtt_host}"
@@ -76,8 +89,9 @@ seed = {index + 1}
     return DemoGateway(gw, config, gdir / "spool.sqlite", farm, field)
 
 
-def write_collector_config(workdir: Path, mqtt_host: str, mqtt_port: int, influx_url: str,
-                           database: str) -> Path:
+def write_collector_config(
+    workdir: Path, mqtt_host: str, mqtt_port: int, influx_url: str, database: str
+) -> Path:
     cdir = workdir / "collector"
     cdir.mkdir(parents=True, exist_ok=True)
     path = cdir / "collector.toml"
@@ -98,21 +112,25 @@ database = "{database}"
 
 
 def spool_counts(path: Path) -> tuple[int, int, int]:
-    """(acked readings, messages still spooled, dropped messages) from a gateway's spool."""
-    db = sqlite3.connect(path)
+    """(published readings, messages still spooled, dropped messages) from a gateway's spool.
+    Published = PUBACKed by the broker at least once."""
+    if not path.exists():
+        return 0, 0, 0  # the gateway never ran
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
     finally:
         db.close()
-    return int(meta.get("acked_readings", 0)), depth, int(meta.get("dropped_messages", 0))
+    return int(meta.get("published_readings", 0)), depth, int(meta.get("dropped_messages", 0))
 
 
 def influx_counts(influx_url: str, database: str) -> dict[str, int]:
     """Readings stored per gateway, counted by InfluxQL over the reading measurements."""
     import httpx
 
-    q = f'SELECT count("seq") FROM {",".join(READING_MEASUREMENTS)} GROUP BY "gateway"'
+    measurements = ",".join(READING_MEASUREMENTS)  # constants, not input
+    q = f'SELECT count("seq") FROM {measurements} GROUP BY "gateway"'  # noqa: S608
     r = httpx.get(f"{influx_url}/query", params={"db": database, "q": q}, timeout=30)
     r.raise_for_status()
     counts: dict[str, int] = {}
@@ -135,17 +153,38 @@ def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> N
 
 @click.command("demo")
 @click.option("--gateways", default=3, show_default=True, type=click.IntRange(1, 200))
-@click.option("--duration", default=60.0, show_default=True, type=click.FloatRange(1, 86_400),
-              help="seconds the gateways run")
-@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.01, 3600),
-              help="seconds between a gateway's sampling rounds")
-@click.option("--workdir", type=click.Path(path_type=Path), default=None,
-              help="keep everything here (default: a temporary directory, removed after)")
+@click.option(
+    "--duration",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(1, 86_400),
+    help="seconds the gateways run",
+)
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.01, 3600),
+    help="seconds between a gateway's sampling rounds",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="keep everything here (default: a temporary directory, removed after)",
+)
 @click.option("--mqtt-port", type=int, default=None, help="use a running broker on 127.0.0.1")
 @click.option("--influx-url", default=None, help="use a running InfluxDB 1.x")
 @click.option("--database", default="fieldproof", show_default=True)
-def demo_command(gateways: int, duration: float, interval: float, workdir: Path | None,
-                 mqtt_port: int | None, influx_url: str | None, database: str) -> None:
+def demo_command(
+    gateways: int,
+    duration: float,
+    interval: float,
+    workdir: Path | None,
+    mqtt_port: int | None,
+    influx_url: str | None,
+    database: str,
+) -> None:
     """Run simulated gateways → broker → collector → InfluxDB and check nothing is lost."""
     console = Console(stderr=True)
     tmp = None
@@ -170,7 +209,9 @@ def demo_command(gateways: int, duration: float, interval: float, workdir: Path 
             influx_url = influx.url
         console.print(f"broker 127.0.0.1:{mqtt_port} · InfluxDB {influx_url} · work dir {workdir}")
 
-        collector_config = write_collector_config(workdir, "127.0.0.1", mqtt_port, influx_url, database)
+        collector_config = write_collector_config(
+            workdir, "127.0.0.1", mqtt_port, influx_url, database
+        )
         cdir = collector_config.parent
         registry = Registry(open_db(cdir / "collector.sqlite"))
         farms = [("north-farm", "field-a"), ("north-farm", "field-b"), ("river-farm", "orchard")]
@@ -178,7 +219,9 @@ def demo_command(gateways: int, duration: float, interval: float, workdir: Path 
             farm, field = farms[i % len(farms)]
             g = write_gateway(workdir, i, mqtt_port, interval, farm, field)
             pub = bytes.fromhex(_public_key_hex(g))
-            registry.add(g.gateway_id, pub, farm, field, sensor_meta={f"station{i}": {"depth_cm": "20"}})
+            registry.add(
+                g.gateway_id, pub, farm, field, sensor_meta={f"station{i}": {"depth_cm": "20"}}
+            )
             fleet.append(g)
         registry.db.close()
 
@@ -187,7 +230,9 @@ def demo_command(gateways: int, duration: float, interval: float, workdir: Path 
         with (logs / "collector.log").open("ab") as out:
             collector_proc = subprocess.Popen(
                 _python_cmd("collector", "run", "--config", str(collector_config)),
-                stdout=out, stderr=subprocess.STDOUT, env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         presence = "fieldproof/v1/_collector/demo-collector/status"
         if not wait_for_retained("127.0.0.1", mqtt_port, presence, b'"online": true', 60):
@@ -196,11 +241,18 @@ def demo_command(gateways: int, duration: float, interval: float, workdir: Path 
             with (logs / f"{g.gateway_id}.log").open("ab") as out:
                 g.proc = subprocess.Popen(
                     _python_cmd("gateway", "run", "--config", str(g.config_path)),
-                    stdout=out, stderr=subprocess.STDOUT, env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
                 )
 
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeRemainingColumn(),
-                      console=console, transient=True) as progress:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
             task = progress.add_task(f"{gateways} gateways running", total=duration)
             start = time.monotonic()
             while (elapsed := time.monotonic() - start) < duration:
@@ -208,9 +260,13 @@ def demo_command(gateways: int, duration: float, interval: float, workdir: Path 
                 for g in fleet:
                     if g.proc is not None and g.proc.poll() is not None:
                         raise click.ClickException(
-                            f"gateway {g.gateway_id} exited early; see {logs / (g.gateway_id + '.log')}")
+                            f"gateway {g.gateway_id} exited early; "
+                            f"see {logs / (g.gateway_id + '.log')}"
+                        )
                 if collector_proc.poll() is not None:
-                    raise click.ClickException(f"collector exited early; see {logs / 'collector.log'}")
+                    raise click.ClickException(
+                        f"collector exited early; see {logs / 'collector.log'}"
+                    )
                 time.sleep(0.2)
 
         console.print("stopping gateways (they drain their spools)…")
@@ -244,16 +300,25 @@ def demo_command(gateways: int, duration: float, interval: float, workdir: Path 
         stored = influx_counts(influx_url, database)
         stored_total = sum(stored.get(g.gateway_id, 0) for g in fleet)
 
-        table = Table("gateway", "farm / field", "published", "in InfluxDB", title="fieldproof demo")
+        table = Table(
+            "gateway", "farm / field", "published", "in InfluxDB", title="fieldproof demo"
+        )
         for g in fleet:
-            table.add_row(g.gateway_id, f"{g.farm} / {g.field}", str(per_gateway[g.gateway_id]),
-                          str(stored.get(g.gateway_id, 0)))
+            table.add_row(
+                g.gateway_id,
+                f"{g.farm} / {g.field}",
+                str(per_gateway[g.gateway_id]),
+                str(stored.get(g.gateway_id, 0)),
+            )
         Console().print(table)
-        missing = sum(max(0, per_gateway[g.gateway_id] - stored.get(g.gateway_id, 0)) for g in fleet)
+        missing = sum(
+            max(0, per_gateway[g.gateway_id] - stored.get(g.gateway_id, 0)) for g in fleet
+        )
         ok = missing == 0 and published > 0 and accepted_readings >= published
         verdict = "OK" if ok else "FAIL"
         click.echo(
-            f"demo {verdict}: gateways={gateways} published={published} verified={accepted_readings}"
+            f"demo {verdict}: gateways={gateways} published={published}"
+            f" verified={accepted_readings}"
             f" stored={stored_total} missing={missing} quarantined={quarantined} gaps={len(gaps)}"
             f" still_spooled={still_spooled} dropped={dropped} messages={accepted_messages}"
         )

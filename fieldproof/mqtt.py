@@ -19,6 +19,15 @@ def status_topic(prefix: str, gateway: str) -> str:
     return f"{prefix}/{gateway}/status"
 
 
+def receipts_topic(prefix: str, gateway: str) -> str:
+    """Where collectors confirm what they hold durably; only collectors may publish here."""
+    return f"{prefix}/{gateway}/receipts"
+
+
+def collector_presence_topic(prefix: str, collector: str) -> str:
+    return f"{prefix}/_collector/{collector}/status"
+
+
 def gateway_from_topic(prefix: str, topic: str) -> tuple[str, str] | None:
     """``prefix/<gateway>/<kind>`` → (gateway, kind), None when the topic is not ours."""
     if not topic.startswith(prefix + "/"):
@@ -31,9 +40,7 @@ def gateway_from_topic(prefix: str, topic: str) -> tuple[str, str] | None:
 
 def make_client(cfg: MqttConfig, client_id: str) -> paho.Client:
     """An MQTT 5 client with TLS and credentials from config (password from the environment)."""
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
-    )
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     if cfg.username:
         password = os.environ.get(cfg.password_env) if cfg.password_env else None
         client.username_pw_set(cfg.username, password)

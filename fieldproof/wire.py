@@ -17,6 +17,8 @@ The full byte-level description lives in docs/wire-format.md.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
 import math
 import struct
 from collections.abc import Mapping
@@ -94,7 +96,7 @@ def encode_deterministic(obj: Any) -> bytes:
     map keys sorted by the bytewise order of their encodings (RFC 8949 §4.2.1)."""
     if isinstance(obj, Mapping):
         items = sorted((encode_deterministic(k), encode_deterministic(v)) for k, v in obj.items())
-        for (a, _), (b, _) in zip(items, items[1:], strict=False):
+        for (a, _), (b, _) in itertools.pairwise(items):
             if a == b:
                 raise WireError("duplicate map key in CBOR map")
         return _head(5, len(items)) + b"".join(k + v for k, v in items)
@@ -176,9 +178,7 @@ def parse_sign1(message: bytes, *, require_tag: bool = False) -> Sign1:
     if not isinstance(message, bytes | bytearray):
         raise MalformedMessage("message must be bytes")
     if len(message) > MAX_MESSAGE_BYTES:
-        raise MalformedMessage(
-            f"message is {len(message)} bytes; the limit is {MAX_MESSAGE_BYTES}"
-        )
+        raise MalformedMessage(f"message is {len(message)} bytes; the limit is {MAX_MESSAGE_BYTES}")
     try:
         obj = cbor2.loads(bytes(message))
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -274,7 +274,9 @@ def sign1(payload: bytes, private_key: Ed25519PrivateKey, kid: bytes) -> bytes:
     """Produce a tagged COSE_Sign1 over ``payload`` with alg EdDSA and ``kid`` protected."""
     protected_bytes = encode_deterministic({HEADER_ALG: ALG_EDDSA, HEADER_KID: kid})
     signature = private_key.sign(sig_structure(protected_bytes, payload))
-    return encode_deterministic(cbor2.CBORTag(COSE_SIGN1_TAG, [protected_bytes, {}, payload, signature]))
+    return encode_deterministic(
+        cbor2.CBORTag(COSE_SIGN1_TAG, [protected_bytes, {}, payload, signature])
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,7 +334,13 @@ class Payload:
             if offset:
                 rec[SENML_T] = offset
             pack.append(rec)
-        return {"v": WIRE_VERSION, "gw": self.gateway, "seq": self.seq, "boot": self.boot, "e": pack}
+        return {
+            "v": WIRE_VERSION,
+            "gw": self.gateway,
+            "seq": self.seq,
+            "boot": self.boot,
+            "e": pack,
+        }
 
 
 def base_name(gateway: str) -> str:
@@ -341,7 +349,9 @@ def base_name(gateway: str) -> str:
 
 def _check_name(name: str, what: str) -> None:
     if not name or len(name) > 128 or not set(name) <= _NAME_CHARS:
-        raise MalformedMessage(f"{what} {name!r} is empty, too long or has characters SenML forbids")
+        raise MalformedMessage(
+            f"{what} {name!r} is empty, too long or has characters SenML forbids"
+        )
 
 
 def payload_from_cbor(data: bytes) -> Payload:
@@ -370,9 +380,10 @@ def payload_from_cbor(data: bytes) -> Payload:
             allowed |= {SENML_BN, SENML_BT}
             if rec.get(SENML_BN) != base_name(gateway):
                 raise MalformedMessage("SenML base name does not match the gateway id")
-            base_time = rec.get(SENML_BT)
-            if type(base_time) not in (int, float) or not math.isfinite(base_time):
+            bt = rec.get(SENML_BT)
+            if not isinstance(bt, int | float) or isinstance(bt, bool) or not math.isfinite(bt):
                 raise MalformedMessage("SenML base time must be a finite number")
+            base_time = float(bt)
         extra = set(rec) - allowed
         if extra:
             raise MalformedMessage(f"SenML record {i} has labels fieldproof does not use: {extra}")
@@ -400,7 +411,9 @@ def payload_from_cbor(data: bytes) -> Payload:
             if not isinstance(text, str) or not text.startswith(MISSING_PREFIX) or len(text) > 200:
                 raise MalformedMessage(f"SenML record {i} vs must be 'missing:<reason>'")
             readings.append(
-                Reading(sensor, quantity, unit, None, base_time + offset, text[len(MISSING_PREFIX):])
+                Reading(
+                    sensor, quantity, unit, None, base_time + offset, text[len(MISSING_PREFIX) :]
+                )
             )
     return Payload(gateway, seq, boot, tuple(readings))
 
@@ -445,7 +458,10 @@ def decode_message(message: bytes, public_key: bytes) -> Payload:
     deterministic encoding, and a payload whose gateway id equals the kid."""
     parsed = parse_sign1(message, require_tag=True)
     expected_protected = set(parsed.protected)
-    if parsed.protected.get(HEADER_ALG) != ALG_EDDSA or expected_protected != {HEADER_ALG, HEADER_KID}:
+    if parsed.protected.get(HEADER_ALG) != ALG_EDDSA or expected_protected != {
+        HEADER_ALG,
+        HEADER_KID,
+    }:
         raise MalformedMessage("protected header must hold exactly alg EdDSA (-8) and kid")
     if parsed.unprotected:
         raise MalformedMessage("unprotected header must be empty")
@@ -457,3 +473,49 @@ def decode_message(message: bytes, public_key: bytes) -> Payload:
     if payload.gateway.encode() != parsed.protected[HEADER_KID]:
         raise MalformedMessage("payload gateway id does not match the kid")
     return payload
+
+
+# --------------------------------------------------------------------------------------------
+# Receipts: collector → gateway "I have these sequence numbers durably"
+# --------------------------------------------------------------------------------------------
+
+MAX_RECEIPT_RANGES = 10_000
+
+
+def encode_receipt(collector: str, seqs: list[int]) -> bytes:
+    """A receipt as compact JSON: ``{"c": collector id, "s": [[first, last], ...]}``."""
+    ranges: list[list[int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1][1] = seq
+        else:
+            ranges.append([seq, seq])
+    return json.dumps({"c": collector, "s": ranges}, separators=(",", ":")).encode()
+
+
+def decode_receipt(data: bytes, max_seqs: int = 1_000_000) -> tuple[str, list[int]]:
+    """Parse a receipt; raise :class:`MalformedMessage` on anything unexpected."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedMessage("receipt is not JSON") from None
+    if (
+        not isinstance(obj, dict)
+        or not isinstance(obj.get("c"), str)
+        or not isinstance(obj.get("s"), list)
+    ):
+        raise MalformedMessage('receipt must be {"c": str, "s": [[first, last], ...]}')
+    if len(obj["s"]) > MAX_RECEIPT_RANGES:
+        raise MalformedMessage("receipt has too many ranges")
+    seqs: list[int] = []
+    for item in obj["s"]:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not all(type(x) is int and 0 <= x <= MAX_SEQ for x in item)
+            or item[0] > item[1]
+            or len(seqs) + item[1] - item[0] + 1 > max_seqs
+        ):
+            raise MalformedMessage("receipt range must be [first, last] with first <= last")
+        seqs.extend(range(item[0], item[1] + 1))
+    return obj["c"], seqs

@@ -4,7 +4,8 @@ Three loops share one spool:
 - the sampler reads every sensor each ``interval_s``, signs a message per ``rounds_per_message``
   rounds and commits it to the spool (sequence number assigned in that transaction);
 - the publisher sends spooled messages oldest-first over MQTT 5 QoS 1 with at most
-  ``inflight_window`` unacked, and deletes them when their PUBACK arrives;
+  ``inflight_window`` unacked, marks them published on PUBACK and deletes them when a
+  collector's receipt says they are durable (resending what no receipt covers in time);
 - paho's network thread reconnects with backoff; a broker away for hours only makes the spool
   deeper, and the backlog drains in order when it returns.
 A retained status message (with a Last Will saying offline) tells the collector and the
@@ -21,15 +22,23 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from fieldproof import __version__
 from fieldproof.config import GatewayConfig
 from fieldproof.keys import load_key_file
-from fieldproof.mqtt import make_client, readings_topic, status_topic
-from fieldproof.wire import Payload, Reading, encode_message, gateway_id_for, public_key_bytes
+from fieldproof.mqtt import make_client, readings_topic, receipts_topic, status_topic
+from fieldproof.wire import (
+    MalformedMessage,
+    Payload,
+    Reading,
+    decode_receipt,
+    encode_message,
+    gateway_id_for,
+    public_key_bytes,
+)
 from gateway.sensors.base import SensorDriver, build_sensor
 from gateway.spool import Spool, SpoolError
 
@@ -55,8 +64,12 @@ class GatewayAgent:
         self._wake = threading.Condition()
         self._inflight: dict[int, int | None] = {}  # paho mid -> seq (None: status message)
         self._early_acks: dict[int, ReasonCode] = {}
-        self._acked: list[int] = []
+        self._acked: list[int] = []  # PUBACKed, to mark published
+        self._receipts: list[int] = []  # confirmed by a collector, to delete
         self._refused: list[int] = []
+        self._collectors_online: dict[str, bool] = {}
+        self._confirm_timeout = config.confirm_timeout_s
+        self._next_requeue_check = 0.0
         self._sent_upto = 0  # highest seq handed to paho since the spool was last rescanned
         self._restart_not_before = 0.0
         self._lock = threading.Lock()
@@ -70,6 +83,8 @@ class GatewayAgent:
         prefix = config.mqtt.topic_prefix
         self.topic = readings_topic(prefix, self.gateway_id)
         self.status_topic = status_topic(prefix, self.gateway_id)
+        self.receipts_topic = receipts_topic(prefix, self.gateway_id)
+        self.presence_filter = f"{prefix}/_collector/+/status"
         self.client = make_client(config.mqtt, self.gateway_id)
         self.client.max_inflight_messages_set(config.inflight_window)
         self.client.max_queued_messages_set(0)
@@ -77,6 +92,7 @@ class GatewayAgent:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
 
     # ---------------------------------------------------------------- MQTT callbacks
 
@@ -88,6 +104,7 @@ class GatewayAgent:
             return
         log.info("connected to broker %s:%s", self.config.mqtt.host, self.config.mqtt.port)
         self._connected = True
+        client.subscribe([(self.receipts_topic, 1), (self.presence_filter, 1)])
         self.publish_status()
         self._notify()
 
@@ -108,6 +125,25 @@ class GatewayAgent:
                 self._early_acks[mid] = rc
         self._notify()
 
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if msg.topic == self.receipts_topic:
+            try:
+                _, seqs = decode_receipt(bytes(msg.payload))
+            except MalformedMessage as exc:
+                log.warning("ignoring unreadable receipt: %s", exc)
+                return
+            with self._lock:
+                self._receipts.extend(seqs)
+            self._notify()
+        elif msg.topic.endswith("/status"):
+            collector = msg.topic.split("/")[-2]
+            online = b'"online": true' in msg.payload or b'"online":true' in msg.payload
+            with self._lock:
+                self._collectors_online[collector] = online
+                if online:  # a collector (re)appeared: check for unconfirmed messages soon
+                    self._next_requeue_check = 0.0
+            self._notify()
+
     def _resolve(self, seq: int | None, rc: ReasonCode) -> None:
         """A PUBACK for a tracked publish (seq None = a status message). Holds self._lock."""
         if seq is None:
@@ -120,7 +156,9 @@ class GatewayAgent:
         self._acked.append(seq)
         self.last_publish = time.time()
 
-    def _publish_tracked(self, topic: str, payload: bytes, seq: int | None, retain: bool = False) -> None:
+    def _publish_tracked(
+        self, topic: str, payload: bytes, seq: int | None, retain: bool = False
+    ) -> None:
         """Publish QoS 1 and match its PUBACK to ``seq``. paho is never called with our lock
         held (its callbacks take our lock while holding its own: the other order deadlocks)."""
         info = self.client.publish(topic, payload, qos=1, retain=retain)
@@ -138,13 +176,18 @@ class GatewayAgent:
     # ---------------------------------------------------------------- status
 
     def _status(self, online: bool) -> dict[str, Any]:
-        status: dict[str, Any] = {"gateway": self.gateway_id, "online": online, "version": __version__}
+        status: dict[str, Any] = {
+            "gateway": self.gateway_id,
+            "online": online,
+            "version": __version__,
+        }
         if online:
             st = self.spool.stats()
             status.update(
                 boot=self.boot,
                 uptime_s=round(time.monotonic() - self.started, 1),
                 spool_depth=st.depth,
+                unconfirmed=st.unconfirmed,
                 spool_oldest_age_s=round(st.oldest_age_s, 1),
                 dropped_messages=st.dropped_messages,
                 next_seq=st.next_seq,
@@ -159,8 +202,9 @@ class GatewayAgent:
         return status
 
     def publish_status(self) -> None:
-        self._publish_tracked(self.status_topic, json.dumps(self._status(online=True)).encode(),
-                              None, retain=True)
+        self._publish_tracked(
+            self.status_topic, json.dumps(self._status(online=True)).encode(), None, retain=True
+        )
 
     # ---------------------------------------------------------------- sampling
 
@@ -208,18 +252,23 @@ class GatewayAgent:
     def _publish_pending(self) -> int:
         with self._lock:
             acked, self._acked = self._acked, []
+            receipts, self._receipts = self._receipts, []
             refused, self._refused = self._refused, []
         if acked:
-            self.spool.remove(acked)
+            self.spool.mark_published(acked)
+        if receipts and self.spool.confirm(receipts):
+            self._confirm_timeout = self.config.confirm_timeout_s
         if not self._connected:
             return 0
+        self._maybe_requeue()
         with self._lock:
             readings_inflight = sum(1 for seq in self._inflight.values() if seq is not None)
             room = self.config.inflight_window - readings_inflight
             if refused:  # refused messages stay spooled; retry them, but not in a hot loop
                 self._restart_not_before = time.monotonic() + 10.0
             if readings_inflight == 0 and time.monotonic() >= self._restart_not_before:
-                self._sent_upto = 0  # nothing outstanding: restart from the oldest spooled
+                self._sent_upto = 0  # nothing outstanding: rescan from the oldest unsent
+        room = min(room, self.config.max_unconfirmed - self.spool.unconfirmed)
         if room <= 0:
             return 0
         sent = 0
@@ -228,6 +277,27 @@ class GatewayAgent:
             self._sent_upto = msg.seq
             sent += 1
         return sent
+
+    def _maybe_requeue(self) -> None:
+        """Resend what the broker took but no collector confirmed in time, while a collector
+        is online (resending to an empty room only piles duplicates in the broker)."""
+        now = time.monotonic()
+        if now < self._next_requeue_check or self.spool.unconfirmed == 0:
+            return
+        self._next_requeue_check = now + min(5.0, self._confirm_timeout / 4)
+        with self._lock:
+            nobody = bool(self._collectors_online) and not any(self._collectors_online.values())
+        if nobody or self.spool.oldest_unconfirmed_age() < self._confirm_timeout:
+            return
+        n = self.spool.requeue_unconfirmed()
+        with self._lock:
+            self._sent_upto = 0
+        log.warning(
+            "%d published message(s) not confirmed by a collector within %.0f s; resending",
+            n,
+            self._confirm_timeout,
+        )
+        self._confirm_timeout = min(self._confirm_timeout * 2, 900.0)
 
     def _publisher_loop(self) -> None:
         while not self.stop_event.is_set():
@@ -244,13 +314,19 @@ class GatewayAgent:
         """Run until stopped (or for ``duration`` seconds), then drain what is in flight."""
         log.info(
             "gateway %s starting: boot %d, %d sensor(s), spool depth %d",
-            self.gateway_id, self.boot, len(self.sensors), self.spool.depth,
+            self.gateway_id,
+            self.boot,
+            len(self.sensors),
+            self.spool.depth,
         )
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 0
         self.client.connect_async(
-            self.config.mqtt.host, self.config.mqtt.port, self.config.mqtt.keepalive_s,
-            clean_start=True, properties=props,
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+            self.config.mqtt.keepalive_s,
+            clean_start=True,
+            properties=props,
         )
         self.client.loop_start()
         publisher = threading.Thread(target=self._publisher_loop, name="publisher", daemon=True)
@@ -278,7 +354,8 @@ class GatewayAgent:
             publisher.join(timeout=5)
 
     def shutdown(self, drain_timeout: float = 10.0) -> None:
-        """Give in-flight and spooled messages a chance to go, then disconnect cleanly."""
+        """Give spooled messages a chance to go and be confirmed, then disconnect cleanly.
+        Whatever is not confirmed stays spooled for the next start."""
         deadline = time.monotonic() + drain_timeout
         while time.monotonic() < deadline and self._connected:
             self.publish_pending()
@@ -289,7 +366,9 @@ class GatewayAgent:
         self.stop_event.set()
         self._notify()
         if self._connected:
-            info = self.client.publish(self.status_topic, json.dumps(self._status(online=False)), 1, True)
+            info = self.client.publish(
+                self.status_topic, json.dumps(self._status(online=False)), 1, True
+            )
             info.wait_for_publish(2.0)
         self.client.disconnect()
         self.client.loop_stop()
