@@ -13,11 +13,13 @@ id: harmless); txs the node forgot are posted again; expired txs are rebuilt wit
 blockRef; rejected ones are rebuilt after an exponential backoff. ``Anchorer.step()`` does one
 pass and is what a service loop (``run_forever``) or a test calls.
 
-One Anchorer per store: two processes on the same store would both submit.
+One Anchorer per store: it holds an exclusive lock (``<store>.lock``) until ``close()``, because
+two anchorers on one store would both submit.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
@@ -98,12 +100,11 @@ class CheckpointSource(Protocol):
 
 
 def _parse_key_material(data: bytes, where: str) -> thor.SecretKey:
-    text = data.strip()
     try:
-        if len(text) == 32 and not all(chr(c) in "0123456789abcdefABCDEF" for c in text):
-            secret = text
+        if len(data) == 32 and not all(0x20 <= c < 0x7F for c in data):
+            secret = data  # raw binary key (a random key is never all printable ASCII)
         else:
-            s = text.decode("ascii")
+            s = data.strip().decode("ascii")
             s = s[2:] if s[:2].lower() == "0x" else s
             if len(s) != 64:
                 raise ValueError
@@ -244,8 +245,10 @@ class AnchorTxRow:
     def block_ref_number(self) -> int:
         return int(self.block_ref[2:10], 16)
 
-    def expired_at(self, block_number: int) -> bool:
-        return block_number > self.block_ref_number + self.expiration
+    def dead_after(self, best_number: int) -> bool:
+        """True once no future block can include it: the next block (best + 1) is past
+        blockRef + expiration, which is also when the node's pool refuses it as "expired"."""
+        return best_number + 1 > self.block_ref_number + self.expiration
 
 
 _SCHEMA = """
@@ -592,6 +595,42 @@ class Anchorer:
         self._genesis_id: str | None = None
         self._chain_tag: int | None = None
         self._finalized_number: int | None = None
+        self._lock_fd: int | None = self._lock(store.path)
+
+    @staticmethod
+    def _lock(path: Path) -> int:
+        lock_path = Path(str(path) + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AnchorError(
+                f"another anchorer is running on {path} (it holds {lock_path}): stop it first; "
+                "two anchorers on one store would anchor every checkpoint twice"
+            ) from None
+        return fd
+
+    def close(self) -> None:
+        """Release the store lock (the store and client are the caller's to close)."""
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            self._lock_fd = None
+            os.close(fd)
+
+    def __enter__(self) -> Anchorer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
 
     @property
     def to_address(self) -> bytes:
@@ -671,7 +710,7 @@ class Anchorer:
                 self._poll_included(self.store.get(a.id), report)
             return
         for t in live:
-            if t.expired_at(best.number):
+            if t.dead_after(best.number):
                 self.store.set_tx_status(t.tx_id, TxStatus.EXPIRED, now)
                 log.info("anchor tx %s expired unseen at block %d", t.tx_id, best.number)
 
@@ -726,6 +765,11 @@ class Anchorer:
             last = self.store.anchors(limit=1)
             if last and now - last[0].created_at < self.config.min_interval_s:
                 return
+        if not 0 <= cp.size < 2**63:
+            msg = f"log {cp.origin!r}: tree size {cp.size} does not fit the anchor store (< 2^63)"
+            report.errors.append(msg)
+            log.error(msg)
+            return
         top = self.store.highest(cp.origin)
         if top is not None and (
             top.tree_size > cp.size or (top.tree_size == cp.size and top.root_hash != cp.root_hash)
@@ -764,7 +808,13 @@ class Anchorer:
         if cfg.dynamic_fee and best.base_fee_per_gas is not None:
             prio = cfg.max_priority_fee_per_gas
             if prio is None:
-                prio = self.client.priority_fee()
+                try:
+                    prio = self.client.priority_fee()
+                except NodeResponseError as e:
+                    if e.status not in (404, 405):
+                        raise
+                    log.warning("node has no GET /fees/priority; using priority fee 0")
+                    prio = 0
             max_fee = cfg.max_fee_per_gas
             if max_fee is None:
                 max_fee = 2 * best.base_fee_per_gas + prio
@@ -786,7 +836,7 @@ class Anchorer:
 
     def _submit(self, a: AnchorRow, best: Block, report: StepReport) -> None:
         now = self.clock()
-        live = [t for t in self.store.txs(a.id, *_LIVE) if not t.expired_at(best.number)]
+        live = [t for t in self.store.txs(a.id, *_LIVE) if not t.dead_after(best.number)]
         waiting = False
         for t in live:
             if t.status is TxStatus.SENT and self.client.transaction(t.tx_id, pending=True):
@@ -933,7 +983,7 @@ def verify_anchor(
             f"node {client.base_url} is on genesis {genesis.id}, the anchor claims {genesis_id}: "
             "ask a node of the right network"
         )
-    got = client.raw_transaction(tx_id)
+    got = client.raw_transaction(tx_id, pending=True)
     if got is None:
         raise AnchorVerificationError(f"tx {tx_id} is not on this node's chain")
     raw, meta = got

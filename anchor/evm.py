@@ -603,7 +603,7 @@ class EvmAnchorer:
         number, bhash = int(receipt["blockNumber"]), bytes(receipt["blockHash"])
         block = self._call(partial(self.w3.eth.get_block, number))
         where = (number, bhash, int(block["timestamp"]))
-        if False:
+        if int(receipt["status"]) != 1:
             reason = (f"transaction {_hex(tx_hash)} reverted in block {number} (gas used "
                       f"{receipt['gasUsed']}); is 'to' ({row.to}) a contract that refuses it?")
             self.store.update(row.id, "failed", reason=reason, tx_hash=tx_hash, block=where)

@@ -23,6 +23,7 @@ The rules, as in github.com/vechain/thor ``tx/``:
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
@@ -171,7 +172,7 @@ class SecretKey:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, SecretKey) and other._secret == self._secret
+        return isinstance(other, SecretKey) and hmac.compare_digest(other._secret, self._secret)
 
     def __hash__(self) -> int:
         return hash(self._address)
@@ -297,6 +298,8 @@ class Transaction:
     signature: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "clauses", tuple(self.clauses))
+        object.__setattr__(self, "unused_reserved", tuple(self.unused_reserved))
         if self.tx_type not in (TYPE_LEGACY, TYPE_DYNAMIC_FEE):
             raise TxEncodeError(f"type: {self.tx_type} is not 0 (legacy) or 81 (dynamic fee)")
         checks: list[tuple[str, int, int]] = [

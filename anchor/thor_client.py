@@ -50,9 +50,15 @@ class NodeResponseError(ThorClientError):
         self.status = status
         self.body = body
         status_text = f"HTTP {status}" if status is not None else "a malformed response"
+        if status is not None and status >= 500:
+            advice = "The node is failing: check its health and logs, or use another node."
+        else:
+            advice = (
+                "Check that the URL points at a Thor REST API (port 8669 by default) of a "
+                "supported version."
+            )
         super().__init__(
-            f"Thor node gave {status_text} for {what}: {body.strip()[:500]!r}. Check that the URL "
-            "points at a Thor REST API (port 8669 by default) of a supported version."
+            f"Thor node gave {status_text} for {what}: {body.strip()[:500]!r}. {advice}"
         )
 
 

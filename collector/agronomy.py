@@ -91,9 +91,7 @@ def vapour_pressure_deficit_kpa(temp_c: float, rh_percent: float) -> float:
     return max(0.0, es - es * rh_percent / 100.0)
 
 
-def growing_degree_days(
-    tmin: float, tmax: float, base: float, upper: float | None = None
-) -> float:
+def growing_degree_days(tmin: float, tmax: float, base: float, upper: float | None = None) -> float:
     """Daily GDD, McMaster & Wilhelm (1997) method 2: Tmin and Tmax are raised to the base
     (and Tmax capped at ``upper`` when given, the '86/50' corn rule), then
     ((Tmax + Tmin) / 2) - base, never negative. Unit-agnostic (°C in, °C·d out)."""
@@ -288,6 +286,18 @@ CREATE TABLE IF NOT EXISTS agronomy_last (
     PRIMARY KEY (farm, field, gateway, sensor)
 );
 """
+
+#: Measurements this module writes; the collector must not accept them as gateway quantities.
+DERIVED_MEASUREMENTS = frozenset(
+    {
+        "dew_point",
+        "vapour_pressure_deficit",
+        "frost_risk",
+        "growing_degree_days",
+        "chilling_hours",
+        "soil_water_deficit",
+    }
+)
 
 AIR_T = "air_temperature"
 AIR_RH = "air_humidity"

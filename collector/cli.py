@@ -16,7 +16,10 @@ from collector.store import CollectorStore, open_db
 from fieldproof.config import CollectorConfig, ConfigError, load_collector_config
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), default=None,
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
     help="collector TOML (default: built-in defaults and FIELDPROOF_COLLECTOR__* variables)",
 )
 
@@ -78,10 +81,22 @@ def devices_group() -> None:
 @click.option("--farm", required=True)
 @click.option("--field", required=True)
 @click.option("--location", default="", help="free text or 'lat,lon'")
-@click.option("--sensor-tag", "sensor_tags", multiple=True, metavar="SENSOR:KEY=VALUE",
-              help="extra InfluxDB tag for one sensor, e.g. soil1:depth_cm=20 (repeatable)")
-def add_command(config_path: Path | None, gateway: str, public_key: str, farm: str, field: str,
-                location: str, sensor_tags: tuple[str, ...]) -> None:
+@click.option(
+    "--sensor-tag",
+    "sensor_tags",
+    multiple=True,
+    metavar="SENSOR:KEY=VALUE",
+    help="extra InfluxDB tag for one sensor, e.g. soil1:depth_cm=20 (repeatable)",
+)
+def add_command(
+    config_path: Path | None,
+    gateway: str,
+    public_key: str,
+    farm: str,
+    field: str,
+    location: str,
+    sensor_tags: tuple[str, ...],
+) -> None:
     """Register a gateway so its messages are accepted."""
     meta: dict[str, dict[str, str]] = {}
     for item in sensor_tags:
@@ -89,7 +104,9 @@ def add_command(config_path: Path | None, gateway: str, public_key: str, farm: s
             sensor, kv = item.split(":", 1)
             k, v = kv.split("=", 1)
         except ValueError:
-            raise click.BadParameter(f"{item!r} is not SENSOR:KEY=VALUE", param_hint="--sensor-tag") from None
+            raise click.BadParameter(
+                f"{item!r} is not SENSOR:KEY=VALUE", param_hint="--sensor-tag"
+            ) from None
         meta.setdefault(sensor, {})[k] = v
     cfg = _config(config_path)
     try:
@@ -108,8 +125,13 @@ def list_command(config_path: Path | None) -> None:
     cfg = _config(config_path)
     table = Table("gateway", "farm", "field", "status", "added (UTC)")
     for d in Registry(open_db(cfg.db_path)).all():
-        table.add_row(d.gateway, d.farm, d.field, d.status,
-                      time.strftime("%Y-%m-%d %H:%M", time.gmtime(d.added_at)))
+        table.add_row(
+            d.gateway,
+            d.farm,
+            d.field,
+            d.status,
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(d.added_at)),
+        )
     Console().print(table)
 
 

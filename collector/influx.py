@@ -76,11 +76,15 @@ class V1Writer:
         if r.status_code == 204:
             return
         if r.status_code >= 500 or r.status_code == 429:
-            raise InfluxUnavailable(f"InfluxDB at {self.cfg.url} answered {r.status_code}: {r.text.strip()}")
+            raise InfluxUnavailable(
+                f"InfluxDB at {self.cfg.url} answered {r.status_code}: {r.text.strip()}"
+            )
         if r.status_code == 404 and "database not found" in r.text:
             self._database_ready = not self.cfg.create_database
             raise InfluxUnavailable(f"database {self.cfg.database!r} not found at {self.cfg.url}")
-        raise InfluxRejected(f"InfluxDB refused the write ({r.status_code}): {r.text.strip()[:300]}")
+        raise InfluxRejected(
+            f"InfluxDB refused the write ({r.status_code}): {r.text.strip()[:300]}"
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -90,7 +94,7 @@ class V2Writer:
     """Write through the official ``influxdb-client`` (v2 API) synchronously."""
 
     def __init__(self, cfg: InfluxConfig) -> None:
-        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         token = os.environ.get(cfg.token_env, "") if cfg.token_env else ""
@@ -101,6 +105,7 @@ class V2Writer:
         self.api = self.client.write_api(write_options=SYNCHRONOUS)
 
     def write(self, lines: Sequence[str]) -> None:
+        from influxdb_client.domain.write_precision import WritePrecision
         from influxdb_client.rest import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -108,19 +113,27 @@ class V2Writer:
             return
         try:
             self.api.write(
-                bucket=self.cfg.bucket, org=self.cfg.org, record="\n".join(lines),
-                write_precision="ns",
+                bucket=self.cfg.bucket,
+                org=self.cfg.org,
+                record="\n".join(lines),
+                write_precision=WritePrecision.NS,  # type: ignore[arg-type]
             )
         except ApiException as exc:
             status = int(exc.status or 0)
             if status >= 500 or status in (0, 429):
-                raise InfluxUnavailable(f"InfluxDB v2 at {self.cfg.url} answered {status}") from None
-            raise InfluxRejected(f"InfluxDB v2 refused the write ({status}): {exc.body!s:.300}") from None
+                raise InfluxUnavailable(
+                    f"InfluxDB v2 at {self.cfg.url} answered {status}"
+                ) from None
+            raise InfluxRejected(
+                f"InfluxDB v2 refused the write ({status}): {exc.body!s:.300}"
+            ) from None
         except (HTTPError, OSError) as exc:
-            raise InfluxUnavailable(f"InfluxDB v2 at {self.cfg.url} is unreachable: {exc}") from None
+            raise InfluxUnavailable(
+                f"InfluxDB v2 at {self.cfg.url} is unreachable: {exc}"
+            ) from None
 
     def close(self) -> None:
-        self.client.close()
+        self.client.close()  # type: ignore[no-untyped-call]
 
 
 def make_writer(cfg: InfluxConfig) -> PointWriter:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Any
 
 from fieldproof.wire import gateway_id_for
 
@@ -49,7 +51,7 @@ class Device:
     revoked_at: float | None
     public_key: bytes
     #: per-sensor extra InfluxDB tags, e.g. {"soil1": {"depth_cm": "20"}}
-    sensor_meta: dict[str, dict[str, str]] = field(default_factory=dict)
+    sensor_meta: dict[str, dict[str, str]] = dataclass_field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -92,7 +94,9 @@ class Registry:
                 raise RegistryError(f"{label} must be a name of 1 to 64 characters")
         now = time.time()
         with self.db:
-            row = self.db.execute("SELECT status FROM devices WHERE gateway=?", (gateway,)).fetchone()
+            row = self.db.execute(
+                "SELECT status FROM devices WHERE gateway=?", (gateway,)
+            ).fetchone()
             if row is not None:
                 raise RegistryError(
                     f"{gateway} is already registered ({row[0]}); a revoked gateway must be "
@@ -112,7 +116,8 @@ class Registry:
     def revoke(self, gateway: str) -> Device:
         with self.db:
             cur = self.db.execute(
-                "UPDATE devices SET status='revoked', revoked_at=? WHERE gateway=? AND status='active'",
+                "UPDATE devices SET status='revoked', revoked_at=?"
+                " WHERE gateway=? AND status='active'",
                 (time.time(), gateway),
             )
         if cur.rowcount == 0:
@@ -139,10 +144,16 @@ class Registry:
         return [_device(r) for r in rows]
 
 
-def _device(row: tuple[object, ...]) -> Device:
+def _device(row: tuple[Any, ...]) -> Device:
     gw, farm, fld, loc, status, added, revoked, meta, key = row
     return Device(
-        str(gw), str(farm), str(fld), str(loc), str(status), float(added),  # type: ignore[arg-type]
-        None if revoked is None else float(revoked),  # type: ignore[arg-type]
-        bytes(key), json.loads(str(meta)),  # type: ignore[arg-type]
+        str(gw),
+        str(farm),
+        str(fld),
+        str(loc),
+        str(status),
+        float(added),
+        None if revoked is None else float(revoked),
+        bytes(key),
+        json.loads(str(meta)),
     )

@@ -85,13 +85,18 @@ class EvidenceSink:
 
 class CollectorStore:
     def __init__(
-        self, db: sqlite3.Connection, sink: EvidenceSink | None = None, quarantine_max_rows: int = 100_000
+        self,
+        db: sqlite3.Connection,
+        sink: EvidenceSink | None = None,
+        quarantine_max_rows: int = 100_000,
     ) -> None:
         self.db = db
         self.db.executescript(_SCHEMA)
         self.sink = sink or EvidenceSink()
         self.quarantine_max_rows = quarantine_max_rows
-        self._quarantine_rows = int(self.db.execute("SELECT count(*) FROM quarantine").fetchone()[0])
+        self._quarantine_rows = int(
+            self.db.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+        )
 
     def digests(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
         """Digests of already-accepted messages among ``keys``."""
@@ -105,7 +110,9 @@ class CollectorStore:
         return out
 
     def commit(
-        self, accepted: Sequence[AcceptedRow], quarantined: Sequence[QuarantineRow],
+        self,
+        accepted: Sequence[AcceptedRow],
+        quarantined: Sequence[QuarantineRow],
         counters: dict[str, int],
     ) -> None:
         """Make a batch durable in one transaction: log entries, dedupe rows, quarantine,
@@ -116,8 +123,15 @@ class CollectorStore:
             self.db.executemany(
                 "INSERT INTO received VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (a.gateway, a.seq, a.boot, a.readings, message_digest(a.message),
-                     None if first is None else first + i, now)
+                    (
+                        a.gateway,
+                        a.seq,
+                        a.boot,
+                        a.readings,
+                        message_digest(a.message),
+                        None if first is None else first + i,
+                        now,
+                    )
                     for i, a in enumerate(accepted)
                 ],
             )
@@ -125,7 +139,10 @@ class CollectorStore:
             self.db.executemany(
                 "INSERT INTO quarantine (received_at, topic, gateway, reason, detail, message)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [(now, q.topic, q.gateway, q.reason, q.detail, q.message) for q in quarantined[:keep]],
+                [
+                    (now, q.topic, q.gateway, q.reason, q.detail, q.message)
+                    for q in quarantined[:keep]
+                ],
             )
             for name, value in counters.items():
                 if value:
@@ -141,7 +158,9 @@ class CollectorStore:
 
     def accepted_count(self) -> tuple[int, int]:
         """(messages, readings) accepted so far."""
-        row = self.db.execute("SELECT count(*), coalesce(sum(readings), 0) FROM received").fetchone()
+        row = self.db.execute(
+            "SELECT count(*), coalesce(sum(readings), 0) FROM received"
+        ).fetchone()
         return int(row[0]), int(row[1])
 
     def quarantine_by_reason(self) -> dict[str, int]:
@@ -150,13 +169,13 @@ class CollectorStore:
 
     def gaps(self, gateway: str | None = None) -> list[Gap]:
         """Missing sequence ranges per gateway (sequences start at 1)."""
-        sql = (
+        rows = self.db.execute(
             "SELECT gateway, prev + 1, seq - 1 FROM ("
             " SELECT gateway, seq, LAG(seq, 1, 0) OVER (PARTITION BY gateway ORDER BY seq) AS prev"
-            " FROM received" + (" WHERE gateway = ?" if gateway else "") +
-            ") WHERE seq - prev > 1 ORDER BY gateway, seq"
+            " FROM received WHERE ?1 IS NULL OR gateway = ?1"
+            ") WHERE seq - prev > 1 ORDER BY gateway, seq",
+            (gateway,),
         )
-        rows = self.db.execute(sql, (gateway,) if gateway else ())
         return [Gap(str(g), int(a), int(b)) for g, a, b in rows]
 
     def quarantine_rows(self, limit: int = 50) -> list[tuple[float, str, str | None, str, str]]:
@@ -164,7 +183,8 @@ class CollectorStore:
             (float(t), str(topic), gw, str(reason), str(detail))
             for t, topic, gw, reason, detail in self.db.execute(
                 "SELECT received_at, topic, gateway, reason, detail FROM quarantine"
-                " ORDER BY id DESC LIMIT ?", (limit,)
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
             )
         ]
 

@@ -1,3 +1,3 @@
-"""fieldproof: trustworthy farm sensor data, from the probe in the soil to the inspector's report."""
+"""fieldproof: trustworthy farm sensor data, from the probe in the soil to the inspector."""
 
 __version__ = "0.1.0"

@@ -12,10 +12,15 @@ from gateway.cli import gateway_group
 
 @click.group()
 @click.version_option(__version__)
-@click.option("--log-level", default="info",
-              type=click.Choice(["debug", "info", "warning", "error"]), show_default=True)
-@click.option("--log-format", default="logfmt", type=click.Choice(["logfmt", "json"]),
-              show_default=True)
+@click.option(
+    "--log-level",
+    default="info",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    show_default=True,
+)
+@click.option(
+    "--log-format", default="logfmt", type=click.Choice(["logfmt", "json"]), show_default=True
+)
 def cli(log_level: str, log_format: str) -> None:
     """fieldproof: trustworthy farm sensor data, from the probe to the inspector."""
     setup_logging(log_level, log_format)

@@ -1,6 +1,6 @@
 """Log lines a human can read and a machine can parse: logfmt by default, JSON on request.
 
-    2026-11-25T01:02:03.456Z level=warning logger=fieldproof.collector msg="quarantined …"
+2026-11-25T01:02:03.456Z level=warning logger=fieldproof.collector msg="quarantined …"
 """
 
 from __future__ import annotations

@@ -63,8 +63,12 @@ class ManagedProcess:
             return
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=self.workdir,
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.workdir,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -78,7 +82,9 @@ class ManagedProcess:
                 return
             time.sleep(0.05)
         self.kill()
-        raise ServiceError(f"{self.name} did not become ready in {timeout:.0f} s; see {self.log_path}")
+        raise ServiceError(
+            f"{self.name} did not become ready in {timeout:.0f} s; see {self.log_path}"
+        )
 
     def tail_log(self, lines: int = 15) -> str:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 from pathlib import Path
@@ -19,11 +20,28 @@ def gateway_group() -> None:
     """Field gateway: create its key, run it, check it."""
 
 
+def _mount_sensor_commands() -> None:
+    from gateway.sensors_cli import calibrate_command, sensors_group
+
+    gateway_group.add_command(sensors_group)
+    gateway_group.add_command(calibrate_command)
+
+
 @gateway_group.command("init")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="gateway TOML; its key_file is where the key goes")
-@click.option("--key", "key_path", type=click.Path(path_type=Path), default=None,
-              help="write the key here instead of the config's key_file")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="gateway TOML; its key_file is where the key goes",
+)
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="write the key here instead of the config's key_file",
+)
 def init_command(config_path: Path | None, key_path: Path | None) -> None:
     """Generate this gateway's Ed25519 key ON THIS DEVICE and print what to register."""
     try:
@@ -37,8 +55,10 @@ def init_command(config_path: Path | None, key_path: Path | None) -> None:
     click.echo(f"gateway id:  {gw}")
     click.echo(f"public key:  {pub.hex()}")
     click.echo("register it on the collector with:")
-    click.echo(f"  fieldproof collector devices add --id {gw} --public-key {pub.hex()} "
-               "--farm FARM --field FIELD")
+    click.echo(
+        f"  fieldproof collector devices add --id {gw} --public-key {pub.hex()} "
+        "--farm FARM --field FIELD"
+    )
 
 
 @gateway_group.command("run")
@@ -59,5 +79,9 @@ def run_command(config_path: Path, duration: float | None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack
     agent.run(duration)
     sys.exit(0)
+
+
+_mount_sensor_commands()

@@ -14,7 +14,9 @@ SHARED = PROJECT_ROOT.parent / "shared"
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not (SHARED / "vectors").is_dir():
-        pytest.fail(f"test vectors not found at {SHARED}/vectors: check out shared/ beside the project")
+        pytest.fail(
+            f"test vectors not found at {SHARED}/vectors: check out shared/ beside the project"
+        )
     return SHARED
 
 

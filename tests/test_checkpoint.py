@@ -456,3 +456,41 @@ def test_log_key_origin_mismatch_and_damage(tmp_path: Path) -> None:
         load_or_create_log_key(link, "example.com/log/a")
     with pytest.raises(LogKeyError, match="key name"):
         log_origin("fieldproof.example", "bad id")
+
+
+# --- the worked example in docs/evidence-log.md stays true -------------------------------------
+
+
+def test_documented_example_verifies() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "evidence-log.md").read_text()
+    vkey = doc.split("vkey: ", 1)[1].split("\n", 1)[0]
+    start = doc.index("```\nfieldproof.example/log/collector-1\n") + 4
+    note = doc[start : doc.index("```", start)].encode()
+    entries = [b"entry-%d" % i for i in range(7)]
+    cp = open_checkpoint(
+        note, Ed25519Verifier.from_vkey(vkey), origin="fieldproof.example/log/collector-1"
+    )
+    assert cp.size == len(entries)
+    assert cp.root_hash == merkle.root_from_leaves(entries)
+    example = doc.split("### Worked example", 1)[1].split("## 3.", 1)[0]
+    incl_block = example.split("inclusion proof, leaf 3 in size 7", 1)[1].split(
+        "consistency proof", 1
+    )[0]
+    incl = [bytes.fromhex(h) for h in incl_block.split("\n")[1:] if h.strip()]
+    assert len(incl) == 3
+    merkle.verify_inclusion(merkle.leaf_hash(entries[3]), 3, 7, incl, cp.root_hash)
+    cons_block = example.split("consistency proof, size 4 → 7", 1)[1].split("```", 1)[0]
+    cons = [bytes.fromhex(h) for h in cons_block.split("\n")[1:] if h.strip()]
+    merkle.verify_consistency(4, 7, cons, merkle.root_from_leaves(entries[:4]), cp.root_hash)
+    checked = 0
+    for line in example.splitlines():
+        if line.startswith(("leaf hash 3", "root(4)", "root(7)")):
+            checked += 1
+            label, value = line.rsplit(" ", 1)
+            want = {
+                "leaf hash 3": merkle.leaf_hash(entries[3]),
+                "root(4)": merkle.root_from_leaves(entries[:4]),
+                "root(7)": cp.root_hash,
+            }[label.strip()]
+            assert bytes.fromhex(value) == want
+    assert checked == 3

@@ -1,21 +1,26 @@
 """EVM anchoring against a real dev chain: Foundry's anvil, installed from
 deploy/devchain/package-lock.json and started as its own process on a loopback port.
 
-No fakes: every transaction is signed, sent, mined and read back through JSON-RPC. The node
-mines only when a test says so (``automine=False``), so block heights and therefore finality are
-exact and nothing depends on time. Reorgs come from anvil's evm_snapshot/evm_revert, a node
-restart from stopping the process (it keeps its chain in a state file, not its mempool).
+Every transaction is signed, sent, mined and read back through JSON-RPC; the one stand-in is
+a pass-through proxy that refuses the ``finalized`` tag, as some nodes do (anvil never does).
+The node mines only when a test says so (``automine=False``), so block heights and therefore
+finality are exact and nothing depends on time. Reorgs come from anvil's evm_snapshot/evm_revert,
+a node restart from stopping the process (it keeps its chain in a state file, not its mempool).
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.server
+import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from eth_account import Account
 from eth_typing import HexStr
@@ -214,10 +219,14 @@ def test_finalized_only_when_the_node_finalizes_the_block(
     assert row.state == "included"
     assert row.block_number is not None
     assert read_anchor(chain.url, row.tx_hash).finalized is False
-    while finalized_height(chain) < row.block_number:
+    for _ in range(10):
+        if finalized_height(chain) >= row.block_number:
+            break
         assert states(a) == ["included"]
         chain.mine(1)
         ok(a.step())
+    else:
+        pytest.fail("the dev chain never finalized the block")
     assert states(a) == ["finalized"]
     assert read_anchor(chain.url, row.tx_hash).finalized is True
 
@@ -237,6 +246,67 @@ def test_confirmations_when_configured(chain: DevChain,
     assert read_anchor(chain.url, tx_hash, finality="confirmations", confirmations=3).finalized
     assert not read_anchor(chain.url, tx_hash, finality="confirmations",
                            confirmations=4).finalized
+
+
+class _NoFinalizedTag:
+    """A JSON-RPC pass-through to the dev chain that refuses the ``finalized`` and ``safe``
+    block tags, as pre-merge nodes and some L2/sidechain nodes do. The only stand-in in this
+    file: anvil itself always serves the tag, so this is how the fallback meets a refusal."""
+
+    def __init__(self, upstream: str) -> None:
+        upstream_url = upstream
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                req = json.loads(body)
+                if (req.get("method") == "eth_getBlockByNumber"
+                        and req["params"][0] in ("finalized", "safe")):
+                    out = json.dumps({"jsonrpc": "2.0", "id": req.get("id"), "error": {
+                        "code": -32602, "message": "invalid block tag"}}).encode()
+                else:
+                    out = httpx.post(upstream_url, content=body, timeout=10,
+                                     headers={"content-type": "application/json"}).content
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def test_auto_finality_falls_back_to_confirmations_without_the_tag(
+        chain: DevChain, make_anchorer: Callable[..., EvmAnchorer]) -> None:
+    proxy = _NoFinalizedTag(chain.url)
+    try:
+        strict = make_anchorer(chain, db="strict.db", url=proxy.url, finality="finalized")
+        with pytest.raises(EvmConfigError, match="finality='confirmations'"):
+            strict.step(ckpt(1))
+        a = make_anchorer(chain, url=proxy.url, confirmations=2)  # finality="auto"
+        ok(a.step(ckpt(1)))
+        chain.mine(1)
+        ok(a.step())
+        assert states(a) == ["included"]
+        chain.mine(1)
+        ok(a.step())
+        assert states(a) == ["finalized"]
+        tx_hash = a.anchors()[0].tx_hash
+        assert read_anchor(proxy.url, tx_hash, confirmations=2).finalized
+        assert not read_anchor(proxy.url, tx_hash, confirmations=3).finalized
+    finally:
+        proxy.close()
 
 
 def test_legacy_gas_price_on_a_chain_without_base_fee(
@@ -360,10 +430,11 @@ def test_fee_bumped_after_waiting_blocks(chain: DevChain,
     ok(a.step(ckpt(7)))
     original = a.anchors()[0]
     chain.rpc("evm_setBlockGasLimit", hex(45_000))
-    # Each block, another account's high-tip transaction leaves too little room for ours.
+    # Each block, another account's transaction with a slightly higher tip (so the node's
+    # tip suggestion stays below our bump) leaves too little room for ours.
     for waited in (1, 2, 3):
-        send_plain(chain, chain.private_keys[1], b"", to=chain.accounts[2], tip=50 * GWEI,
-                   gas=21_000)
+        send_plain(chain, chain.private_keys[1], b"", to=chain.accounts[2],
+                   tip=GWEI + GWEI // 20, gas=21_000)
         chain.mine(1)
         report = ok(a.step())
         assert states(a) == ["pending"]

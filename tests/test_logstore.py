@@ -33,13 +33,18 @@ def entry(i: int) -> bytes:
     return b"fieldproof test entry %d " % i + bytes([i % 251]) * (i % 7)
 
 
-def mem_log() -> MerkleLog:
+def mem_conn() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:")
-    return MerkleLog(SqliteLogStore(conn, commit_appends=True))
+    conn.execute("PRAGMA synchronous=FULL")  # the store insists; not every build defaults to it
+    return conn
+
+
+def mem_log() -> MerkleLog:
+    return MerkleLog(SqliteLogStore(mem_conn(), commit_appends=True))
 
 
 def test_store_satisfies_protocol() -> None:
-    assert isinstance(SqliteLogStore(sqlite3.connect(":memory:")), LogStore)
+    assert isinstance(SqliteLogStore(mem_conn()), LogStore)
 
 
 def test_every_root_and_proof_equals_reference() -> None:

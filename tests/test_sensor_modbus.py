@@ -8,16 +8,17 @@ replies. The driver under test runs the real pymodbus serial client on the pty."
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sim.harness import Sim, run_sim
 
 from fieldproof.wire import Reading
 from gateway.sensors.base import SensorConfigError, build_sensor, validate_sensor_table
 from gateway.sensors.modbus_soil import ModbusSoilSensor, plan_blocks, scan_bus
+from tests.sim.harness import Sim, run_sim
 
 CWT = {"0": 312, "1": 0x10000 - 50, "2": 1250, "3": 68, "4": 41, "5": 17, "6": 120}
 JXBS = {"6": 653, "18": 275, "19": 183, "21": 480, "30": 22, "31": 9, "32": 150}
@@ -266,3 +267,17 @@ def test_blocks_are_contiguous_runs() -> None:
 
     blocks = plan_blocks(builtin_map("jxbs-3001").registers)
     assert [(b.start, b.count) for b in blocks] == [(6, 1), (18, 2), (21, 1), (30, 3)]
+
+
+def test_late_reply_is_not_taken_for_the_next_answer(bus: Sim) -> None:
+    """A slow probe answers after the timeout: that read is a gap, and its stale reply (which
+    lands during the gap) must not be read as the answer to the next request."""
+    bus.control(slaves={"1": CWT}, faults=["delay:0.5"])
+    drv = probe(bus.port)
+    try:
+        assert {r.missing_reason for r in drv.read(1.0)} == {"timeout"}
+        bus.control(slaves={"1": dict(CWT, **{"0": 288})})
+        time.sleep(0.4)  # let the late reply arrive before the next request (not a timed assert)
+        assert drv.read(2.0)[0].value == 0.288
+    finally:
+        drv.close()

@@ -141,7 +141,9 @@ class ThorNode:
         gid = thor.blake2b256(b"fieldproof thornode genesis", bytes([chain_tag]))
         genesis_id = b"\x00" * 4 + gid[4:31] + bytes([chain_tag])
         self._blocks: list[_Block] = [
-            _Block(0, genesis_id, b"\x00" * 32, genesis_timestamp, gas_limit, base_fee)
+            _Block(
+                0, genesis_id, b"\xff" * 4 + b"\x00" * 28, genesis_timestamp, gas_limit, base_fee
+            )
         ]
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -183,7 +185,9 @@ class ThorNode:
         server.daemon_threads = True
         self._port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="thornode", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(0.02,), name="thornode", daemon=True
+        )
         self._thread.start()
 
     def go_down(self) -> None:

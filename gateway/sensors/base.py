@@ -70,7 +70,8 @@ def validate_sensor_table(index: int, table: dict[str, Any]) -> SensorConfig:
     where = f"sensors[{index}]" + (f" ({table['name']})" if "name" in table else "")
     if kind not in SENSOR_KINDS:
         raise SensorConfigError(
-            f"{where}.kind = {kind!r} is not a sensor kind; allowed: {', '.join(sorted(SENSOR_KINDS))}"
+            f"{where}.kind = {kind!r} is not a sensor kind; "
+            f"allowed: {', '.join(sorted(SENSOR_KINDS))}"
         )
     try:
         return SENSOR_KINDS[kind].Config.model_validate(table)
@@ -88,7 +89,7 @@ def build_sensor(config: SensorConfig) -> SensorDriver:
 
 
 def _load_builtin_drivers() -> None:
-    """Import the driver modules so their ``@register`` runs (kept lazy: some need hardware libs)."""
+    """Import the driver modules so their ``@register`` runs (lazy: some need hardware libs)."""
     from gateway.sensors import builtin  # noqa: F401
 
 

@@ -155,7 +155,7 @@ class DHT22Sensor(SensorDriver):
     def _gpio_power(self, on: bool) -> None:
         if self._power_io is None:
             import board
-            import digitalio  # type: ignore[import-untyped]
+            import digitalio  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
             self._power_io = digitalio.DigitalInOut(getattr(board, self.cfg.power_pin))
             self._power_io.direction = digitalio.Direction.OUTPUT
@@ -244,10 +244,13 @@ class DHT22Sensor(SensorDriver):
             ),
             self.missing(self.cfg.humidity_quantity, QUANTITY_UNITS["air_humidity"], now, reason),
         ]
-        self.last_error = (
-            f"{self.cfg.model} on {self.cfg.pin}: {reason} after {tried} attempt(s)"
-            f" spaced {self.cfg.spacing_s} s ({detail}); {_ADVICE.get(reason, '')}"
-        ).rstrip("; ")
+        if reason == "setup-failed":
+            self.last_error = f"{self.cfg.model} on {self.cfg.pin}: {detail}"
+        else:
+            self.last_error = (
+                f"{self.cfg.model} on {self.cfg.pin}: {reason} after {tried} attempt(s) spaced "
+                f"{self.cfg.spacing_s} s ({detail}); {_ADVICE.get(reason, '')}"
+            ).rstrip("; ")
         if self.consecutive_failures >= self.cfg.power_cycle_after:
             self.power_cycle()
         return out

@@ -144,14 +144,20 @@ class SDI12Bus:
                 return buf[:-2].decode("ascii", errors="replace")
         return None
 
-    def command(self, cmd: str, *, wake: bool = True) -> str:
-        """Send ``cmd`` and return the sensor's response line (echo and noise stripped)."""
+    def command(self, cmd: str, expect: str = "") -> str:
+        """Send ``cmd`` and return the sensor's response line (echo and noise stripped).
+
+        ``expect`` is a regular expression the whole line must match; other lines (noise, a
+        late service request) are skipped, and after ``response_timeout_s`` the command is
+        sent again behind a fresh break, ``retries`` times in all (SDI-12 §7.2)."""
         address = cmd[0]
+        pattern = re.compile(
+            expect or (re.escape(address) + ".*") if cmd != "?!" else "[0-9a-zA-Z]"
+        )
         last = f"no response to {cmd!r}"
         for _ in range(self.retries):
             self.port.reset_input_buffer()
-            if wake:
-                self.wake()
+            self.wake()
             self.port.write(cmd.encode("ascii"))
             self.port.flush()
             while (line := self.read_line(self.response_timeout_s)) is not None:
@@ -160,7 +166,7 @@ class SDI12Bus:
                     if not line:
                         continue
                 line = line.lstrip("\x00")
-                if line.startswith(address) or (cmd == "?!" and line[:1] in ADDRESSES):
+                if pattern.fullmatch(line):
                     return line
                 last = f"unexpected response {line!r} to {cmd!r}"
         raise SDI12Error("no-response" if last.startswith("no response") else "bad-response", last)
@@ -172,12 +178,14 @@ class SDI12Bus:
             return False
 
     def identify(self, address: str) -> Identification:
-        return parse_identification(address, self.command(f"{address}I!"))
+        return parse_identification(
+            address, self.command(f"{address}I!", re.escape(address) + r"\d\d.{17,}")
+        )
 
     def measure(self, address: str, *, crc: bool = True, max_wait_s: float = 120.0) -> list[float]:
         """Start a measurement, wait for it, and collect its values from D0, D1, …"""
         cmd = f"{address}MC!" if crc else f"{address}M!"
-        line = self.command(cmd)
+        line = self.command(cmd, re.escape(address) + r"\d{4}")
         m = re.fullmatch(re.escape(address) + r"(\d{3})(\d)", line)
         if not m:
             raise SDI12Error("bad-response", f"{cmd} answered {line!r}, expected a+ttt+n")
@@ -210,7 +218,9 @@ class SDI12Bus:
         cmd = f"{address}D{page}!"
         last: SDI12Error | None = None
         for _ in range(self.retries):
-            line = self.command(cmd)
+            # with a CRC even an empty page has 3 more characters, so a lone address (a late
+            # service request) is skipped; without one it cannot be told from an empty page
+            line = self.command(cmd, re.escape(address) + (r".{3,}" if crc else r"([+-].*)?"))
             try:
                 body = check_crc(line) if crc else line
                 return parse_values(body[len(address) :])
@@ -350,7 +360,8 @@ class SDI12Sensor(SensorDriver):
                     except Exception as exc:
                         raise SDI12Error(
                             "port-unavailable",
-                            f"cannot open {self.cfg.port}: {exc}; is the SDI-12 adapter plugged in?",
+                            f"cannot open {self.cfg.port}: {exc}; "
+                            "is the SDI-12 adapter plugged in?",
                         ) from None
                     shared = _Shared(
                         SDI12Bus(

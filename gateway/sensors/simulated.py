@@ -56,9 +56,12 @@ class SimulatedSensor(SensorDriver):
         # air temperature: minimum near 06:00, maximum near 15:00
         diurnal = -math.cos(2 * math.pi * (local - 3 * 3600.0) / DAY)
         air_t = c.mean_air_temperature + 7.0 * diurnal + 0.15 * self._noise(now, 1)
-        soil_t = c.mean_air_temperature - 2.0 + 2.5 * -math.cos(
-            2 * math.pi * (local - 6 * 3600.0) / DAY
-        ) + 0.05 * self._noise(now, 2)
+        soil_t = (
+            c.mean_air_temperature
+            - 2.0
+            + 2.5 * -math.cos(2 * math.pi * (local - 6 * 3600.0) / DAY)
+            + 0.05 * self._noise(now, 2)
+        )
         saturation = 0.98 - 0.55 * (diurnal + 1) / 2
         humidity = min(100.0, max(5.0, 100.0 * saturation + 1.0 * self._noise(now, 3)))
         # soil moisture: exponential drying since the last irrigation, faster by day
@@ -89,7 +92,9 @@ class SimulatedSensor(SensorDriver):
     def read(self, now: float) -> list[Reading]:
         out: list[Reading] = []
         for i, (quantity, value) in enumerate(self.values(now).items()):
-            if self.cfg.fault_rate and abs(self._noise(now, 100 + i)) < _fault_z(self.cfg.fault_rate):
+            if self.cfg.fault_rate and abs(self._noise(now, 100 + i)) < _fault_z(
+                self.cfg.fault_rate
+            ):
                 out.append(self.missing(quantity, self.UNITS[quantity], now, "simulated-fault"))
             else:
                 out.append(Reading(self.name, quantity, self.UNITS[quantity], value, now))

@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--log", required=True)
     args = ap.parse_args()
     line, control, log = Line(args.fd), Control(args.control), Log(args.log)
+    log.write(event="ready")
     buf = bytearray()
     while True:
         chunk = line.read(0.5)

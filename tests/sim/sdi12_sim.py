@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--log", required=True)
     args = ap.parse_args()
     bus = Bus(Line(args.fd), Control(args.control), Log(args.log))
+    bus.log.write(event="ready")
     buf = ""
     while True:
         chunk = bus.line.read(0.5)
