@@ -31,6 +31,14 @@ def _config(path: Path | None) -> CollectorConfig:
         raise click.ClickException(str(exc)) from None
 
 
+def _registry(cfg: CollectorConfig) -> Registry:
+    """The registry with its evidence log: every change is also a log entry."""
+    from anchor.evidence import EvidenceLog
+
+    db = open_db(cfg.db_path)
+    return Registry(db, EvidenceLog.open(db, cfg.log_origin, key_file=None))
+
+
 @click.group("collector")
 def collector_group() -> None:
     """Collector: verify, store and log what gateways send."""
@@ -110,7 +118,7 @@ def add_command(
         meta.setdefault(sensor, {})[k] = v
     cfg = _config(config_path)
     try:
-        device = Registry(open_db(cfg.db_path)).add(
+        device = _registry(cfg).add(
             gateway, parse_public_key(public_key), farm, field, location, meta
         )
     except RegistryError as exc:
@@ -142,7 +150,7 @@ def revoke_command(config_path: Path | None, gateway: str) -> None:
     """Stop accepting a gateway's messages (lost, stolen or replaced)."""
     cfg = _config(config_path)
     try:
-        Registry(open_db(cfg.db_path)).revoke(gateway)
+        _registry(cfg).revoke(gateway)
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"revoked {gateway}; its messages are now quarantined as 'revoked'")

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from collector.agronomy import DERIVED_MEASUREMENTS
 from collector.influx import InfluxUnavailable, PointWriter, write_salvaging
 from collector.points import Point
 from collector.registry import Device, Registry
@@ -33,8 +34,9 @@ log = logging.getLogger("fieldproof.collector")
 
 QUANTITY_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 #: measurement names the collector writes itself; a gateway may not use them as quantities
-RESERVED_MEASUREMENTS = frozenset(
-    {"gateway_status", "collector_stats", "quarantine", "anchor_state", "agronomy"}
+RESERVED_MEASUREMENTS = (
+    frozenset({"gateway_status", "collector_stats", "quarantine", "anchor_state"})
+    | DERIVED_MEASUREMENTS
 )
 QUARANTINE_REASONS = (
     "oversized",

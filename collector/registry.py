@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import Any
+from typing import Any, Protocol
 
+from anchor.evidence import registry_event
 from fieldproof.wire import gateway_id_for
 
 _SCHEMA = """
@@ -69,9 +71,19 @@ def parse_public_key(text: str) -> bytes:
     return key
 
 
+class RegistryLog(Protocol):
+    """Where registry changes are recorded as evidence (the collector's Merkle log)."""
+
+    def append(self, entries: Sequence[bytes]) -> int | None: ...
+
+
 class Registry:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    """Registry rows plus, when ``log`` is given, a log entry for every change, committed in
+    the same transaction: key history is anchored exactly like readings."""
+
+    def __init__(self, db: sqlite3.Connection, log: RegistryLog | None = None) -> None:
         self.db = db
+        self.log = log
         self.db.executescript(_SCHEMA)
 
     def add(
@@ -109,17 +121,34 @@ class Registry:
             self.db.execute(
                 "INSERT INTO device_keys VALUES (?, ?, ?, NULL)", (gateway, public_key, now)
             )
+            if self.log is not None:
+                self.log.append(
+                    [
+                        registry_event(
+                            "enroll",
+                            gateway,
+                            public_key=public_key,
+                            farm=farm,
+                            field=field,
+                            location=location,
+                            at=now,
+                        )
+                    ]
+                )
         device = self.get(gateway)
         assert device is not None
         return device
 
     def revoke(self, gateway: str) -> Device:
+        now = time.time()
         with self.db:
             cur = self.db.execute(
                 "UPDATE devices SET status='revoked', revoked_at=?"
                 " WHERE gateway=? AND status='active'",
-                (time.time(), gateway),
+                (now, gateway),
             )
+            if cur.rowcount and self.log is not None:
+                self.log.append([registry_event("revoke", gateway, at=now)])
         if cur.rowcount == 0:
             raise RegistryError(f"{gateway} is not an active registered gateway")
         device = self.get(gateway)

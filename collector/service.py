@@ -23,11 +23,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from anchor.evidence import EvidenceLog
+from collector.agronomy_hook import make_deriver
 from collector.influx import InfluxUnavailable, PointWriter, make_writer
 from collector.ingest import Incoming, Ingestor, Interrupted
 from collector.points import Point
 from collector.registry import Registry
-from collector.store import CollectorStore, EvidenceSink, open_db
+from collector.store import CollectorStore, open_db
 from fieldproof.config import CollectorConfig
 from fieldproof.mqtt import gateway_from_topic, make_client, receipts_topic
 from fieldproof.wire import encode_receipt
@@ -47,26 +49,25 @@ class _Received:
 
 
 class Collector:
-    def __init__(
-        self,
-        config: CollectorConfig,
-        writer: PointWriter | None = None,
-        sink: EvidenceSink | None = None,
-    ) -> None:
+    def __init__(self, config: CollectorConfig, writer: PointWriter | None = None) -> None:
         self.config = config
         self.db = open_db(config.db_path)
-        self.registry = Registry(self.db)
-        self.store = CollectorStore(self.db, sink, config.quarantine_max_rows)
+        self.evidence = EvidenceLog.open(self.db, config.log_origin, config.log_key_file)
+        self.registry = Registry(self.db, self.evidence)
+        self.store = CollectorStore(self.db, self.evidence, config.quarantine_max_rows)
         self.writer = writer or make_writer(config.influx)
         self.stop_event = threading.Event()
+        self.deriver = make_deriver(config)
         self.ingestor = Ingestor(
             self.store,
             self.registry,
             self.writer,
             topic_prefix=config.mqtt.topic_prefix,
             max_message_bytes=config.max_message_bytes,
+            derive=self.deriver,
             stop_event=self.stop_event,
         )
+        self._last_checkpoint = time.monotonic()
         self.inbox: queue.Queue[_Received] = queue.Queue()
         self.connected = threading.Event()
         self.status: dict[str, dict[str, Any]] = {}
@@ -209,6 +210,22 @@ class Collector:
             if time.monotonic() >= next_stats:
                 self.write_stats()
                 next_stats = time.monotonic() + self.config.stats_interval_s
+            self.maybe_checkpoint()
+
+    def maybe_checkpoint(self, force: bool = False) -> None:
+        """Sign a checkpoint every ``checkpoint_interval_s`` or ``checkpoint_every_entries``."""
+        latest = self.evidence.latest()
+        grown = self.evidence.log.size() - (latest.checkpoint.size if latest else 0)
+        due = time.monotonic() - self._last_checkpoint >= self.config.log.checkpoint_interval_s
+        if grown and (force or due or grown >= self.config.log.checkpoint_every_entries):
+            try:
+                cp = self.evidence.checkpoint()
+            except sqlite3.OperationalError as exc:
+                log.error("cannot store a checkpoint: %s; retrying later", exc)
+                return
+            self._last_checkpoint = time.monotonic()
+            if cp is not None:
+                log.info("checkpoint: log size %d", cp.checkpoint.size)
 
     # ------------------------------------------------------------------ stats
 
@@ -288,6 +305,7 @@ class Collector:
         log.info("collector %s running; database %s", self.config.collector_id, self.config.db_path)
         try:
             self._worker()
+            self.maybe_checkpoint(force=True)
         finally:
             self.client.publish(self.presence_topic, b'{"online": false}', 1, True)
             self.client.disconnect()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS received (
@@ -75,11 +76,18 @@ class Gap:
         return self.last_missing - self.first_missing + 1
 
 
-class EvidenceSink:
-    """Where accepted message bytes go inside the commit; the evidence log plugs in here."""
+class EvidenceSink(Protocol):
+    """Where accepted message bytes go inside the commit: the evidence log
+    (:class:`anchor.evidence.EvidenceLog`). Appends in the caller's open transaction and
+    returns the first index."""
+
+    def append(self, entries: Sequence[bytes]) -> int | None: ...
+
+
+class NoEvidence:
+    """No log (unit tests of dedupe and quarantine only)."""
 
     def append(self, entries: Sequence[bytes]) -> int | None:
-        """Append in the caller's open transaction; return the first index (None: no log)."""
         return None
 
 
@@ -92,7 +100,7 @@ class CollectorStore:
     ) -> None:
         self.db = db
         self.db.executescript(_SCHEMA)
-        self.sink = sink or EvidenceSink()
+        self.sink: EvidenceSink = sink or NoEvidence()
         self.quarantine_max_rows = quarantine_max_rows
         self._quarantine_rows = int(
             self.db.execute("SELECT count(*) FROM quarantine").fetchone()[0]

@@ -111,6 +111,36 @@ class InfluxConfig(StrictModel):
     create_database: bool = True
 
 
+class LogConfig(StrictModel):
+    """The evidence log: its name (origin) and signing key, and how often to checkpoint."""
+
+    #: origin = "<origin_base>/log/<collector_id>"; a domain the operator controls
+    origin_base: str = "fieldproof.example"
+    #: default: <data_dir>/log.key (created on first start, mode 0600)
+    key_file: Path | None = None
+    checkpoint_interval_s: float = Field(default=300.0, gt=0)
+    checkpoint_every_entries: int = Field(default=10_000, ge=1)
+
+
+class AnchorSettings(StrictModel):
+    """Where checkpoints are anchored. ``chain = "none"`` keeps the log unanchored."""
+
+    chain: Literal["none", "thor", "evm"] = "none"
+    url: str = ""
+    #: file with the anchoring account's private key (mode 0600), or the env var holding it
+    key_file: Path | None = None
+    key_env: str | None = None
+    #: VIP-191 sponsor key file (Thor): the sponsor pays the gas
+    sponsor_key_file: Path | None = None
+    #: EVM only: the chain id the node must report
+    chain_id: int | None = None
+    #: EVM: "auto", "finalized" or "confirmations"
+    finality: Literal["auto", "finalized", "confirmations"] = "auto"
+    confirmations: int = Field(default=12, ge=0)
+    #: seconds between anchoring passes
+    interval_s: float = Field(default=15.0, gt=0)
+
+
 class CollectorConfig(StrictModel):
     """``fieldproof collector run`` settings."""
 
@@ -128,6 +158,18 @@ class CollectorConfig(StrictModel):
     stats_interval_s: float = Field(default=10.0, gt=0)
     #: quarantine keeps message bytes for at most this many rows (counters keep counting)
     quarantine_max_rows: int = Field(default=100_000, ge=0)
+    log: LogConfig = LogConfig()
+    anchor: AnchorSettings = AnchorSettings()
+    #: per-field agronomy settings (dashboards/fields.example.toml shows the format)
+    fields_file: Path | None = None
+
+    @property
+    def log_origin(self) -> str:
+        return f"{self.log.origin_base.rstrip('/')}/log/{self.collector_id}"
+
+    @property
+    def log_key_file(self) -> Path:
+        return self.log.key_file or self.data_dir / "log.key"
 
     @property
     def db_path(self) -> Path:
