@@ -31,7 +31,7 @@ def _config(path: Path | None) -> CollectorConfig:
         raise click.ClickException(str(exc)) from None
 
 
-def _registry(cfg: CollectorConfig) -> Registry:
+def open_registry(cfg: CollectorConfig) -> Registry:
     """The registry with its evidence log: every change is also a log entry."""
     from anchor.evidence import EvidenceLog
 
@@ -118,7 +118,7 @@ def add_command(
         meta.setdefault(sensor, {})[k] = v
     cfg = _config(config_path)
     try:
-        device = _registry(cfg).add(
+        device = open_registry(cfg).add(
             gateway, parse_public_key(public_key), farm, field, location, meta
         )
     except RegistryError as exc:
@@ -150,7 +150,7 @@ def revoke_command(config_path: Path | None, gateway: str) -> None:
     """Stop accepting a gateway's messages (lost, stolen or replaced)."""
     cfg = _config(config_path)
     try:
-        _registry(cfg).revoke(gateway)
+        open_registry(cfg).revoke(gateway)
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"revoked {gateway}; its messages are now quarantined as 'revoked'")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from anchor.cli import anchor_group
 from collector.cli import collector_group
 from fieldproof import __version__
 from fieldproof.logs import setup_logging
@@ -28,6 +29,7 @@ def cli(log_level: str, log_format: str) -> None:
 
 cli.add_command(gateway_group)
 cli.add_command(collector_group)
+cli.add_command(anchor_group)
 
 
 def _add_demo() -> None:

@@ -23,8 +23,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from collector.registry import Registry
+from anchor.service import AnchorView
+from collector.cli import open_registry
 from collector.store import CollectorStore, open_db
+from fieldproof.config import CollectorConfig, load_collector_config
 from fieldproof.keys import create_key_file
 from fieldproof.mqtt import wait_for_retained
 from fieldproof.services import InfluxDB, ManagedProcess, Mosquitto
@@ -90,7 +92,8 @@ seed = {index + 1}
 
 
 def write_collector_config(
-    workdir: Path, mqtt_host: str, mqtt_port: int, influx_url: str, database: str
+    workdir: Path, mqtt_host: str, mqtt_port: int, influx_url: str, database: str,
+    anchor_toml: str = "",
 ) -> Path:
     cdir = workdir / "collector"
     cdir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +110,11 @@ port = {mqtt_port}
 api = "v1"
 url = "{influx_url}"
 database = "{database}"
-""")
+
+[log]
+origin_base = "demo.fieldproof.example"
+checkpoint_interval_s = 5
+{anchor_toml}""")
     return path
 
 
@@ -176,6 +183,8 @@ def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> N
 @click.option("--mqtt-port", type=int, default=None, help="use a running broker on 127.0.0.1")
 @click.option("--influx-url", default=None, help="use a running InfluxDB 1.x")
 @click.option("--database", default="fieldproof", show_default=True)
+@click.option("--chain", type=click.Choice(["evm", "none"]), default="evm", show_default=True,
+              help="anchor checkpoints on a local EVM dev chain (anvil) the demo starts")
 def demo_command(
     gateways: int,
     duration: float,
@@ -184,6 +193,7 @@ def demo_command(
     mqtt_port: int | None,
     influx_url: str | None,
     database: str,
+    chain: str,
 ) -> None:
     """Run simulated gateways → broker → collector → InfluxDB and check nothing is lost."""
     console = Console(stderr=True)
@@ -194,6 +204,7 @@ def demo_command(
     workdir.mkdir(parents=True, exist_ok=True)
     services: list[ManagedProcess] = []
     collector_proc: subprocess.Popen[bytes] | None = None
+    anchor_proc: subprocess.Popen[bytes] | None = None
     fleet: list[DemoGateway] = []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
@@ -209,11 +220,27 @@ def demo_command(
             influx_url = influx.url
         console.print(f"broker 127.0.0.1:{mqtt_port} · InfluxDB {influx_url} · work dir {workdir}")
 
+        anchor_toml = ""
+        if chain == "evm":
+            from anchor.devchain import DevChain
+
+            devchain = DevChain(workdir / "devchain", block_time=1)
+            devchain.start()
+            services.append(devchain)
+            key_file = workdir / "anchor.key"
+            key_file.write_text(devchain.private_keys[0] + "\n")
+            key_file.chmod(0o600)
+            anchor_toml = (
+                f'[anchor]\nchain = "evm"\nurl = "{devchain.url}"\n'
+                f'chain_id = {devchain.chain_id}\nkey_file = "{key_file}"\ninterval_s = 1\n'
+            )
+            console.print(f"EVM dev chain (anvil) {devchain.url}, chain id {devchain.chain_id}")
         collector_config = write_collector_config(
-            workdir, "127.0.0.1", mqtt_port, influx_url, database
+            workdir, "127.0.0.1", mqtt_port, influx_url, database, anchor_toml
         )
         cdir = collector_config.parent
-        registry = Registry(open_db(cdir / "collector.sqlite"))
+        cfg = load_collector_config(collector_config)
+        registry = open_registry(cfg)
         farms = [("north-farm", "field-a"), ("north-farm", "field-b"), ("river-farm", "orchard")]
         for i in range(gateways):
             farm, field = farms[i % len(farms)]
@@ -234,6 +261,12 @@ def demo_command(
                 stderr=subprocess.STDOUT,
                 env=env,
             )
+        if chain != "none":
+            with (logs / "anchor.log").open("ab") as out:
+                anchor_proc = subprocess.Popen(
+                    _python_cmd("anchor", "run", "--config", str(collector_config)),
+                    stdout=out, stderr=subprocess.STDOUT, env=env,
+                )
         presence = "fieldproof/v1/_collector/demo-collector/status"
         if not wait_for_retained("127.0.0.1", mqtt_port, presence, b'"online": true', 60):
             raise click.ClickException(f"collector did not subscribe; see {logs / 'collector.log'}")
@@ -291,8 +324,12 @@ def demo_command(
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and store.accepted_count()[1] < published:
             time.sleep(0.2)
-        _terminate(collector_proc)
+        _terminate(collector_proc)  # it signs a final checkpoint on the way out
         collector_proc = None
+
+        log_size, anchored = _log_and_anchor(cfg, chain, console)
+        _terminate(anchor_proc)
+        anchor_proc = None
 
         accepted_messages, accepted_readings = store.accepted_count()
         quarantined = sum(store.quarantine_by_reason().values())
@@ -314,13 +351,21 @@ def demo_command(
         missing = sum(
             max(0, per_gateway[g.gateway_id] - stored.get(g.gateway_id, 0)) for g in fleet
         )
-        ok = missing == 0 and published > 0 and accepted_readings >= published
+        anchor_ok = chain == "none" or (anchored is not None and anchored.tree_size == log_size)
+        ok = missing == 0 and published > 0 and accepted_readings >= published and anchor_ok
+        if anchored is not None:
+            console.print(
+                f"anchored: log size {anchored.tree_size} in block {anchored.block_number}, "
+                f"tx {anchored.tx_id} ({anchored.state})"
+            )
         verdict = "OK" if ok else "FAIL"
         click.echo(
             f"demo {verdict}: gateways={gateways} published={published}"
             f" verified={accepted_readings}"
             f" stored={stored_total} missing={missing} quarantined={quarantined} gaps={len(gaps)}"
             f" still_spooled={still_spooled} dropped={dropped} messages={accepted_messages}"
+            f" log_size={log_size}"
+            f" anchored_size={anchored.tree_size if anchored else 0}"
         )
         if not ok:
             sys.exit(1)
@@ -328,10 +373,38 @@ def demo_command(
         for g in fleet:
             _terminate(g.proc, 5)
         _terminate(collector_proc, 10)
+        _terminate(anchor_proc, 10)
         for s in reversed(services):
             s.stop()
         if tmp is not None:
             tmp.cleanup()
+
+
+def _log_and_anchor(
+    cfg: CollectorConfig, chain: str, console: Console, timeout: float = 90.0
+) -> tuple[int, AnchorView | None]:
+    """The log's final size, and (when anchoring) wait until that size is finalized on chain."""
+    from anchor.evidence import EvidenceLog
+    from anchor.service import anchor_views
+
+    db = open_db(cfg.db_path)
+    try:
+        latest = EvidenceLog.open(db, cfg.log_origin, key_file=None).latest()
+    finally:
+        db.close()
+    size = latest.checkpoint.size if latest else 0
+    if chain == "none" or size == 0:
+        return size, None
+    console.print(f"waiting for the checkpoint of size {size} to be finalized on chain…")
+    deadline = time.monotonic() + timeout
+    best: AnchorView | None = None
+    while time.monotonic() < deadline:
+        finalized = [v for v in anchor_views(cfg) if v.state == "finalized"]
+        best = max(finalized, key=lambda v: v.tree_size, default=None)
+        if best is not None and best.tree_size >= size:
+            break
+        time.sleep(0.5)
+    return size, best
 
 
 def _public_key_hex(g: DemoGateway) -> str:

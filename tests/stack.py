@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.registry import Registry
+from collector.cli import open_registry
 from collector.store import CollectorStore, open_db
 from fieldproof.demo import (
     DemoGateway,
@@ -21,6 +21,7 @@ from fieldproof.demo import (
     write_collector_config,
     write_gateway,
 )
+from fieldproof.config import load_collector_config
 from fieldproof.keys import load_key_file
 from fieldproof.mqtt import wait_for_retained
 from fieldproof.services import InfluxDB, Mosquitto
@@ -112,9 +113,9 @@ class Stack:
         )
         if register:
             pub = public_key_bytes(load_key_file(g.config_path.parent / "gateway.key"))
-            db = open_db(self.db_path)
-            Registry(db).add(g.gateway_id, pub, farm, field_)
-            db.close()
+            registry = open_registry(load_collector_config(self.collector_config))
+            registry.add(g.gateway_id, pub, farm, field_)
+            registry.db.close()
         self.gateways.append(g)
         return g
 
