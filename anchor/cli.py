@@ -15,7 +15,10 @@ from rich.table import Table
 from fieldproof.config import CollectorConfig, ConfigError, load_collector_config
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), default=None,
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
     help="the collector's TOML (anchoring reads its [anchor] and [log] sections)",
 )
 
@@ -74,9 +77,14 @@ def status_command(config_path: Path | None, as_json: bool) -> None:
         return
     table = Table("size", "chain", "state", "block", "tx", "reason")
     for v in views:
-        table.add_row(str(v.tree_size), v.chain, v.state,
-                      "" if v.block_number is None else str(v.block_number),
-                      (v.tx_id or "")[:18] + "…", v.reason or "")
+        table.add_row(
+            str(v.tree_size),
+            v.chain,
+            v.state,
+            "" if v.block_number is None else str(v.block_number),
+            (v.tx_id or "")[:18] + "…",
+            v.reason or "",
+        )
     Console().print(table)
     if not views:
         click.echo("no anchors yet")

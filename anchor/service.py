@@ -66,7 +66,7 @@ class AnchorService:
         self.config = config
         a = config.anchor
         if a.chain == "none":
-            raise AnchorSetupError("[anchor] chain is \"none\"; set it to \"thor\" or \"evm\"")
+            raise AnchorSetupError('[anchor] chain is "none"; set it to "thor" or "evm"')
         if not a.url:
             raise AnchorSetupError("[anchor] url must name the chain node's API")
         self.db = open_db(config.db_path)
@@ -77,16 +77,24 @@ class AnchorService:
         if a.chain == "thor":
             sponsor = anchoring.load_key_file(a.sponsor_key_file) if a.sponsor_key_file else None
             self.thor = anchoring.Anchorer(
-                anchoring.AnchorStore(store_path(config, "thor")), ThorClient(a.url),
-                self.evidence, key, sponsor=sponsor,
+                anchoring.AnchorStore(store_path(config, "thor")),
+                ThorClient(a.url),
+                self.evidence,
+                key,
+                sponsor=sponsor,
             )
         else:
             if a.chain_id is None:
                 raise AnchorSetupError("[anchor] chain_id is required for an EVM chain")
             self.evm = evm.EvmAnchorer(
-                evm.EvmConfig(url=a.url, chain_id=a.chain_id, finality=a.finality,
-                              confirmations=a.confirmations),
-                key.secret_bytes(), store_path(config, "evm"),
+                evm.EvmConfig(
+                    url=a.url,
+                    chain_id=a.chain_id,
+                    finality=a.finality,
+                    confirmations=a.confirmations,
+                ),
+                key.secret_bytes(),
+                store_path(config, "evm"),
             )
 
     def step(self) -> bool:
@@ -137,12 +145,20 @@ def anchor_views(config: CollectorConfig) -> list[AnchorView]:
         try:
             for r in anchoring.anchor_status(store):
                 d = r.to_dict()
-                views.append(AnchorView(
-                    "thor", str(d.get("genesis_id") or ""), int(d["tree_size"]),
-                    _hex(d["root_hash"]), str(d["state"]), d.get("tx_id"),
-                    d.get("block_number"), d.get("block_id"), d.get("block_timestamp"),
-                    d.get("failure_reason"),
-                ))
+                views.append(
+                    AnchorView(
+                        "thor",
+                        str(d.get("genesis_id") or ""),
+                        int(d["tree_size"]),
+                        _hex(d["root_hash"]),
+                        str(d["state"]),
+                        d.get("tx_id"),
+                        d.get("block_number"),
+                        d.get("block_id"),
+                        d.get("block_timestamp"),
+                        d.get("failure_reason"),
+                    )
+                )
         finally:
             store.close()
     evm_path = store_path(config, "evm")
@@ -150,10 +166,20 @@ def anchor_views(config: CollectorConfig) -> list[AnchorView]:
         evm_store = evm.EvmAnchorStore(evm_path)
         try:
             for row in evm_store.rows():
-                views.append(AnchorView(
-                    "evm", f"evm:{row.chain_id}", row.tree_size, row.root_hash.hex(), row.state,
-                    row.tx_hash, row.block_number, row.block_hash, row.block_timestamp, row.reason,
-                ))
+                views.append(
+                    AnchorView(
+                        "evm",
+                        f"evm:{row.chain_id}",
+                        row.tree_size,
+                        row.root_hash.hex(),
+                        row.state,
+                        row.tx_hash,
+                        row.block_number,
+                        row.block_hash,
+                        row.block_timestamp,
+                        row.reason,
+                    )
+                )
         finally:
             evm_store.close()
     return sorted(views, key=lambda v: (v.tree_size, v.chain))

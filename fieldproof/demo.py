@@ -92,7 +92,11 @@ seed = {index + 1}
 
 
 def write_collector_config(
-    workdir: Path, mqtt_host: str, mqtt_port: int, influx_url: str, database: str,
+    workdir: Path,
+    mqtt_host: str,
+    mqtt_port: int,
+    influx_url: str,
+    database: str,
     anchor_toml: str = "",
 ) -> Path:
     cdir = workdir / "collector"
@@ -183,8 +187,13 @@ def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> N
 @click.option("--mqtt-port", type=int, default=None, help="use a running broker on 127.0.0.1")
 @click.option("--influx-url", default=None, help="use a running InfluxDB 1.x")
 @click.option("--database", default="fieldproof", show_default=True)
-@click.option("--chain", type=click.Choice(["evm", "none"]), default="evm", show_default=True,
-              help="anchor checkpoints on a local EVM dev chain (anvil) the demo starts")
+@click.option(
+    "--chain",
+    type=click.Choice(["evm", "none"]),
+    default="evm",
+    show_default=True,
+    help="anchor checkpoints on a local EVM dev chain (anvil) the demo starts",
+)
 def demo_command(
     gateways: int,
     duration: float,
@@ -265,7 +274,9 @@ def demo_command(
             with (logs / "anchor.log").open("ab") as out:
                 anchor_proc = subprocess.Popen(
                     _python_cmd("anchor", "run", "--config", str(collector_config)),
-                    stdout=out, stderr=subprocess.STDOUT, env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
                 )
         presence = "fieldproof/v1/_collector/demo-collector/status"
         if not wait_for_retained("127.0.0.1", mqtt_port, presence, b'"online": true', 60):

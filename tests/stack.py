@@ -14,6 +14,7 @@ from pathlib import Path
 
 from collector.cli import open_registry
 from collector.store import CollectorStore, open_db
+from fieldproof.config import load_collector_config
 from fieldproof.demo import (
     DemoGateway,
     influx_counts,
@@ -21,7 +22,6 @@ from fieldproof.demo import (
     write_collector_config,
     write_gateway,
 )
-from fieldproof.config import load_collector_config
 from fieldproof.keys import load_key_file
 from fieldproof.mqtt import wait_for_retained
 from fieldproof.services import InfluxDB, Mosquitto
