@@ -3,6 +3,8 @@ InfluxDB 1.x, with the broker restarted, the collector killed -9 and InfluxDB ta
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import random
 import time
 from collections.abc import Iterator
@@ -13,7 +15,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from anchor import merkle
+from anchor.checkpoint import open_checkpoint
+from anchor.evidence import EvidenceLog, parse_registry_event
+from collector.store import open_db
 from fieldproof import wire
+from fieldproof.config import load_collector_config
 from fieldproof.keys import load_key_file
 from tests.stack import Stack, make_stack, wait_until
 
@@ -45,6 +52,41 @@ def assert_all_delivered(stack: Stack) -> None:
     assert readings == sum(published.values())  # primary key (gateway, seq): never twice
     assert store.gaps() == []
     store.db.close()
+    stack.stop_collector()  # signs a final checkpoint
+    assert_log_consistent(stack)
+
+
+def assert_log_consistent(stack: Stack) -> None:
+    """The evidence log holds every accepted message exactly once plus the enrollments, each
+    provably included under the final checkpoint, and every checkpoint extends the previous."""
+    cfg = load_collector_config(stack.collector_config)
+    db = open_db(cfg.db_path)
+    ev = EvidenceLog.open(db, cfg.log_origin, key_file=None)
+    checkpoints = ev.checkpoints()
+    assert checkpoints, "the collector signed no checkpoint"
+    final = checkpoints[-1]
+    size = ev.log.size()
+    assert final.checkpoint.size == size
+    rows = db.execute("SELECT log_index, digest FROM received ORDER BY log_index").fetchall()
+    indexes = [r[0] for r in rows]
+    assert None not in indexes and len(set(indexes)) == len(indexes)
+    enrolls = [i for i in range(size) if parse_registry_event(ev.log.entry(i)) is not None]
+    assert len(enrolls) == len(stack.gateways)
+    assert sorted(indexes + enrolls) == list(range(size))
+    for index, digest in rows:
+        entry = ev.log.entry(index)
+        assert hashlib.sha256(entry).digest() == bytes(digest)
+        merkle.verify_inclusion(merkle.leaf_hash(entry), index, size,
+                                ev.log.inclusion_proof(index, size), final.checkpoint.root_hash)
+    verifier = EvidenceLog.open(db, cfg.log_origin, cfg.log_key_file).verifier()
+    for older, newer in itertools.pairwise(checkpoints):
+        open_checkpoint(newer.note, verifier, origin=cfg.log_origin)
+        merkle.verify_consistency(
+            older.checkpoint.size, newer.checkpoint.size,
+            ev.log.consistency_proof(older.checkpoint.size, newer.checkpoint.size),
+            older.checkpoint.root_hash, newer.checkpoint.root_hash,
+        )
+    db.close()
 
 
 def test_end_to_end_delivery(stack: Stack) -> None:
