@@ -16,7 +16,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_wrong_value_names_key_value_and_rule(tmp_path: Path) -> None:
-    p = _write(tmp_path, 'interval_s = -5\n[mqtt]\nport = 70000\n')
+    p = _write(tmp_path, "interval_s = -5\n[mqtt]\nport = 70000\n")
     with pytest.raises(ConfigError) as exc:
         load_gateway_config(p)
     text = str(exc.value)

@@ -17,9 +17,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "fieldproof", "demo", "--gateways", "2", "--duration", "6",
-         "--interval", "0.5", "--workdir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "fieldproof",
+            "demo",
+            "--gateways",
+            "2",
+            "--duration",
+            "6",
+            "--interval",
+            "0.5",
+            "--workdir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]

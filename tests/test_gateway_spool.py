@@ -62,7 +62,12 @@ def test_published_then_confirmed_then_deleted(tmp_path: Path) -> None:
     # a receipt may overtake the PUBACK: the readings still count as published, once
     s.confirm([3, 4])
     st = s.stats()
-    assert (st.depth, st.unconfirmed, st.published_readings, st.confirmed_readings) == (0, 0, 20, 20)
+    assert (st.depth, st.unconfirmed, st.published_readings, st.confirmed_readings) == (
+        0,
+        0,
+        20,
+        20,
+    )
 
 
 def test_full_spool_drops_oldest_and_counts(tmp_path: Path) -> None:
@@ -89,8 +94,12 @@ def test_power_cut_mid_write_loses_nothing_committed(tmp_path: Path) -> None:
             os._exit(9)
         s.add(die)
     """)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent,
-                          env={**os.environ}, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ},
+        timeout=60,
+    )
     assert proc.returncode == 9
     s = Spool(path)
     pending = s.pending(0, 1000)

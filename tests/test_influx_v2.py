@@ -61,16 +61,21 @@ def server() -> Iterator[str]:
 
 def _writer(url: str, monkeypatch: pytest.MonkeyPatch) -> V2Writer:
     monkeypatch.setenv("TEST_INFLUX_TOKEN", "s3cret-token")
-    return V2Writer(InfluxConfig(api="v2", url=url, org="coop", bucket="farm",
-                                 token_env="TEST_INFLUX_TOKEN", timeout_s=2))
+    return V2Writer(
+        InfluxConfig(
+            api="v2", url=url, org="coop", bucket="farm", token_env="TEST_INFLUX_TOKEN", timeout_s=2
+        )
+    )
 
 
 def test_writes_line_protocol_with_org_bucket_precision_token(
     server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     w = _writer(server, monkeypatch)
-    lines = ["soil_moisture,farm=a,gateway=gw-1 value=0.3,seq=1i 1700000000000000000",
-             "soil_moisture,farm=a,gateway=gw-1 value=0.31,seq=2i 1700000001000000000"]
+    lines = [
+        "soil_moisture,farm=a,gateway=gw-1 value=0.3,seq=1i 1700000000000000000",
+        "soil_moisture,farm=a,gateway=gw-1 value=0.31,seq=2i 1700000001000000000",
+    ]
     w.write(lines)
     w.close()
     assert len(Recorder.requests) == 1
@@ -94,8 +99,8 @@ def test_rejected_line_is_salvaged_one_by_one(server: str, monkeypatch: pytest.M
     Recorder.status = 400
     w = _writer(server, monkeypatch)
     with pytest.raises(InfluxRejected):
-        w.write(["m v=1 1", "m bad=\"x\" 2"])
-    refused = write_salvaging(w, ["m v=1 1", "m bad=\"x\" 2", "m v=3 3"])
+        w.write(["m v=1 1", 'm bad="x" 2'])
+    refused = write_salvaging(w, ["m v=1 1", 'm bad="x" 2', "m v=3 3"])
     w.close()
     assert refused == 1
     written = [r["body"] for r in Recorder.requests[2:]]

@@ -76,15 +76,22 @@ def assert_log_consistent(stack: Stack) -> None:
     for index, digest in rows:
         entry = ev.log.entry(index)
         assert hashlib.sha256(entry).digest() == bytes(digest)
-        merkle.verify_inclusion(merkle.leaf_hash(entry), index, size,
-                                ev.log.inclusion_proof(index, size), final.checkpoint.root_hash)
+        merkle.verify_inclusion(
+            merkle.leaf_hash(entry),
+            index,
+            size,
+            ev.log.inclusion_proof(index, size),
+            final.checkpoint.root_hash,
+        )
     verifier = EvidenceLog.open(db, cfg.log_origin, cfg.log_key_file).verifier()
     for older, newer in itertools.pairwise(checkpoints):
         open_checkpoint(newer.note, verifier, origin=cfg.log_origin)
         merkle.verify_consistency(
-            older.checkpoint.size, newer.checkpoint.size,
+            older.checkpoint.size,
+            newer.checkpoint.size,
             ev.log.consistency_proof(older.checkpoint.size, newer.checkpoint.size),
-            older.checkpoint.root_hash, newer.checkpoint.root_hash,
+            older.checkpoint.root_hash,
+            newer.checkpoint.root_hash,
         )
     db.close()
 
