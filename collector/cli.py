@@ -77,6 +77,26 @@ def status_command(config_path: Path | None) -> None:
         click.echo(f"  {g.gateway}: seq {g.first_missing}..{g.last_missing} ({g.size} missing)")
 
 
+@collector_group.command("quarantine")
+@config_option
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+def quarantine_command(config_path: Path | None, limit: int) -> None:
+    """The newest quarantined messages: when, which topic and gateway, why."""
+    cfg = _config(config_path)
+    store = CollectorStore(open_db(cfg.db_path))
+    table = Table("received (UTC)", "gateway", "reason", "detail")
+    for received, topic, gateway, reason, detail in store.quarantine_rows(limit):
+        table.add_row(
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(received)),
+            gateway or topic,
+            reason,
+            detail,
+        )
+    Console().print(table)
+    for reason, n in sorted(store.quarantine_by_reason().items()):
+        click.echo(f"{reason}: {n} in total")
+
+
 @collector_group.group("devices")
 def devices_group() -> None:
     """The device registry."""
