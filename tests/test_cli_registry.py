@@ -1,0 +1,126 @@
+"""What the technician and operator type: `gateway init`, `collector devices add/list/revoke`,
+and what the registry's changes do to ingest (a revoked gateway's messages are quarantined)."""
+
+from __future__ import annotations
+
+import re
+import stat
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from anchor.evidence import EvidenceLog, parse_registry_event
+from collector.influx import V1Writer
+from collector.ingest import Incoming, Ingestor
+from collector.registry import Registry
+from collector.store import CollectorStore, open_db
+from fieldproof import wire
+from fieldproof.cli import cli
+from fieldproof.config import InfluxConfig, load_collector_config
+from fieldproof.keys import load_key_file
+from fieldproof.services import InfluxDB
+
+
+def _init(runner: CliRunner, key: Path) -> tuple[str, str]:
+    result = runner.invoke(cli, ["gateway", "init", "--key", str(key)])
+    assert result.exit_code == 0, result.output
+    gw = re.search(r"gateway id:\s+(gw-[0-9a-f]{16})", result.output)
+    pub = re.search(r"public key:\s+([0-9a-f]{64})", result.output)
+    assert gw and pub
+    return gw.group(1), pub.group(1)
+
+
+def test_init_add_list_revoke(tmp_path: Path) -> None:
+    runner = CliRunner()
+    key = tmp_path / "gw" / "gateway.key"
+    gw, pub = _init(runner, key)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert pub not in key.read_text()  # the file holds the private key, PEM; never printed
+    # never overwrite a device's identity
+    again = runner.invoke(cli, ["gateway", "init", "--key", str(key)])
+    assert again.exit_code != 0 and "refusing to overwrite" in again.output
+
+    cfg = tmp_path / "collector.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "c"}"\n')
+    base = ["collector", "devices"]
+    _, other_pub = _init(runner, tmp_path / "other.key")
+    wrong = runner.invoke(
+        cli,
+        [
+            *base,
+            "add",
+            "--config",
+            str(cfg),
+            "--id",
+            gw,
+            "--public-key",
+            other_pub,
+            "--farm",
+            "f",
+            "--field",
+            "x",
+        ],
+    )
+    assert wrong.exit_code != 0 and "does not belong to this public key" in wrong.output
+    ok = runner.invoke(
+        cli,
+        [
+            *base,
+            "add",
+            "--config",
+            str(cfg),
+            "--id",
+            gw,
+            "--public-key",
+            pub,
+            "--farm",
+            "north",
+            "--field",
+            "a",
+            "--sensor-tag",
+            "soil1:depth_cm=20",
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    listed = runner.invoke(cli, [*base, "list", "--config", str(cfg)])
+    assert gw in listed.output and "active" in listed.output
+    revoked = runner.invoke(cli, [*base, "revoke", "--config", str(cfg), gw])
+    assert revoked.exit_code == 0, revoked.output
+    twice = runner.invoke(cli, [*base, "revoke", "--config", str(cfg), gw])
+    assert twice.exit_code != 0 and "not an active" in twice.output
+
+    # both changes are evidence: log entries in order
+    c = load_collector_config(cfg)
+    db = open_db(c.db_path)
+    ev = EvidenceLog.open(db, c.log_origin, None)
+    events = [parse_registry_event(ev.log.entry(i)) for i in range(ev.log.size())]
+    assert [(e["event"], e["gw"]) for e in events if e] == [("enroll", gw), ("revoke", gw)]
+    assert events[0] is not None and events[0]["pk"] == bytes.fromhex(pub)
+    db.close()
+
+
+def test_revoked_gateway_is_quarantined(tmp_path: Path) -> None:
+    runner = CliRunner()
+    gw, pub = _init(runner, tmp_path / "gateway.key")
+    key = load_key_file(tmp_path / "gateway.key")
+    with InfluxDB(tmp_path / "influx") as influx:
+        db = open_db(tmp_path / "c.sqlite")
+        registry = Registry(db)
+        registry.add(gw, bytes.fromhex(pub), "f", "x")
+        store = CollectorStore(db)
+        ingestor = Ingestor(store, registry, V1Writer(InfluxConfig(url=influx.url)))
+
+        def message(seq: int) -> Incoming:
+            payload = wire.Payload(
+                gw, seq, 1, (wire.Reading("s", "soil_moisture", "/", 0.3, time.time()),)
+            )
+            return Incoming(f"fieldproof/v1/{gw}/readings", wire.encode_message(payload, key))
+
+        assert ingestor.process([message(1)]).accepted == 1
+        registry.revoke(gw)
+        ingestor.devices.reload()
+        result = ingestor.process([message(2)])
+        assert result.accepted == 0 and result.quarantined == {"revoked": 1}
+        assert store.quarantine_by_reason() == {"revoked": 1}
+        db.close()
