@@ -1,5 +1,5 @@
 """Grafana dashboards, provisioning and alert rules: generated files, structure, and every query
-run against a real InfluxDB.
+run against a real InfluxDB filled by a demo run.
 
 No Grafana server can run here (Grafana is not in the package registries this machine reaches),
 so Grafana's side is checked offline: the JSON has the shape Grafana 11.6/12 reads for
@@ -8,24 +8,36 @@ datasource references that resolve to the provisioned datasource, unique panel i
 grid), and the provisioning YAML has the structure Grafana's file provisioning expects. Then
 every panel query and every alert query is taken out of the generated files, its Grafana
 macros and template variables are substituted the way Grafana's InfluxQL datasource does it,
-and it is executed against a real InfluxDB 1.6 (``fieldproof.services.InfluxDB``) filled with
-points in the collector's schema: three simulated days of ``SimulatedSensor`` readings for
-2 farms x 2 fields x 2 gateways (2 probes each), gateway status, collector statistics,
-quarantine counts, anchoring state, and the derived series from ``AgronomyDeriver``. Each query
-must return series, with the tags it groups by and values in the unit the panel declares.
-The alert rules are also evaluated (reduce/threshold/math as Grafana's expressions do) at a
-chosen instant and must fire exactly for the gateways, sensors and fields the data was built
-to trip.
+and it is executed against a real InfluxDB 1.6 (``fieldproof.services.InfluxDB``).
+
+That InfluxDB is filled by the real pipeline (``tests/stack.py``). 2 farms x 2 fields x 2
+gateways, each with its own key, config and spool as the demo writes them and two simulated
+probes (registered with their depths, 10 and 30 cm, as ``depth_cm``), record three simulated
+days of 5-minute rounds through the gateway agent's own sampler with its clock injected (the
+days take a second). Then ``fieldproof gateway run`` processes drain those signed messages
+through Mosquitto to a ``fieldproof collector run`` process, which verifies them and writes the
+readings and the agronomy series it derives with the ``[agronomy]`` settings of the same TOML
+the alert rules are generated from. Only what such a short run cannot produce is written
+directly, in the collector's schema (see :func:`synthetic_points`): the gateway-status history
+with a gateway gone silent, collector statistics, quarantine counts, and anchoring state with
+a stalled collector.
+
+Each query must return series, with the tags it groups by and values in the unit the panel
+declares. The alert rules are also evaluated (reduce/threshold/math as Grafana's expressions
+do) at a chosen instant and must fire exactly for the gateways, sensors and fields the
+simulated farm was built to trip: frost at night on the cold farm, heat in the afternoon on
+the hot field, dry soil against each field's refill point, the failing probe, the silent
+gateway and the stalled collector.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import re
 import sys
-import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,10 +48,19 @@ import httpx
 import pytest
 import yaml
 
-from collector.agronomy import AgronomyConfig, AgronomyDeriver
+from collector.agronomy import DERIVED_MEASUREMENTS
+from collector.agronomy_hook import load_agronomy_config
+from collector.cli import open_registry
 from collector.points import Point
+from fieldproof import __version__
+from fieldproof.config import GatewayConfig, load_collector_config, load_gateway_config
+from fieldproof.demo import READING_MEASUREMENTS, DemoGateway
+from fieldproof.keys import load_key_file
 from fieldproof.services import InfluxDB
-from gateway.sensors.simulated import SimulatedConfig, SimulatedSensor
+from fieldproof.wire import public_key_bytes
+from gateway.agent import GatewayAgent
+from gateway.sensors.simulated import SimulatedSensor
+from tests.stack import Stack, make_stack, wait_until
 
 PROJECT = Path(__file__).resolve().parent.parent
 DASHBOARDS = PROJECT / "dashboards"
@@ -296,13 +317,15 @@ def test_alert_rules_cover_the_issue() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# A real InfluxDB with three simulated days in the collector's schema
+# A real InfluxDB filled by a demo run: gateways → Mosquitto → collector → InfluxDB
 # --------------------------------------------------------------------------------------------
 
 START = int(datetime(2025, 6, 1, tzinfo=UTC).timestamp())
 DAYS = 3
-STEP = 300
+STEP = 300                  # the gateways' sampling interval (interval_s)
+ROUNDS_PER_MESSAGE = 3      # rounds signed together: one message per gateway and quarter hour
 END = START + DAYS * 86400
+STEPS = DAYS * 86400 // STEP
 S = 10**9
 
 
@@ -311,6 +334,7 @@ class Site:
     farm: str
     field: str
     mean_air: float
+    #: the names the tests use; a real gateway id is derived from its generated key
     gateways: tuple[str, ...]
 
 
@@ -322,6 +346,8 @@ SITES = (
 )
 OFFLINE_GATEWAY = "gw-vb2"          # its last status says offline
 FAILING = ("gw-h21", "p10")         # this probe fails most of the time
+FAULT_RATE = 0.03                   # every other probe's occasional missing reading
+FAILING_FAULT_RATE = 0.8
 STALLED_COLLECTOR = "c2"            # finality stops for the last 4 hours
 DEPTHS = {"p10": "10", "p30": "30"}
 
@@ -329,59 +355,146 @@ DEPTHS = {"p10": "10", "p30": "30"}
 @dataclass
 class Data:
     db: InfluxDB
+    #: test name (SITES) → the gateway id the pipeline tagged its points with
+    ids: dict[str, str]
+    collector_config: Path
+    #: readings (values and signed gaps) stored with sample times in the simulated days
     raw_points: int
+    #: agronomy points the collector derived from them
     derived_points: int
 
-
-def write(db: InfluxDB, points: list[Point]) -> None:
-    for i in range(0, len(points), 5000):
-        body = "\n".join(p.to_line() for p in points[i:i + 5000])
-        r = httpx.post(f"{db.url}/write", params={"db": "fieldproof", "precision": "ns"},
-                       content=body, timeout=60)
-        assert r.status_code == 204, r.text
+    def gw(self, name: str) -> str:
+        return self.ids[name]
 
 
-def build_points(agro: AgronomyConfig) -> tuple[list[Point], int]:
-    deriver = AgronomyDeriver(agro)
-    points: list[Point] = []
-    derived = 0
-    seed = 0
-    accepted_total = 0
+class SimulatedClock:
+    """The gateway agent's clock, stepped through the simulated days by the test."""
+
+    def __init__(self) -> None:
+        self.now = float(START)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def add_gateway(stack: Stack, site: Site, name: str, seeds: Iterator[int]) -> DemoGateway:
+    """A gateway of ``site``: the demo's gateway (own key, spool, MQTT and confirm settings)
+    with its one simulated station replaced by two simulated probes, registered on the
+    collector with the probes' depths as per-sensor tags."""
+    g = stack.add_gateway(interval=STEP, farm=site.farm, field_=site.field, register=False)
+    probes = "".join(
+        f'\n[[sensors]]\nkind = "simulated"\nname = "{probe}"\nseed = {next(seeds)}\n'
+        f"mean_air_temperature = {site.mean_air}\n"
+        f"fault_rate = {FAILING_FAULT_RATE if (name, probe) == FAILING else FAULT_RATE}\n"
+        for probe in DEPTHS
+    )
+    demo_config = g.config_path.read_text()
+    # a top-level key must come before the first table, so it goes first
+    g.config_path.write_text(f"rounds_per_message = {ROUNDS_PER_MESSAGE}\n"
+                             + demo_config.split("[[sensors]]")[0] + probes)
+    config = load_gateway_config(g.config_path)
+    assert [s.name for s in config.sensors] == list(DEPTHS)
+    assert (config.farm, config.field) == (site.farm, site.field)
+    assert (config.interval_s, config.rounds_per_message) == (STEP, ROUNDS_PER_MESSAGE)
+    registry = open_registry(load_collector_config(stack.collector_config))
+    try:
+        registry.add(g.gateway_id, public_key_bytes(load_key_file(config.key_file)),
+                     site.farm, site.field,
+                     sensor_meta={probe: {"depth_cm": depth} for probe, depth in DEPTHS.items()})
+    finally:
+        registry.db.close()
+    return g
+
+
+def sample_simulated_days(config: GatewayConfig) -> list[int]:
+    """The gateway agent's own sampler over the simulated days, its clock injected: each round
+    is read from the configured sensors, signed with the gateway's key and committed to its
+    spool exactly as ``fieldproof gateway run`` does, only not in real time (three days of
+    5-minute rounds in a second). Returns the agent's sensor-error total after every round,
+    the number its status message reports."""
+    clock = SimulatedClock()
+    agent = GatewayAgent(config, clock=clock)
+    errors: list[int] = []
+    try:
+        for t in range(START, END, STEP):
+            clock.now = float(t)
+            agent.sample_once()
+            errors.append(sum(sum(s.errors.values()) for s in agent.sensors))
+        assert agent.spool.depth == STEPS // ROUNDS_PER_MESSAGE
+    finally:
+        agent.shutdown(drain_timeout=0)
+    return errors
+
+
+def demo_run(stack: Stack) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """Fill InfluxDB through the real pipeline. Every gateway records the simulated days into
+    its spool (:func:`sample_simulated_days`); then the collector process (agronomy settings
+    from ``fields_file``: the TOML the alert rules are generated from) and the gateway
+    processes (``fieldproof gateway run``) start, the gateways drain their spools through
+    Mosquitto, and the collector verifies every message and writes the readings plus the
+    series it derives to InfluxDB. Returns the gateway ids and each gateway's sensor-error
+    totals per round."""
+    fields_file = stack.workdir / "fields.toml"
+    fields_file.write_text(gen.DEFAULT_CONFIG.read_text())
+    collector_config = stack.collector_config
+    # a top-level key, so it goes before the demo config's tables
+    collector_config.write_text(f'fields_file = "{fields_file}"\n' + collector_config.read_text())
+    assert load_agronomy_config(load_collector_config(collector_config)) == CONFIG.agronomy
+    seeds = itertools.count(1)
+    ids: dict[str, str] = {}
+    errors: dict[str, list[int]] = {}
     for site in SITES:
-        for gw in site.gateways:
-            sensors = []
-            for name in DEPTHS:
-                seed += 1
-                fault = 0.8 if (gw, name) == FAILING else 0.03
-                sensors.append(SimulatedSensor(SimulatedConfig(
-                    name=name, seed=seed, mean_air_temperature=site.mean_air, fault_rate=fault)))
-            tags = {"farm": site.farm, "field": site.field, "gateway": gw}
-            seq = 0
-            for t in range(START, END, STEP):
-                seq += 1
-                readings = [r for s in sensors for r in s.read(float(t))]
-                for r in readings:
-                    ptags = {**tags, "sensor": r.sensor, "unit": r.unit,
-                             "depth_cm": DEPTHS[r.sensor]}
-                    fields: dict[str, float | int | str | bool] = (
-                        {"value": float(r.value), "seq": seq} if r.value is not None
-                        else {"missing": r.missing_reason, "seq": seq})
-                    points.append(Point(r.quantity, ptags, fields, t * S))
-                out = deriver.derive(tags, readings,
-                                     {name: {"depth_cm": d} for name, d in DEPTHS.items()})
-                derived += len(out)
-                points += out
-                offline = gw == OFFLINE_GATEWAY and t >= END - 7200
-                points.append(Point("gateway_status", tags, {
-                    "online": 0 if offline else 1,
-                    "uptime_s": t - START,
-                    "spool_depth": (t // STEP) % 7 if not offline else 0,
-                    "sensor_errors": sum(sum(s.errors.values()) for s in sensors),
-                    "last_publish_age_s": float((t - (END - 7200)) if offline else 12),
-                    "clock_ok": 1,
-                    "version": "0.1.0",
-                }, t * S))
-            accepted_total += seq
+        for name in site.gateways:
+            g = add_gateway(stack, site, name, seeds)
+            ids[name] = g.gateway_id
+            errors[name] = sample_simulated_days(load_gateway_config(g.config_path))
+    stack.start_collector()
+    for g in stack.gateways:
+        stack.start_gateway(g)
+    wait_until(lambda: stack.still_spooled() == 0, 180,
+               f"the gateways to drain their spools (logs: {stack.logs})", step=0.2)
+    stack.stop_gateways()
+    stack.wait_caught_up()
+    # as tests/test_pipeline.py: every acknowledged reading is in InfluxDB, accepted once
+    published = stack.published()
+    stored = stack.stored()
+    assert sum(published.values()) > 0
+    for gw, n in published.items():
+        assert stored.get(gw, 0) == n, f"{gw}: published {n}, InfluxDB has {stored.get(gw, 0)}"
+    store = stack.store()
+    try:
+        assert store.accepted_count()[1] == sum(published.values())
+        assert store.gaps() == []
+    finally:
+        store.db.close()
+    stack.stop_collector()
+    stack.broker.stop()
+    return ids, errors
+
+
+def synthetic_points(ids: dict[str, str], errors: dict[str, list[int]]) -> list[Point]:
+    """What a short run cannot produce honestly, written straight to InfluxDB. The collector
+    stamps ``gateway_status``, ``collector_stats`` and ``quarantine`` with its own wall-clock
+    time, not the simulated days, and a gateway silent for the last two hours or three days of
+    statistics would take that long; ``anchor_state`` (two collector logs, one whose finality
+    stalls four hours before the end) is written by no fieldproof process yet. Field names and
+    types are those of ``Collector.stats_points``; ``sensor_errors`` is the gateway agent's own
+    counter after each simulated round."""
+    site_of = {name: site for site in SITES for name in site.gateways}
+    points: list[Point] = []
+    for name, gw in ids.items():
+        site = site_of[name]
+        tags = {"farm": site.farm, "field": site.field, "gateway": gw}
+        for i, t in enumerate(range(START, END, STEP)):
+            offline = name == OFFLINE_GATEWAY and t >= END - 7200
+            points.append(Point("gateway_status", tags, {
+                "online": 0 if offline else 1,
+                "uptime_s": float(t - START),
+                "spool_depth": (t // STEP) % 7 if not offline else 0,
+                "sensor_errors": errors[name][i],
+                "last_publish_age_s": float((t - (END - 7200)) if offline else 12),
+                "version": __version__,
+            }, t * S))
     for ci, collector in enumerate(("c1", "c2")):
         for t in range(START, END, 60):
             k = (t - START) // 60
@@ -403,21 +516,44 @@ def build_points(agro: AgronomyConfig) -> tuple[list[Point], int]:
                 points.append(Point("quarantine", {"collector": collector,
                                                    "reason": ("bad_signature", "replay")[k % 2]},
                                     {"count": 1 + k % 3}, t * S))
-    assert accepted_total > 0
-    return points, derived
+    return points
+
+
+def write(db: InfluxDB, points: list[Point]) -> None:
+    for i in range(0, len(points), 5000):
+        body = "\n".join(p.to_line() for p in points[i:i + 5000])
+        r = httpx.post(f"{db.url}/write", params={"db": "fieldproof", "precision": "ns"},
+                       content=body, timeout=60)
+        assert r.status_code == 204, r.text
+
+
+def count_points(db: InfluxDB, measurements: Iterable[str], field: str, start: int) -> int:
+    """Points of ``measurements`` with ``field`` and a time in [start, END)."""
+    names = ", ".join(f'"{m}"' for m in sorted(measurements))
+    rows = db.query(f'SELECT count("{field}") FROM {names} '
+                    f"WHERE time >= {start * 1000}ms AND time < {END * 1000}ms")
+    total = 0
+    for series in rows:
+        values = series["values"]
+        assert isinstance(values, list)
+        total += int(values[0][1])
+    return total
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Data]:
-    db = InfluxDB(tmp_path_factory.mktemp("influx"))
-    db.start()
+    stack = make_stack(tmp_path_factory.mktemp("stack"))
     try:
-        httpx.post(f"{db.url}/query", params={"q": "CREATE DATABASE fieldproof"}).raise_for_status()
-        points, derived = build_points(CONFIG.agronomy)
-        write(db, points)
-        yield Data(db, len(points) - derived, derived)
+        ids, errors = demo_run(stack)
+        write(stack.influx, synthetic_points(ids, errors))
+        # the daily series are stamped at the farm's local midnight, before START on day one
+        derived = count_points(stack.influx, DERIVED_MEASUREMENTS, "value", START - 86400)
+        yield Data(stack.influx, ids, stack.collector_config,
+                   count_points(stack.influx, READING_MEASUREMENTS, "seq", START), derived)
     finally:
-        db.stop()
+        stack.shutdown()
+        stack.broker.stop()
+        stack.influx.stop()
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,20 +598,21 @@ def variable_values(db: InfluxDB, dashboard: dict[str, Any],
     return selection
 
 
+@pytest.mark.integration
 def test_variables_list_what_was_written(data: Data) -> None:
     (overview,) = [d for d in generated_dashboards() if d["uid"] == "fieldproof-field-overview"]
     everything = variable_values(data.db, overview, None)
     assert everything["farm"] == ["hillside", "valley"]
     assert everything["field"] == sorted(s.field for s in SITES)
-    assert everything["gateway"] == sorted(g for s in SITES for g in s.gateways)
+    assert everything["gateway"] == sorted(data.gw(g) for s in SITES for g in s.gateways)
     assert everything["sensor"] == ["p10", "p30"]
     one = variable_values(data.db, overview, {"farm": "hillside", "field": "vineyard-2",
-                                              "gateway": "gw-h22", "sensor": "p30"})
+                                              "gateway": data.gw("gw-h22"), "sensor": "p30"})
     assert one["field"] == ["vineyard-2"]
     narrowed = data.db.query(interpolate(overview["templating"]["list"][2]["query"],
                                          {"farm": ["hillside"], "field": ["vineyard-2"]},
                                          START, END))
-    assert {v[1] for s in narrowed for v in s["values"]} == {"gw-h21", "gw-h22"}  # type: ignore[index, union-attr]
+    assert {v[1] for s in narrowed for v in s["values"]} == {data.gw("gw-h21"), data.gw("gw-h22")}  # type: ignore[index, union-attr]
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,14 +658,16 @@ def values_of(series: list[dict[str, Any]]) -> list[float]:
     return [v for s in series for row in s["values"] for v in row[1:] if isinstance(v, int | float)]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("dashboard", "panel", "target"), PANEL_QUERIES,
                          ids=[f"{d['uid']}:{p['title']}:{t['refId']}" for d, p, t in PANEL_QUERIES])
 @pytest.mark.parametrize("mode", ["all", "one"])
 def test_panel_query_returns_the_expected_series(data: Data, dashboard: dict[str, Any],
                                                  panel: dict[str, Any], target: dict[str, Any],
                                                  mode: str) -> None:
-    pick = None if mode == "all" else {k: v for k, v in PICK.items()
-                                       if k in [x["name"] for x in dashboard["templating"]["list"]]}
+    pick = None if mode == "all" else {
+        k: data.gw(v) if k == "gateway" else v for k, v in PICK.items()
+        if k in [x["name"] for x in dashboard["templating"]["list"]]}
     selection = variable_values(data.db, dashboard, pick)
     query = interpolate(target["query"], selection, START, END)
     series = data.db.query(query)
@@ -565,6 +704,7 @@ def test_panel_query_returns_the_expected_series(data: Data, dashboard: dict[str
             assert all(lo <= v <= hi for v in values), (panel["title"], min(values), max(values))
 
 
+@pytest.mark.integration
 def test_latest_table_reports_sample_times(data: Data) -> None:
     """The 'age' column must be the reading's own time, not the start of the range."""
     (overview,) = [d for d in generated_dashboards() if d["uid"] == "fieldproof-field-overview"]
@@ -578,6 +718,7 @@ def test_latest_table_reports_sample_times(data: Data) -> None:
                 assert (row[0] // S - START) % STEP == 0
 
 
+@pytest.mark.integration
 def test_integrity_coverage_is_a_share_and_sees_the_stall(data: Data) -> None:
     (integrity,) = [d for d in generated_dashboards() if d["uid"] == "fieldproof-integrity"]
     panel = next(p for p in all_panels(integrity) if p["title"].startswith("Share of"))
@@ -596,6 +737,7 @@ def test_integrity_coverage_is_a_share_and_sees_the_stall(data: Data) -> None:
 ALERT_QUERIES = [(r, d) for r in alert_rules() for d in r["data"] if d["datasourceUid"] == DS_UID]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("rule", "item"), ALERT_QUERIES,
                          ids=[f"{r['title']}:{d['refId']}" for r, d in ALERT_QUERIES])
 def test_alert_query_returns_labelled_series(data: Data, rule: dict[str, Any],
@@ -678,37 +820,43 @@ def firing(db: InfluxDB, title: str, now: int, key: str) -> set[str]:
     return out
 
 
+@pytest.mark.integration
 def test_gateway_silent_fires_for_the_offline_gateway_only(data: Data) -> None:
-    assert firing(data.db, "Gateway silent", END, "gateway") == {OFFLINE_GATEWAY}
+    assert firing(data.db, "Gateway silent", END, "gateway") == {data.gw(OFFLINE_GATEWAY)}
     assert firing(data.db, "Gateway silent", END - 3 * 3600, "gateway") == set()
 
 
+@pytest.mark.integration
 def test_frost_risk_fires_on_the_cold_farm_at_night(data: Data) -> None:
     night = END - 3600  # 23:00 UTC: the simulated cold fields are near 1 °C
     assert firing(data.db, "Frost risk", night, "farm") == {"hillside"}
     assert firing(data.db, "Frost risk", END - 9 * 3600, "farm") == set()  # 15:00
 
 
+@pytest.mark.integration
 def test_heat_stress_fires_on_the_hot_field_in_the_afternoon(data: Data) -> None:
     afternoon = END - 9 * 3600 + 1800
     assert firing(data.db, "Heat stress", afternoon, "field") == {"orchard-b"}
     assert firing(data.db, "Heat stress", END, "field") == set()
 
 
+@pytest.mark.integration
 def test_sensor_failing_fires_for_the_failing_probe_only(data: Data) -> None:
     fired = set()
     for rule in alert_rules():
         if rule["title"].startswith("Sensor failing"):
             fired |= {(dict(lb)["gateway"], dict(lb)["sensor"])
                       for lb, f in evaluate(data.db, rule, END).items() if f}
-    assert fired == {FAILING}
+    assert fired == {(data.gw(FAILING[0]), FAILING[1])}
 
 
+@pytest.mark.integration
 def test_anchoring_stalled_fires_for_the_stalled_collector(data: Data) -> None:
     assert firing(data.db, "Anchoring stalled", END, "collector") == {STALLED_COLLECTOR}
     assert firing(data.db, "Anchoring stalled", END - 5 * 3600, "collector") == set()
 
 
+@pytest.mark.integration
 def test_dry_soil_uses_each_fields_refill_point(data: Data) -> None:
     """orchard-a's refill point (0.22) sits above the simulated trough (about 0.20), the
     default (0.18) below it: only orchard-a can be dry, and at some hour it is."""
@@ -718,10 +866,31 @@ def test_dry_soil_uses_each_fields_refill_point(data: Data) -> None:
     assert fired == {"orchard-a"}
 
 
+@pytest.mark.integration
 def test_data_volume(data: Data) -> None:
-    """Sanity of the fixture itself: 8 gateways x 2 probes x 5 quantities x 3 days of 5-min
-    samples, plus the derived series."""
-    assert data.raw_points > 8 * 2 * 5 * DAYS * 288
-    assert data.derived_points > 8 * 2 * DAYS * 288
-    with (DASHBOARDS / "fields.example.toml").open("rb") as fh:
-        assert "agronomy" in tomllib.load(fh)
+    """Every simulated reading of every probe arrived (values and signed gaps alike: 8
+    gateways x 2 probes x 5 quantities x 3 days of 5-minute rounds), plus the series the
+    collector derived from them."""
+    gateways = sum(len(s.gateways) for s in SITES)
+    assert set(READING_MEASUREMENTS) == set(SimulatedSensor.UNITS)  # the 5 quantities
+    assert data.raw_points == gateways * len(DEPTHS) * len(READING_MEASUREMENTS) * STEPS
+    assert data.derived_points > gateways * len(DEPTHS) * STEPS
+
+
+@pytest.mark.integration
+def test_the_collector_derived_with_the_alert_thresholds(data: Data) -> None:
+    """The collector read the TOML the alert rules are generated from: each field's (and each
+    depth's) calibration is on its soil water points, not the built-in defaults."""
+    cfg = load_agronomy_config(load_collector_config(data.collector_config))
+    assert cfg == CONFIG.agronomy
+    rows = data.db.query(
+        'SELECT last("field_capacity"), last("refill_point") FROM "soil_water_deficit" '
+        f'WHERE time >= {START * 1000}ms AND time < {END * 1000}ms '
+        'GROUP BY "farm", "field", "gateway", "sensor", "depth_cm"')
+    got = {(s["tags"]["field"], s["tags"]["gateway"], s["tags"]["depth_cm"]):  # type: ignore[index]
+           tuple(s["values"][0][1:]) for s in rows}  # type: ignore[index]
+    expected = {(site.field, data.gw(name), depth):
+                CONFIG.agronomy.for_field(site.farm, site.field).calibration(depth)[:2]
+                for site in SITES for name in site.gateways for depth in DEPTHS.values()}
+    assert got == expected
+    assert {v[1] for k, v in got.items() if k[0] == "orchard-a"} == {0.22}
