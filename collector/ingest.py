@@ -46,6 +46,7 @@ QUARANTINE_REASONS = (
     "bad_signature",
     "topic_mismatch",
     "replay",
+    "seq_conflict",
 )
 
 
@@ -243,7 +244,7 @@ class Ingestor:
                     Rejected(
                         v.incoming,
                         key[0],
-                        "replay",
+                        "seq_conflict",
                         f"seq {key[1]} already accepted with DIFFERENT content: "
                         "the gateway reused a sequence number",
                     )

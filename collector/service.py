@@ -253,6 +253,7 @@ class Collector:
             points.append(
                 Point("quarantine", {"collector": cid, "reason": reason}, {"count": n}, now_ns)
             )
+        points.extend(self.anchor_points(now_ns))
         for gw, st in self.status.items():
             device = self.ingestor.devices.get(gw)
             if device is None:
@@ -274,7 +275,45 @@ class Collector:
                         "spool_depth": int(st.get("spool_depth", 0)),
                         "sensor_errors": errors,
                         "last_publish_age_s": time.time() - last_pub if last_pub else -1.0,
+                        "clock_ok": _clock_ok(st),
                         "version": str(st.get("version", "")),
+                    },
+                    now_ns,
+                )
+            )
+        return points
+
+    def anchor_points(self, now_ns: int) -> list[Point]:
+        """Anchoring progress per chain: what the Integrity dashboard and the stalled-anchoring
+        alert read. Read from the anchor stores the `anchor run` process keeps."""
+        from anchor.service import anchor_views
+
+        log_size = self.evidence.log.size()
+        cid = self.config.collector_id
+        try:
+            views = anchor_views(self.config)
+        except sqlite3.Error as exc:
+            log.debug("anchor stores not readable: %s", exc)
+            return []
+        points = []
+        for chain in sorted({v.chain for v in views}):
+            mine = [v for v in views if v.chain == chain]
+            final = [v for v in mine if v.state == "finalized"]
+            newest_final = max((v.block_timestamp or 0 for v in final), default=0)
+            points.append(
+                Point(
+                    "anchor_state",
+                    {"collector": cid, "chain": chain},
+                    {
+                        "log_size": log_size,
+                        "anchored_size": max(
+                            (v.tree_size for v in mine if v.state != "failed"), default=0
+                        ),
+                        "finalized_size": max((v.tree_size for v in final), default=0),
+                        "last_finalized_age_s": float(time.time() - newest_final)
+                        if newest_final
+                        else -1.0,
+                        "pending": sum(1 for v in mine if v.state in ("pending", "included")),
                     },
                     now_ns,
                 )
@@ -315,3 +354,15 @@ class Collector:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+
+def _clock_ok(status: dict[str, Any]) -> int:
+    """1 when the gateway says its clock is plausible and NTP-synchronised, and its clock
+    agrees with ours to within two minutes when the status was received."""
+    state = status.get("clock_state")
+    if isinstance(state, dict) and not (state.get("plausible") and state.get("synced")):
+        return 0
+    clock, received = status.get("clock"), status.get("_received")
+    if isinstance(clock, int | float) and isinstance(received, int | float):
+        return int(abs(clock - received) < 120)
+    return 0

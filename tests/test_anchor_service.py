@@ -81,6 +81,16 @@ def test_thor_anchor_service(tmp_path: Path, shared_dir: Path) -> None:
         assert latest is not None
         assert views[-1].root_hash == latest.checkpoint.root_hash.hex()
 
+        # the collector reports anchoring progress for the Integrity dashboard and its alert
+        from collector.service import Collector
+
+        collector = Collector(load_collector_config(cfg_path))
+        state = [p for p in collector.stats_points() if p.measurement == "anchor_state"]
+        collector.db.close()
+        assert len(state) == 1 and state[0].tags["chain"] == "thor"
+        assert state[0].fields["finalized_size"] == size2 == state[0].fields["log_size"]
+        assert state[0].fields["pending"] == 0
+
         result = CliRunner().invoke(cli, ["anchor", "status", "--config", str(cfg_path), "--json"])
         assert result.exit_code == 0, result.output
         shown = json.loads(result.output)

@@ -124,3 +124,35 @@ def test_revoked_gateway_is_quarantined(tmp_path: Path) -> None:
         assert result.accepted == 0 and result.quarantined == {"revoked": 1}
         assert store.quarantine_by_reason() == {"revoked": 1}
         db.close()
+
+
+def test_identical_resend_is_replay_and_reused_seq_is_conflict(tmp_path: Path) -> None:
+    """An identical resend carries no new claim ('replay', acknowledged so the gateway stops
+    resending); a second, different message under a sequence number already held is a signed
+    contradiction ('seq_conflict'), kept for investigation. Neither reaches InfluxDB twice."""
+    runner = CliRunner()
+    gw, pub = _init(runner, tmp_path / "gateway.key")
+    key = load_key_file(tmp_path / "gateway.key")
+    with InfluxDB(tmp_path / "influx") as influx:
+        db = open_db(tmp_path / "c.sqlite")
+        registry = Registry(db)
+        registry.add(gw, bytes.fromhex(pub), "f", "x")
+        store = CollectorStore(db)
+        ingestor = Ingestor(store, registry, V1Writer(InfluxConfig(url=influx.url)))
+
+        def message(seq: int, value: float) -> Incoming:
+            payload = wire.Payload(
+                gw, seq, 1, (wire.Reading("s", "soil_moisture", "/", value, 1.7e9 + seq),)
+            )
+            return Incoming(f"fieldproof/v1/{gw}/readings", wire.encode_message(payload, key))
+
+        first = message(5, 0.30)
+        result = ingestor.process([first, message(6, 0.31)])
+        assert result.accepted == 2 and result.confirmed == {gw: [5, 6]}
+        result = ingestor.process([first, message(6, 0.99)])
+        assert result.accepted == 0
+        assert result.quarantined == {"replay": 1, "seq_conflict": 1}
+        assert result.confirmed == {gw: [5, 6]}  # both receipted: the gateway must stop sending
+        rows = influx.query('SELECT "value" FROM "soil_moisture"')
+        assert [v[1] for v in rows[0]["values"]] == [0.30, 0.31]  # type: ignore[index]
+        db.close()
