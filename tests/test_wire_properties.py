@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
@@ -139,3 +140,19 @@ def test_wrong_key_and_kid_mismatch_rejected() -> None:
 def test_oversized_rejected() -> None:
     with pytest.raises(wire.MalformedMessage, match="limit"):
         wire.parse_sign1(b"\x00" * (wire.MAX_MESSAGE_BYTES + 1))
+
+
+def test_validly_signed_but_non_deterministic_payload_rejected() -> None:
+    """A gateway (or a forger with its key) cannot get a second encoding of one meaning
+    accepted: a non-shortest integer or unsorted map keys are refused even when signed."""
+    good = wire.Payload(GW, 300, 1, (wire.Reading("s", "soil_moisture", "/", 0.25, 1.7e9),))
+    canonical = good.to_cbor()
+    seq_short = bytes.fromhex("63736571" + "19012c")  # "seq": 300 as 0x19 0x012c
+    seq_long = bytes.fromhex("63736571" + "1a0000012c")  # the same value in four bytes
+    assert seq_short in canonical
+    unsorted = cbor2.dumps(dict(reversed(list(good.to_obj().items()))))
+    for bad in (canonical.replace(seq_short, seq_long), unsorted):
+        assert bad != canonical
+        assert cbor2.loads(bad) == cbor2.loads(canonical)  # same meaning
+        with pytest.raises(wire.MalformedMessage, match="deterministic"):
+            wire.decode_message(wire.sign1(bad, KEY, GW.encode()), PUB)
