@@ -1,0 +1,173 @@
+"""``fieldproof export`` (operator) and ``fieldproof verify`` (inspector).
+
+Exit codes of ``verify``: 0 the bundle passed (warnings allowed unless ``--strict``), 1 it
+failed, 2 the command could not run as asked (bad option, unreadable file, no PDF engine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from anchor.bundle import Limits
+
+__all__ = ["export_command", "parse_time", "verify_command"]
+
+
+def parse_time(text: str) -> float:
+    """Unix seconds, or ISO 8601 (``2025-06-01``, ``2025-06-01T06:00``, with ``Z`` or an offset;
+    without one it is UTC, so a bundle means the same everywhere)."""
+    value = text.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither Unix seconds nor an ISO 8601 date/time (2025-06-01T06:00Z)"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@click.command("export")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True,
+              help="the collector's TOML configuration")
+@click.option("--farm", default=None, help="only gateways enrolled for this farm")
+@click.option("--field", default=None, help="only gateways enrolled for this field")
+@click.option("--gateway", default=None, help="only this gateway")
+@click.option("--from", "start", required=True, help="period start: ISO 8601 (UTC) or Unix s")
+@click.option("--to", "end", default=None, help="period end (default: now)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="bundle file to write (CBOR, docs/bundle.md)")
+def export_command(config_path: Path, farm: str | None, field: str | None,
+                   gateway: str | None, start: str, end: str | None, output: Path) -> None:
+    """Export an evidence bundle for a farm/field/gateway and period, for an inspector."""
+    from anchor.bundle import encode_bundle
+    from anchor.export import ExportError, build_bundle
+    from anchor.logkey import LogKeyError
+    from fieldproof.config import ConfigError, load_collector_config
+
+    try:
+        config = load_collector_config(config_path)
+        t0 = parse_time(start)
+        t1 = time.time() if end is None else parse_time(end)
+        bundle, stats = build_bundle(config, farm=farm, field=field, gateway=gateway,
+                                     start=t0, end=t1)
+    except (ConfigError, ExportError, LogKeyError) as exc:
+        raise click.UsageError(str(exc)) from None
+    data = encode_bundle(bundle)
+    _write_atomic(output, data)
+    click.echo(
+        f"wrote {output} ({len(data):,} bytes): {stats.messages:,} messages and "
+        f"{stats.registry_events} registry events of {len(stats.gateways)} gateway(s), "
+        f"{stats.checkpoints} checkpoint(s) of which {stats.anchored_checkpoints} anchored"
+        + (f"; {stats.unproven_entries} entries newer than every checkpoint"
+           if stats.unproven_entries else ""),
+        err=True,
+    )
+    click.echo(f"log key (publish it; inspectors pass it as --log-key): {bundle.vkey}", err=True)
+
+
+def _human(result: object) -> str:
+    from anchor.verify import VerificationResult
+
+    assert isinstance(result, VerificationResult)
+    lines = [result.summary_line(), ""]
+    for f in result.findings:
+        more = f" (x{f.count})" if f.count > 1 else ""
+        lines.append(f"  {f.severity.upper():7} {f.code}: {f.message}{more}")
+    if result.findings:
+        lines.append("")
+    for g in result.gateways:
+        lines.append(
+            f"  {g.gateway}  farm {g.farm} field {g.field}: {g.verified_messages}/{g.messages} "
+            f"messages, {g.readings} readings, seq {g.first_seq}–{g.last_seq}, "
+            f"{len(g.gaps)} gap(s), {g.outside_anchored} outside anchored range"
+        )
+    for c in result.checkpoints:
+        for a in c.anchors:
+            state = ("claimed" if result.offline else "verified" if a.verified else
+                     "not checked" if not a.checked else "FAILED")
+            lines.append(f"  checkpoint {c.position} size {c.size}: {a.ref.chain} tx {a.ref.tx} "
+                         f"block {a.ref.block_number} — {state}")
+    return "\n".join(lines)
+
+
+@click.command("verify")
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--node", "nodes", multiple=True,
+              help="chain node URL to ask (repeat: several independent nodes are cross-checked)")
+@click.option("--chain", type=click.Choice(["thor", "evm"]), default=None,
+              help="which anchors to check (default: the bundle's only kind)")
+@click.option("--log-key", default=None,
+              help="the log's published verifier key (name+id+base64); without it the "
+                   "bundle's own key is used and flagged")
+@click.option("--offline", is_flag=True, help="check everything except the chain, and say so")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write an HTML report here (and a PDF beside it)")
+@click.option("--pdf/--no-pdf", default=True, show_default=True, help="PDF with --report")
+@click.option("--against-influx", "influx_url", default=None,
+              help="compare the operator's InfluxDB (URL) with what the evidence proves")
+@click.option("--database", default="fieldproof", show_default=True,
+              help="InfluxDB database for --against-influx")
+@click.option("--strict", is_flag=True, help="warnings fail too (exit 1)")
+@click.option("--max-size", type=click.IntRange(1), default=Limits().max_bytes,
+              show_default=True, help="largest bundle accepted, in bytes")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="processes for signature checks (default: all cores)")
+def verify_command(bundle: Path, nodes: tuple[str, ...], chain: str | None,
+                   log_key: str | None, offline: bool, as_json: bool, report: Path | None,
+                   pdf: bool, influx_url: str | None, database: str, strict: bool,
+                   max_size: int, workers: int | None) -> None:
+    """Verify an evidence bundle without trusting the farm, the operator or fieldproof."""
+    from anchor.verify import UsageError, VerifyOptions, check_against_influx, verify_bundle
+
+    try:
+        with open(bundle, "rb") as f:
+            data = f.read(max_size + 1)  # one byte over is enough to refuse it
+    except OSError as exc:
+        raise click.UsageError(f"cannot read {bundle}: {exc.strerror}") from None
+    opts = VerifyOptions(workers=workers, limits=Limits(max_bytes=max_size))
+    try:
+        result = verify_bundle(data, nodes=list(nodes), chain=chain, offline=offline,
+                               log_key=log_key, options=opts)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    if influx_url:
+        check_against_influx(result, influx_url, database)
+    if report is not None:
+        from anchor.report import write_report
+
+        try:
+            files = write_report(result, report, pdf)
+        except (OSError, RuntimeError) as exc:
+            click.echo(f"error: could not write the report: {exc}", err=True)
+            sys.exit(2)
+        click.echo(f"report: {files.html}" + (f", {files.pdf} ({files.pdf_engine})"
+                                              if files.pdf else ""), err=True)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(_human(result))
+    if result.verdict == "fail" or (strict and result.verdict == "warn"):
+        sys.exit(1)
