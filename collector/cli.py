@@ -60,6 +60,12 @@ def run_command(config_path: Path | None) -> None:
     collector.run()
 
 
+def _mount_inspector() -> None:
+    from collector.api import inspector_command
+
+    collector_group.add_command(inspector_command)
+
+
 @collector_group.command("status")
 @config_option
 def status_command(config_path: Path | None) -> None:
@@ -174,3 +180,6 @@ def revoke_command(config_path: Path | None, gateway: str) -> None:
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"revoked {gateway}; its messages are now quarantined as 'revoked'")
+
+
+_mount_inspector()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from anchor.cli import anchor_group
+from anchor.inspect_cli import export_command, verify_command
 from collector.cli import collector_group
 from fieldproof import __version__
 from fieldproof.logs import setup_logging
@@ -30,6 +31,8 @@ def cli(log_level: str, log_format: str) -> None:
 cli.add_command(gateway_group)
 cli.add_command(collector_group)
 cli.add_command(anchor_group)
+cli.add_command(export_command)
+cli.add_command(verify_command)
 
 
 def _add_demo() -> None:

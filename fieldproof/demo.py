@@ -194,6 +194,13 @@ def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> N
     show_default=True,
     help="anchor checkpoints on a local EVM dev chain (anvil) the demo starts",
 )
+@click.option(
+    "--report-dir",
+    type=click.Path(path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+    help="where the evidence bundles and inspector reports go",
+)
 def demo_command(
     gateways: int,
     duration: float,
@@ -203,6 +210,7 @@ def demo_command(
     influx_url: str | None,
     database: str,
     chain: str,
+    report_dir: Path,
 ) -> None:
     """Run simulated gateways → broker → collector → InfluxDB and check nothing is lost."""
     console = Console(stderr=True)
@@ -230,12 +238,14 @@ def demo_command(
         console.print(f"broker 127.0.0.1:{mqtt_port} · InfluxDB {influx_url} · work dir {workdir}")
 
         anchor_toml = ""
+        chain_url = ""
         if chain == "evm":
             from anchor.devchain import DevChain
 
             devchain = DevChain(workdir / "devchain", block_time=1)
             devchain.start()
             services.append(devchain)
+            chain_url = devchain.url
             key_file = workdir / "anchor.key"
             key_file.write_text(devchain.private_keys[0] + "\n")
             key_file.chmod(0o600)
@@ -341,6 +351,8 @@ def demo_command(
         log_size, anchored = _log_and_anchor(cfg, chain, console)
         _terminate(anchor_proc)
         anchor_proc = None
+        node_url = chain_url if chain != "none" else None
+        evidence_ok = _inspect(cfg, sorted({g.farm for g in fleet}), node_url, report_dir, console)
 
         accepted_messages, accepted_readings = store.accepted_count()
         quarantined = sum(store.quarantine_by_reason().values())
@@ -363,7 +375,13 @@ def demo_command(
             max(0, per_gateway[g.gateway_id] - stored.get(g.gateway_id, 0)) for g in fleet
         )
         anchor_ok = chain == "none" or (anchored is not None and anchored.tree_size == log_size)
-        ok = missing == 0 and published > 0 and accepted_readings >= published and anchor_ok
+        ok = (
+            missing == 0
+            and published > 0
+            and accepted_readings >= published
+            and anchor_ok
+            and evidence_ok
+        )
         if anchored is not None:
             console.print(
                 f"anchored: log size {anchored.tree_size} in block {anchored.block_number}, "
@@ -416,6 +434,45 @@ def _log_and_anchor(
             break
         time.sleep(0.5)
     return size, best
+
+
+def _inspect(
+    cfg: CollectorConfig,
+    farms: list[str],
+    node_url: str | None,
+    report_dir: Path,
+    console: Console,
+) -> bool:
+    """What an inspector does: export each farm's evidence, verify it against the chain node
+    with the log key pinned, and write the report. True when every bundle passes."""
+    from anchor.evidence import EvidenceLog
+    from anchor.export import export_bundle
+    from anchor.report import write_report
+    from anchor.verify import verify_bundle
+
+    db = open_db(cfg.db_path)
+    try:
+        vkey = EvidenceLog.open(db, cfg.log_origin, cfg.log_key_file).verifier().vkey
+    finally:
+        db.close()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    all_passed = True
+    for farm in farms:
+        bundle = export_bundle(
+            cfg, farm=farm, field=None, gateway=None, start=0.0, end=time.time() + 60
+        )
+        (report_dir / f"{farm}.fpb").write_bytes(bundle)
+        result = verify_bundle(
+            bundle,
+            nodes=[node_url] if node_url else [],
+            chain="evm" if node_url else None,
+            offline=node_url is None,
+            log_key=vkey,
+        )
+        files = write_report(result, report_dir / f"{farm}.html", pdf=False)
+        console.print(f"evidence for {farm}: {result.summary_line()}  → {files.html}")
+        all_passed = all_passed and result.passed
+    return all_passed
 
 
 def _public_key_hex(g: DemoGateway) -> str:
