@@ -24,7 +24,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from anchor.evidence import EvidenceLog
-from collector.agronomy_hook import make_deriver
+from collector.agronomy_hook import AgronomyHook
 from collector.influx import InfluxUnavailable, PointWriter, make_writer
 from collector.ingest import Incoming, Ingestor, Interrupted
 from collector.points import Point
@@ -57,14 +57,14 @@ class Collector:
         self.store = CollectorStore(self.db, self.evidence, config.quarantine_max_rows)
         self.writer = writer or make_writer(config.influx)
         self.stop_event = threading.Event()
-        self.deriver = make_deriver(config)
+        self.agronomy = AgronomyHook(config)
         self.ingestor = Ingestor(
             self.store,
             self.registry,
             self.writer,
             topic_prefix=config.mqtt.topic_prefix,
             max_message_bytes=config.max_message_bytes,
-            derive=self.deriver,
+            derive=self.agronomy,
             stop_event=self.stop_event,
         )
         self._last_checkpoint = time.monotonic()
@@ -176,6 +176,7 @@ class Collector:
                     raise Interrupted("stopped while the store was failing") from None
                 delay = min(delay * 2, 10.0)
                 continue
+            self.agronomy.commit()
             self._interval_quarantine.update(result.quarantined)
             self._send_receipts(result.confirmed)
             if result.newest_sample:
@@ -350,6 +351,7 @@ class Collector:
             self.client.disconnect()
             self.client.loop_stop()
             self.writer.close()
+            self.agronomy.close()
             self.db.close()
 
     def stop(self) -> None:
