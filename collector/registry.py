@@ -155,6 +155,133 @@ class Registry:
         assert device is not None
         return device
 
+    # ------------------------------------------------------------------ enrollment, rotation
+    # Added for enrollment (collector/enrollment.py). The caller builds the log entry so it can
+    # carry the gateway's signed request: who installed it, which sensors, its TLS CSR.
+
+    def enroll_device(
+        self,
+        gateway: str,
+        public_key: bytes,
+        farm: str,
+        field: str,
+        location: str,
+        entry: bytes,
+        sensor_meta: dict[str, dict[str, str]] | None = None,
+    ) -> Device:
+        """Register a gateway from a verified enrollment request and log ``entry`` in the same
+        transaction (a registry event with ``"event": "enroll"``)."""
+        expected = gateway_id_for(public_key)
+        if gateway != expected:
+            raise RegistryError(
+                f"gateway id {gateway!r} does not belong to this public key (it would be "
+                f"{expected!r})"
+            )
+        for label, value in (("farm", farm), ("field", field)):
+            if not value or len(value) > 64:
+                raise RegistryError(f"{label} must be a name of 1 to 64 characters")
+        now = time.time()
+        with self.db:
+            row = self.db.execute(
+                "SELECT status FROM devices WHERE gateway=?", (gateway,)
+            ).fetchone()
+            if row is not None:
+                raise RegistryError(
+                    f"{gateway} is already registered ({row[0]}); a revoked gateway must be "
+                    "re-initialised with a new key"
+                )
+            self.db.execute(
+                "INSERT INTO devices VALUES (?, ?, ?, ?, 'active', ?, NULL, ?)",
+                (gateway, farm, field, location, now, json.dumps(sensor_meta or {})),
+            )
+            self.db.execute(
+                "INSERT INTO device_keys VALUES (?, ?, ?, NULL)", (gateway, public_key, now)
+            )
+            if self.log is not None:
+                self.log.append([entry])
+        device = self.get(gateway)
+        assert device is not None
+        return device
+
+    def _key_seq_table(self) -> None:
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS device_key_seqs (gateway TEXT NOT NULL,"
+            " public_key BLOB NOT NULL, from_seq INTEGER NOT NULL,"
+            " PRIMARY KEY (gateway, public_key))"
+        )
+
+    def rotate_key(
+        self, gateway: str, old_key: bytes, new_key: bytes, from_seq: int, entry: bytes
+    ) -> Device:
+        """Make ``new_key`` the gateway's key for messages with seq >= ``from_seq``. The old
+        key stays in the history (valid_to set) and still verifies what it signed before:
+        :meth:`key_for_seq`. ``entry`` (a ``"rotate"`` registry event) is logged in the same
+        transaction. The gateway keeps its id."""
+        if len(new_key) != 32:
+            raise RegistryError("the new public key must be 32 bytes (Ed25519)")
+        now = time.time()
+        with self.db:
+            self._key_seq_table()
+            device = self.get(gateway)
+            if device is None or not device.active:
+                raise RegistryError(f"{gateway} is not an active registered gateway")
+            if device.public_key != old_key:
+                raise RegistryError(
+                    f"{gateway}'s current key is not the one that signed this rotation; "
+                    "the request is stale or forged"
+                )
+            used = self.db.execute(
+                "SELECT 1 FROM device_keys WHERE gateway=? AND public_key=?", (gateway, new_key)
+            ).fetchone()
+            if used is not None:
+                raise RegistryError(f"{gateway} already used this key; a rotation needs a new key")
+            last = self.db.execute(
+                "SELECT max(from_seq) FROM device_key_seqs WHERE gateway=?", (gateway,)
+            ).fetchone()[0]
+            if last is not None and from_seq <= int(last):
+                raise RegistryError(
+                    f"rotation starts at seq {from_seq} but the previous key took over at {last}"
+                )
+            self.db.execute(
+                "UPDATE device_keys SET valid_to=? WHERE gateway=? AND valid_to IS NULL",
+                (now, gateway),
+            )
+            self.db.execute(
+                "INSERT INTO device_keys VALUES (?, ?, ?, NULL)", (gateway, new_key, now)
+            )
+            self.db.execute(
+                "INSERT INTO device_key_seqs VALUES (?, ?, ?)", (gateway, new_key, from_seq)
+            )
+            if self.log is not None:
+                self.log.append([entry])
+        rotated = self.get(gateway)
+        assert rotated is not None
+        return rotated
+
+    def key_history(self, gateway: str) -> list[tuple[bytes, float, float | None, int]]:
+        """(public key, valid_from, valid_to, first seq it signs), oldest first."""
+        self._key_seq_table()
+        rows = self.db.execute(
+            "SELECT k.public_key, k.valid_from, k.valid_to, coalesce(s.from_seq, 0)"
+            " FROM device_keys k LEFT JOIN device_key_seqs s"
+            " ON s.gateway = k.gateway AND s.public_key = k.public_key"
+            " WHERE k.gateway=? ORDER BY k.valid_from",
+            (gateway,),
+        ).fetchall()
+        return [
+            (bytes(k), float(f), None if t is None else float(t), int(s)) for k, f, t, s in rows
+        ]
+
+    def key_for_seq(self, gateway: str, seq: int) -> bytes | None:
+        """The key that signs message ``seq`` of ``gateway``: the one whose rotation began at
+        or before ``seq``, the first key when none had. None for an unknown gateway."""
+        history = self.key_history(gateway)
+        chosen = None
+        for key, _, _, from_seq in history:
+            if from_seq <= seq:
+                chosen = key
+        return chosen
+
     def get(self, gateway: str) -> Device | None:
         row = self.db.execute(
             "SELECT d.gateway, farm, field, location, status, added_at, revoked_at, sensor_meta,"

@@ -68,6 +68,8 @@ class GatewayConfig(StrictModel):
     max_unconfirmed: int = Field(default=20_000, ge=1)
     mqtt: MqttConfig = MqttConfig()
     sensors: list[SensorConfig] = Field(default_factory=list)
+    #: the collector's enrollment endpoint, e.g. https://collector.farm:8443 ('' = by file)
+    enrollment_url: str = ""
 
     @field_validator("sensors", mode="before")
     @classmethod
@@ -141,6 +143,43 @@ class AnchorSettings(StrictModel):
     interval_s: float = Field(default=15.0, gt=0)
 
 
+class EnrollmentConfig(StrictModel):
+    """Enrolling gateways: the collector's MQTT certificate authority, one-time tokens and the
+    optional HTTP endpoint gateways post their enrollment request to (docs/enrollment.md)."""
+
+    #: the CA directory (ca.key 0600, ca.pem, crl.pem, issued.json); default <data_dir>/ca
+    ca_dir: Path | None = None
+    #: pending requests and issued responses; default <data_dir>/enrollment
+    state_dir: Path | None = None
+    #: also write the CRL here on every revocation (the file the broker's crlfile names)
+    crl_copy: Path | None = None
+    #: validity of a gateway's MQTT client certificate
+    cert_days: int = Field(default=730, ge=1, le=3650)
+    #: how long a one-time enrollment token stays usable unless told otherwise
+    token_ttl_s: float = Field(default=7 * 86400.0, gt=0)
+    #: the HTTP enrollment endpoint; None = off (approve request files by hand)
+    listen_host: str = "127.0.0.1"
+    listen_port: int | None = Field(default=None, ge=1, le=65535)
+    #: serve the endpoint over HTTPS with this certificate/key (e.g. from 'ca server-cert')
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: where gateways should connect, told to them in the enrollment response
+    broker_host: str = ""
+    broker_port: int = Field(default=8883, ge=1, le=65535)
+
+
+class MetricsConfig(StrictModel):
+    """Prometheus ``/metrics`` and ``/healthz``. Off unless a port is given; loopback by
+    default (put a reverse proxy or the Prometheus agent on the same host)."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    #: the anchorer's database, to report anchor state (optional)
+    anchor_db: Path | None = None
+    #: /healthz says unhealthy when the broker connection has been down this long
+    unhealthy_after_s: float = Field(default=60.0, gt=0)
+
+
 class CollectorConfig(StrictModel):
     """``fieldproof collector run`` settings."""
 
@@ -162,6 +201,8 @@ class CollectorConfig(StrictModel):
     anchor: AnchorSettings = AnchorSettings()
     #: per-field agronomy settings (dashboards/fields.example.toml shows the format)
     fields_file: Path | None = None
+    enrollment: EnrollmentConfig = EnrollmentConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def log_origin(self) -> str:

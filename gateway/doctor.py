@@ -1,0 +1,741 @@
+"""``fieldproof gateway doctor``: is this gateway working and secure? One screen, plain words.
+
+The technician runs it before leaving the field. Every check says what it found and, when it
+is not fine, what to do. Exit code 0 when nothing failed (warnings allowed), 1 otherwise;
+``--json`` gives the same for tools. Checks:
+
+key · TLS key · enrolled (certificate for this gateway and key, from the CA) · clock (not before
+the build date or the certificate, NTP synchronised) · certificate validity · broker (a real
+TLS + MQTT connect with this gateway's certificate) · registration (when ``enrollment_url``
+is set: the collector still lists this gateway and certificate) · each sensor reads a
+plausible value · spool depth and drops · disk space · delivery (published, confirmed).
+
+Reading sensors needs the hardware the running service uses; with the service running, a
+serial port may be busy: ``--no-sensors`` skips them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import sqlite3
+import ssl
+import struct
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from collector.ca import CAError, common_name, load_private_key
+from fieldproof.config import ConfigError, GatewayConfig, load_gateway_config
+from fieldproof.keys import KeyFileError, load_key_file
+from gateway.enroll import gateway_identity, tls_paths
+from gateway.sensors.base import build_sensor, plausible
+from gateway.status import CLOCK_FLOOR, kernel_clock_synced
+
+Status = Literal["ok", "warn", "fail", "skip"]
+WIDTH = 60
+CERT_WARN_DAYS = 30
+DISK_FAIL_BYTES = 50 * 1024 * 1024
+DISK_WARN_BYTES = 500 * 1024 * 1024
+
+
+@dataclass
+class Check:
+    name: str
+    status: Status
+    summary: str
+    fix: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    gateway: str
+    farm: str
+    field: str
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.status == "fail" for c in self.checks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "gateway": self.gateway,
+            "farm": self.farm,
+            "field": self.field,
+            "ok": self.ok,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+@dataclass
+class Probe:
+    """What the doctor looks at that a test may replace: the clock and its sync state."""
+
+    clock: Callable[[], float] = time.time
+    clock_synced: Callable[[], bool | None] = kernel_clock_synced
+    timeout_s: float = 10.0
+    sensors: bool = True
+    broker: bool = True
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+# --------------------------------------------------------------------------------------------
+# individual checks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_key(cfg: GatewayConfig) -> tuple[Check, str | None]:
+    try:
+        key = load_key_file(cfg.key_file)
+    except KeyFileError as exc:
+        text = str(exc)
+        if "no key at" in text:
+            return (
+                Check(
+                    "key",
+                    "fail",
+                    f"no gateway key at {cfg.key_file}",
+                    "create it on this device: fieldproof gateway init --config …",
+                ),
+                None,
+            )
+        if "readable by others" in text:
+            return (
+                Check(
+                    "key",
+                    "fail",
+                    f"{cfg.key_file} can be read by other users",
+                    f"chmod 600 {cfg.key_file}; if anyone may have copied it, ask the "
+                    "operator to revoke this gateway and enroll it again",
+                ),
+                None,
+            )
+        return Check("key", "fail", text, "restore the key or enroll again"), None
+    gw = gateway_identity(cfg, key)
+    return Check("key", "ok", "signing key present, mode 600"), gw
+
+
+def _check_tls_key(cfg: GatewayConfig) -> Check:
+    path = tls_paths(cfg).key_file
+    if not path.exists():
+        return Check(
+            "tls key",
+            "fail",
+            f"no MQTT TLS key at {path}",
+            "fieldproof gateway enroll makes it (then the operator approves)",
+        )
+    try:
+        load_private_key(path)
+    except CAError as exc:
+        return Check("tls key", "fail", str(exc), f"chmod 600 {path}")
+    return Check("tls key", "ok", "TLS key present, mode 600")
+
+
+def _load_cert(path: Path) -> x509.Certificate | None:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def _check_enrolled(cfg: GatewayConfig, gw: str) -> tuple[Check, x509.Certificate | None]:
+    paths = tls_paths(cfg)
+    cert = _load_cert(paths.cert_file)
+    if cert is None:
+        return (
+            Check(
+                "enrolled",
+                "fail",
+                f"no certificate at {paths.cert_file}: not enrolled",
+                "fieldproof gateway enroll --config … --installer NAME",
+            ),
+            None,
+        )
+    problems = []
+    if common_name(cert.subject) != gw:
+        problems.append(f"certificate is for {common_name(cert.subject)}, not {gw}")
+    try:
+        if cert.public_key() != load_private_key(paths.key_file).public_key():
+            problems.append("certificate does not match the TLS key")
+    except CAError:
+        problems.append("TLS key unusable")
+    ca = _load_cert(paths.ca_file)
+    if ca is None:
+        problems.append(f"no CA certificate at {paths.ca_file}")
+    else:
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            problems.append("certificate not issued by the installed CA")
+    if not paths.configured:
+        problems.append("config has no [mqtt.tls] section")
+    if problems:
+        return (
+            Check(
+                "enrolled",
+                "fail",
+                "; ".join(problems),
+                "enroll again (fieldproof gateway enroll) and install the answer",
+            ),
+            cert,
+        )
+    return Check("enrolled", "ok", "certificate from the collector's CA"), cert
+
+
+def _spool_facts(cfg: GatewayConfig) -> dict[str, Any] | None:
+    if not cfg.spool_path.exists():
+        return None
+    db = sqlite3.connect(f"file:{cfg.spool_path}?mode=ro", uri=True, timeout=5)
+    try:
+        meta = {str(k): int(v) for k, v in db.execute("SELECT key, value FROM meta")}
+        row = db.execute(
+            "SELECT count(*), coalesce(sum(published_at IS NULL), 0),"
+            " min(CASE WHEN published_at IS NULL THEN created END), min(published_at),"
+            " max(published_at), max(created) FROM outbox"
+        ).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    depth, unsent, oldest_unsent, oldest_unconfirmed, last_published, newest = row
+    return {
+        "depth": int(depth),
+        "unsent": int(unsent),
+        "unconfirmed": int(depth) - int(unsent),
+        "oldest_unsent": oldest_unsent,
+        "oldest_unconfirmed_publish": oldest_unconfirmed,
+        "last_published": last_published,
+        "newest_message": newest,
+        **meta,
+    }
+
+
+def _check_clock(
+    probe: Probe, cert: x509.Certificate | None, spool: dict[str, Any] | None
+) -> Check:
+    now = probe.clock()
+    evidence = [(CLOCK_FLOOR, "this software's release")]
+    if cert is not None:
+        evidence.append((cert.not_valid_before_utc.timestamp(), "the certificate's start"))
+    if spool and spool.get("newest_message"):
+        evidence.append((float(spool["newest_message"]), "the newest spooled reading"))
+    latest, what = max(evidence)
+    details = {"now": now, "must_be_after": latest, "synced": None}
+    if now < latest:
+        return Check(
+            "clock",
+            "fail",
+            f"clock says {_utc(now)}, earlier than {what} ({_utc(latest)}). Readings would "
+            "carry a wrong time and TLS will refuse the broker.",
+            "give the Pi network access and wait for NTP (timedatectl status); "
+            "fit an RTC module if it often boots offline",
+            details,
+        )
+    synced = probe.clock_synced()
+    details["synced"] = synced
+    if synced is False:
+        return Check(
+            "clock",
+            "warn",
+            f"clock {_utc(now)} is not confirmed by NTP: it may be stale",
+            "check network and 'timedatectl status'; enable systemd-timesyncd",
+            details,
+        )
+    state = "NTP synchronised" if synced else "sync state unknown"
+    return Check("clock", "ok", f"{_utc(now)}, {state}", details=details)
+
+
+def _check_cert_validity(probe: Probe, cert: x509.Certificate) -> Check:
+    now = probe.clock()
+    start = cert.not_valid_before_utc.timestamp()
+    end = cert.not_valid_after_utc.timestamp()
+    days = (end - now) / 86400
+    details = {"not_before": start, "not_after": end, "days_left": round(days, 1)}
+    if now < start:
+        return Check(
+            "certificate",
+            "fail",
+            f"certificate valid only from {_utc(start)}",
+            "fix the clock first",
+            details,
+        )
+    if now >= end:
+        return Check(
+            "certificate",
+            "fail",
+            f"certificate expired {_utc(end)}",
+            "renew it: fieldproof gateway enroll (the operator approves)",
+            details,
+        )
+    if days < CERT_WARN_DAYS:
+        return Check(
+            "certificate",
+            "warn",
+            f"certificate expires in {days:.0f} days ({_utc(end)})",
+            "renew it soon: fieldproof gateway enroll",
+            details,
+        )
+    return Check(
+        "certificate", "ok", f"valid until {_utc(end)[:10]} ({days:.0f} days)", "", details
+    )
+
+
+def _mqtt_connect_packet(client_id: str, keepalive: int = 10) -> bytes:
+    """A minimal MQTT 5 CONNECT: clean start, no will, no credentials (the certificate is)."""
+    cid = client_id.encode()
+    variable = b"\x00\x04MQTT\x05\x02" + struct.pack(">H", keepalive) + b"\x00"
+    payload = struct.pack(">H", len(cid)) + cid
+    body = variable + payload
+    return b"\x10" + _varint(len(body)) + body
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+_CONNACK_REASONS = {
+    0x80: "unspecified error",
+    0x84: "protocol version not supported",
+    0x85: "client id refused",
+    0x86: "bad user name or password",
+    0x87: "not authorised",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+}
+
+
+def _tls_context(cfg: GatewayConfig) -> ssl.SSLContext:
+    paths = tls_paths(cfg)
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(paths.ca_file))
+    ctx.load_cert_chain(str(paths.cert_file), str(paths.key_file))
+    tls = cfg.mqtt.tls
+    if tls is not None and tls.insecure_skip_hostname_check:
+        ctx.check_hostname = False
+    return ctx
+
+
+REFUSED_CERT = (
+    "the broker refused this gateway's certificate during the TLS handshake; it looks valid "
+    "here, so the operator has most likely REVOKED it (or it is from another collector's CA)"
+)
+REFUSED_FIX = (
+    "ask the operator ('fieldproof collector ca list'); a revoked gateway must be "
+    "re-initialised with a new key and enrolled again"
+)
+
+
+def _check_broker(cfg: GatewayConfig, gw: str, timeout: float) -> Check:
+    """A real connection: TCP, TLS with our certificate (the broker checks it against its CA
+    and CRL), MQTT CONNECT → CONNACK. A separate client id, so the running service is not
+    kicked off."""
+    host, port = cfg.mqtt.host, cfg.mqtt.port
+    where = f"{host}:{port}"
+    details: dict[str, Any] = {"host": host, "port": port}
+    if cfg.mqtt.tls is None:
+        return Check(
+            "broker",
+            "fail",
+            "MQTT is configured without TLS",
+            "add [mqtt.tls] to the config (enroll-install prints it)",
+            details,
+        )
+    try:
+        ctx = _tls_context(cfg)
+    except (OSError, ssl.SSLError) as exc:
+        return Check("broker", "fail", f"cannot load TLS files: {exc}", "enroll again", details)
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except socket.gaierror:
+        return Check(
+            "broker",
+            "fail",
+            f"cannot resolve {host}",
+            "check [mqtt] host and the Pi's DNS/uplink",
+            details,
+        )
+    except ConnectionRefusedError:
+        return Check(
+            "broker",
+            "fail",
+            f"{where} refuses connections: broker down or wrong port",
+            "check [mqtt] port (8883) and that the broker runs",
+            details,
+        )
+    except OSError as exc:
+        return Check(
+            "broker",
+            "fail",
+            f"cannot reach {where}: {exc.strerror or exc}",
+            "check the uplink (LTE/Wi-Fi) and firewall",
+            details,
+        )
+    try:
+        with ctx.wrap_socket(raw, server_hostname=host) as s:
+            s.settimeout(timeout)
+            s.sendall(_mqtt_connect_packet(f"{gw}-doctor"))
+            head = s.recv(5)
+            if len(head) < 4 or head[0] != 0x20:
+                return Check("broker", "fail", REFUSED_CERT, REFUSED_FIX, details)
+            reason = head[3]
+            if reason != 0:
+                text = _CONNACK_REASONS.get(reason, f"reason {reason:#x}")
+                return Check(
+                    "broker",
+                    "fail",
+                    f"broker refused the login: {text}",
+                    "ask the operator to check this gateway's certificate and the ACL",
+                    details,
+                )
+            s.sendall(b"\xe0\x00")  # DISCONNECT
+    except ssl.SSLCertVerificationError as exc:
+        msg = exc.verify_message or str(exc)
+        fix = "check [mqtt.tls] ca_file is the collector's CA"
+        if "not yet valid" in msg or "expired" in msg:
+            fix = "check the clock (see 'clock' above)"
+        elif "hostname" in msg.lower() or "IP address mismatch" in msg:
+            fix = f"[mqtt] host must be a name in the broker's certificate, not {host!r}"
+        return Check("broker", "fail", f"broker's certificate not trusted: {msg}", fix, details)
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError, BrokenPipeError):
+        # Mosquitto closes the handshake without an alert when it rejects a client certificate
+        return Check("broker", "fail", REFUSED_CERT, REFUSED_FIX, details)
+    except ssl.SSLError as exc:
+        why = str(exc.reason or exc).lower()
+        if "revoked" in why:
+            summary, fix = (
+                "the broker says this gateway's certificate is REVOKED",
+                "ask the operator; a revoked gateway must be re-initialised and enrolled",
+            )
+        elif "expired" in why:
+            summary, fix = "the broker says our certificate expired", "renew: gateway enroll"
+        elif "unknown ca" in why or "bad certificate" in why:
+            summary, fix = (
+                "the broker does not accept our certificate (another CA?)",
+                "enroll again against this collector",
+            )
+        else:
+            summary, fix = f"TLS failed: {exc.reason or exc}", "see the broker's log"
+        return Check("broker", "fail", summary, fix, details)
+    except (OSError, TimeoutError) as exc:
+        return Check(
+            "broker",
+            "fail",
+            f"{where} dropped the connection: {exc}",
+            "check the uplink; if it persists, ask the operator to check the broker log",
+            details,
+        )
+    return Check("broker", "ok", f"{where}: TLS and MQTT login accepted", "", details)
+
+
+def _check_registration(
+    cfg: GatewayConfig, gw: str, cert: x509.Certificate, timeout: float
+) -> Check:
+    """Ask the collector's enrollment endpoint what it issued to this gateway."""
+    from collector.enrollment import EnrollmentError, parse_response
+    from gateway.enroll import fetch_response
+
+    url = cfg.enrollment_url
+    try:
+        status, body = fetch_response(cfg, url, gw, timeout)
+        if status == 200:
+            issued = x509.load_pem_x509_certificate(parse_response(body)["cert"].encode())
+    except (EnrollmentError, ValueError) as exc:
+        return Check("registration", "warn", f"cannot ask the collector: {exc}", "check the uplink")
+    if status == 202:
+        return Check(
+            "registration",
+            "warn",
+            "the enrollment still waits for an operator",
+            "ask the operator to approve it",
+        )
+    if status != 200:
+        return Check(
+            "registration",
+            "warn",
+            "the collector has no enrollment for this gateway (revoked, or registered by hand)",
+            "ask the operator ('fieldproof collector devices list')",
+        )
+    if issued.serial_number != cert.serial_number:
+        return Check(
+            "registration",
+            "warn",
+            "the collector issued a newer certificate than the one installed",
+            f"fieldproof gateway enroll-install --config … --url {url}",
+        )
+    return Check("registration", "ok", "the collector lists this gateway and certificate")
+
+
+def _check_sensors(cfg: GatewayConfig, now: float) -> list[Check]:
+    if not cfg.sensors:
+        return [Check("sensors", "fail", "no [[sensors]] configured", "add them to the config")]
+    out = []
+    for sc in cfg.sensors:
+        name = f"sensor {sc.name}"
+        try:
+            driver = build_sensor(sc)
+        except Exception as exc:  # a driver that cannot start must be reported, not crash us
+            out.append(Check(name, "fail", f"cannot start: {exc}", "check wiring and the port"))
+            continue
+        try:
+            readings = driver.read(now)
+        except Exception as exc:
+            out.append(Check(name, "fail", f"read failed: {exc}", "check wiring"))
+            continue
+        finally:
+            with contextlib.suppress(Exception):  # closing must not hide the result
+                driver.close()
+        missing = [r for r in readings if r.value is None]
+        odd = [r for r in readings if plausible(r.quantity, r.value) is False]
+        values = ", ".join(
+            f"{r.quantity} {r.value:g}{'' if r.unit == '/' else ' ' + r.unit}"
+            for r in readings
+            if r.value is not None
+        )
+        details = {"readings": [[r.quantity, r.value, r.unit] for r in readings]}
+        if not readings or missing:
+            why = ", ".join(f"{r.quantity}: {r.missing_reason}" for r in missing) or "nothing"
+            out.append(
+                Check(name, "fail", f"no value ({why})", "check wiring, power, address", details)
+            )
+        elif odd:
+            out.append(
+                Check(
+                    name,
+                    "warn",
+                    f"implausible: {values}",
+                    "is the probe in the soil / calibrated?",
+                    details,
+                )
+            )
+        else:
+            out.append(Check(name, "ok", values, "", details))
+    return out
+
+
+def _check_spool(cfg: GatewayConfig, spool: dict[str, Any] | None, now: float) -> list[Check]:
+    if spool is None:
+        return [
+            Check(
+                "spool",
+                "warn",
+                "no spool yet: the gateway has never run",
+                "start it: sudo systemctl start fieldproof-gateway",
+            ),
+            Check("delivery", "skip", "nothing sent yet"),
+        ]
+    details = {k: v for k, v in spool.items() if not k.startswith("_")}
+    checks = []
+    depth, dropped = spool["depth"], spool.get("dropped_messages", 0)
+    oldest = spool.get("oldest_unsent")
+    behind = now - float(oldest) if oldest else 0.0
+    if dropped:
+        checks.append(
+            Check(
+                "spool",
+                "warn",
+                f"{depth} waiting; {dropped} oldest messages were DROPPED (spool full)",
+                "restore the uplink; raise spool_max_messages if disk allows",
+                details,
+            )
+        )
+    elif behind > max(600.0, 10 * cfg.interval_s):
+        checks.append(
+            Check(
+                "spool",
+                "warn",
+                f"{spool['unsent']} unsent, oldest {behind / 60:.0f} min old",
+                "the gateway is not publishing: see 'broker'",
+                details,
+            )
+        )
+    else:
+        checks.append(Check("spool", "ok", f"{depth} message(s) waiting", "", details))
+    confirmed = spool.get("confirmed_messages", 0)
+    last = spool.get("last_published")
+    first_unconfirmed = spool.get("oldest_unconfirmed_publish")
+    waiting = now - float(first_unconfirmed) if first_unconfirmed else 0.0
+    if confirmed == 0 and spool.get("published_readings", 0) == 0:
+        checks.append(
+            Check(
+                "delivery",
+                "warn",
+                "nothing published yet",
+                "start the service and run the doctor again in a minute",
+                details,
+            )
+        )
+    elif waiting > 2 * max(cfg.confirm_timeout_s, 60.0):
+        checks.append(
+            Check(
+                "delivery",
+                "warn",
+                f"published but not confirmed by a collector for {waiting / 60:.0f} min",
+                "ask the operator whether the collector runs and knows this gateway",
+                details,
+            )
+        )
+    elif confirmed == 0:
+        checks.append(
+            Check(
+                "delivery",
+                "warn",
+                "published, no collector confirmation yet",
+                "wait a minute; if it stays, the collector may not know this gateway",
+                details,
+            )
+        )
+    else:
+        when = f", last publish {_utc(float(last))}" if last else ""
+        checks.append(
+            Check("delivery", "ok", f"{confirmed} message(s) confirmed{when}", "", details)
+        )
+    return checks
+
+
+def _check_disk(cfg: GatewayConfig) -> Check:
+    path = cfg.data_dir if cfg.data_dir.exists() else Path("/")
+    usage = shutil.disk_usage(path)
+    free_mb = usage.free / 1024 / 1024
+    details = {"free_bytes": usage.free, "total_bytes": usage.total}
+    if usage.free < DISK_FAIL_BYTES:
+        return Check(
+            "disk",
+            "fail",
+            f"{free_mb:.0f} MB free on {path}",
+            "free space (journalctl --vacuum-size=50M, old files)",
+            details,
+        )
+    if usage.free < DISK_WARN_BYTES or usage.free < usage.total * 0.05:
+        return Check("disk", "warn", f"only {free_mb:.0f} MB free", "free some space", details)
+    return Check("disk", "ok", f"{free_mb:.0f} MB free", "", details)
+
+
+# --------------------------------------------------------------------------------------------
+# all together
+# --------------------------------------------------------------------------------------------
+
+
+def run_doctor(cfg: GatewayConfig, probe: Probe | None = None) -> Report:
+    """Every check, in the order a technician fixes things."""
+    probe = probe or Probe()
+    checks: list[Check] = []
+    key_check, gw = _check_key(cfg)
+    checks.append(key_check)
+    checks.append(_check_tls_key(cfg))
+    cert = None
+    if gw is None:
+        checks.append(Check("enrolled", "skip", "needs the gateway key"))
+    else:
+        enrolled, cert = _check_enrolled(cfg, gw)
+        checks.append(enrolled)
+    spool = _spool_facts(cfg)
+    clock = _check_clock(probe, cert, spool)
+    checks.append(clock)
+    if cert is not None:
+        checks.append(_check_cert_validity(probe, cert))
+    if not probe.broker:
+        checks.append(Check("broker", "skip", "not checked (--no-broker)"))
+    elif gw is None or cert is None:
+        checks.append(Check("broker", "skip", "needs the key and the certificate"))
+    else:
+        checks.append(_check_broker(cfg, gw, probe.timeout_s))
+        if cfg.enrollment_url:
+            checks.append(_check_registration(cfg, gw, cert, probe.timeout_s))
+    if probe.sensors:
+        checks.extend(_check_sensors(cfg, probe.clock()))
+    else:
+        checks.append(Check("sensors", "skip", "not read (--no-sensors)"))
+    checks.extend(_check_spool(cfg, spool, probe.clock()))
+    checks.append(_check_disk(cfg))
+    if gw is None:
+        cert_cn = None
+        with contextlib.suppress(OSError, ValueError):
+            cert_cn = common_name(
+                x509.load_pem_x509_certificate(tls_paths(cfg).cert_file.read_bytes()).subject
+            )
+        gw = f"{cert_cn} (per its certificate)" if cert_cn else "(unknown: no usable key)"
+    return Report(gw, cfg.farm, cfg.field, checks)
+
+
+_MARK = {"ok": ("OK", "green"), "warn": ("WARN", "yellow"), "fail": ("FAIL", "red"),
+         "skip": ("--", "bright_black")}  # fmt: skip
+
+
+def _wrap(text: str) -> list[str]:
+    """Wrap at spaces only: a path or command stays whole (copyable) even if it is long."""
+    return textwrap.wrap(text, WIDTH - 5, break_on_hyphens=False, break_long_words=False)
+
+
+def render(report: Report, color: bool = False) -> str:
+    """≤ 60 columns: fits a phone's SSH terminal."""
+    lines = [
+        f"gateway {report.gateway}",
+        f"farm {report.farm or '-'} / field {report.field or '-'}",
+    ]
+    indent = " " * 5
+    for c in report.checks:
+        mark, colour = _MARK[c.status]
+        label = click.style(f"{mark:<4}", fg=colour, bold=True) if color else f"{mark:<4}"
+        text = f"{c.name}: {c.summary}"
+        wrapped = _wrap(text) or [""]
+        lines.append(f"{label} {wrapped[0]}")
+        lines.extend(indent + w for w in wrapped[1:])
+        if c.fix and c.status in ("warn", "fail"):
+            fix = _wrap("→ " + c.fix)
+            lines.extend(indent + w for w in fix)
+    fails = sum(c.status == "fail" for c in report.checks)
+    warns = sum(c.status == "warn" for c in report.checks)
+    if fails:
+        verdict = f"NOT READY: {fails} problem(s) to fix" + (
+            f", {warns} warning(s)" if warns else ""
+        )
+    elif warns:
+        verdict = f"WORKING, {warns} warning(s) to look at"
+    else:
+        verdict = "ALL GOOD: this gateway works and is secure"
+    lines.append(click.style(verdict, bold=True) if color else verdict)
+    return "\n".join(lines)
+
+
+@click.command("doctor")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--no-sensors", is_flag=True, help="do not read sensors (service holds them)")
+@click.option("--no-broker", is_flag=True, help="do not connect to the broker")
+@click.option("--timeout", default=10.0, show_default=True, help="seconds for the broker")
+def doctor_command(
+    config_path: Path, as_json: bool, no_sensors: bool, no_broker: bool, timeout: float
+) -> None:
+    """Check this gateway end to end and say in plain words what to fix."""
+    try:
+        cfg = load_gateway_config(config_path)
+    except ConfigError as exc:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "error": str(exc)}))
+            raise SystemExit(1) from None
+        raise click.ClickException(str(exc)) from None
+    report = run_doctor(cfg, Probe(timeout_s=timeout, sensors=not no_sensors, broker=not no_broker))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=1))
+    else:
+        click.echo(render(report, color=sys.stdout.isatty()))
+    raise SystemExit(0 if report.ok else 1)
