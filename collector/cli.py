@@ -182,4 +182,11 @@ def revoke_command(config_path: Path | None, gateway: str) -> None:
     click.echo(f"revoked {gateway}; its messages are now quarantined as 'revoked'")
 
 
+def _mount_security() -> None:
+    from collector.security_cli import mount
+
+    mount(collector_group, devices_group)
+
+
 _mount_inspector()
+_mount_security()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from collector.agronomy import DERIVED_MEASUREMENTS
+from collector.enrollment import verify_with_key_history
 from collector.influx import InfluxUnavailable, PointWriter, write_salvaging
 from collector.points import Point
 from collector.registry import Device, Registry
@@ -168,7 +169,11 @@ class Ingestor:
         try:
             payload = decode_message(msg.payload, device.public_key)
         except BadSignature as exc:
-            return Rejected(msg, kid, "bad_signature", str(exc))
+            # maybe signed before a key rotation by the key valid at that seq
+            older = verify_with_key_history(self.devices.registry, msg.payload, kid)
+            if older is None:
+                return Rejected(msg, kid, "bad_signature", str(exc))
+            payload = older
         except WireError as exc:
             return Rejected(msg, kid, "malformed", str(exc))
         for r in payload.readings:

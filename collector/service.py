@@ -27,6 +27,7 @@ from anchor.evidence import EvidenceLog
 from collector.agronomy_hook import AgronomyHook
 from collector.influx import InfluxUnavailable, PointWriter, make_writer
 from collector.ingest import Incoming, Ingestor, Interrupted
+from collector.metrics import start_metrics_server
 from collector.points import Point
 from collector.registry import Registry
 from collector.store import CollectorStore, open_db
@@ -342,11 +343,14 @@ class Collector:
             properties=props,
         )
         self.client.loop_start()
+        metrics = start_metrics_server(self)
         log.info("collector %s running; database %s", self.config.collector_id, self.config.db_path)
         try:
             self._worker()
             self.maybe_checkpoint(force=True)
         finally:
+            if metrics is not None:
+                metrics.stop()
             self.client.publish(self.presence_topic, b'{"online": false}', 1, True)
             self.client.disconnect()
             self.client.loop_stop()

@@ -36,11 +36,11 @@ from fieldproof.wire import (
     Reading,
     decode_receipt,
     encode_message,
-    gateway_id_for,
-    public_key_bytes,
 )
+from gateway.enroll import gateway_identity
 from gateway.sensors.base import SensorDriver, build_sensor
 from gateway.spool import Spool, SpoolError
+from gateway.status import clock_state
 
 log = logging.getLogger("fieldproof.gateway")
 
@@ -54,7 +54,8 @@ class GatewayAgent:
     ) -> None:
         self.config = config
         self.key = key if key is not None else load_key_file(config.key_file)
-        self.gateway_id = gateway_id_for(public_key_bytes(self.key))
+        # derived from the first key; kept across key rotations (gateway.enroll)
+        self.gateway_id = gateway_identity(config, self.key)
         self.clock = clock
         self.spool = Spool(config.spool_path, config.spool_max_messages)
         self.boot = self.spool.new_boot()
@@ -193,6 +194,7 @@ class GatewayAgent:
                 next_seq=st.next_seq,
                 last_publish=self.last_publish,
                 clock=self.clock(),
+                clock_state=clock_state(self.clock()),
                 spool_errors=self.spool_errors,
                 sensors={
                     s.name: {"errors": sum(s.errors.values()), "last_error": s.last_error}
@@ -356,6 +358,10 @@ class GatewayAgent:
     def shutdown(self, drain_timeout: float = 10.0) -> None:
         """Give spooled messages a chance to go and be confirmed, then disconnect cleanly.
         Whatever is not confirmed stays spooled for the next start."""
+        if self._pending_rounds:  # rounds gathered for a message that is not full yet
+            self._unspooled.append(self._pending_rounds)
+            self._pending_rounds, self._rounds_in_message = [], 0
+        self.flush_to_spool()
         deadline = time.monotonic() + drain_timeout
         while time.monotonic() < deadline and self._connected:
             self.publish_pending()

@@ -54,7 +54,8 @@ def init_command(config_path: Path | None, key_path: Path | None) -> None:
     click.echo(f"key written to {path} (mode 600; it never leaves this device)")
     click.echo(f"gateway id:  {gw}")
     click.echo(f"public key:  {pub.hex()}")
-    click.echo("register it on the collector with:")
+    click.echo("next: `fieldproof gateway enroll` (signed request for the operator), or have")
+    click.echo("the operator register it directly on the collector with:")
     click.echo(
         f"  fieldproof collector devices add --id {gw} --public-key {pub.hex()} "
         "--farm FARM --field FIELD"
@@ -84,4 +85,11 @@ def run_command(config_path: Path, duration: float | None) -> None:
     sys.exit(0)
 
 
+def _mount_enrollment_commands() -> None:
+    from gateway.enroll import mount
+
+    mount(gateway_group)
+
+
 _mount_sensor_commands()
+_mount_enrollment_commands()
