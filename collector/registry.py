@@ -101,9 +101,9 @@ class Registry:
                 f"gateway id {gateway!r} does not belong to this public key (it would be "
                 f"{expected!r}); copy both from the output of 'fieldproof gateway init'"
             )
-        for label, value in (("farm", farm), ("field", field)):
-            if not value or len(value) > 64:
-                raise RegistryError(f"{label} must be a name of 1 to 64 characters")
+        for label, value in (("farm", farm), ("field", field), ("location", location or "-")):
+            if not value or len(value) > 64 or not value.isprintable():
+                raise RegistryError(f"{label} must be 1 to 64 printable characters")
         now = time.time()
         with self.db:
             row = self.db.execute(

@@ -47,6 +47,8 @@ MAX_MESSAGE_BYTES = 64 * 1024
 #: Most readings one message may carry.
 MAX_READINGS_PER_MESSAGE = 1000
 MAX_SEQ = 2**63 - 1
+#: sample times must fit a 64-bit nanosecond timestamp (InfluxDB's range ends in 2262)
+MAX_SAMPLE_TIME = 9_000_000_000.0
 
 # SenML CBOR labels (RFC 8428 §6, Table 4)
 SENML_BN = -2
@@ -59,6 +61,7 @@ SENML_T = 6
 
 SENML_BASE_PREFIX = "urn:dev:fp:"
 MISSING_PREFIX = "missing:"
+_UNIT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789%/._-")
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-:._/")
 
 
@@ -113,6 +116,9 @@ def decode_deterministic(data: bytes, what: str = "CBOR item") -> Any:
     Re-encoding and comparing rejects trailing bytes, indefinite lengths, non-shortest forms,
     unsorted and duplicate keys in one step, so two different byte strings can never carry
     the same meaning."""
+    # a COSE_Sign1 (tag 18) is the one tag allowed, on the outermost item only
+    top = COSE_SIGN1_TAG if data[:1] == b"\xd2" else None
+    scan_cbor(data, what, max_depth=16, max_items=1_000_000, top_tag=top)
     try:
         obj = cbor2.loads(data)
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -354,6 +360,69 @@ def _check_name(name: str, what: str) -> None:
         )
 
 
+def scan_cbor(
+    data: bytes,
+    what: str,
+    *,
+    max_depth: int = 8,
+    max_items: int = 20_000,
+    top_tag: int | None = None,
+) -> None:
+    """Walk the item heads without building anything: exactly one well-formed item, definite
+    lengths, no tags (except ``top_tag`` on the outermost item), bounded depth and item count.
+
+    Run before cbor2 builds objects, so a few hundred hostile bytes can never make it allocate
+    megabytes: CBOR's string references (tag 25/256) and shared values (tag 28/29) expand
+    exponentially, and deep nesting costs recursion."""
+    pos, n, items = 0, len(data), 0
+    if top_tag is not None:
+        head = _head(6, top_tag)
+        if not data.startswith(head):
+            raise MalformedMessage(f"{what} must start with CBOR tag {top_tag}")
+        pos = len(head)
+    remaining = [1]  # items still to read at each open level
+    while remaining:
+        if remaining[-1] == 0:
+            remaining.pop()
+            continue
+        remaining[-1] -= 1
+        if pos >= n:
+            raise MalformedMessage(f"{what} is truncated")
+        initial = data[pos]
+        pos += 1
+        major, info = initial >> 5, initial & 0x1F
+        if info < 24:
+            value = info
+        elif info <= 27:
+            size = 1 << (info - 24)
+            if pos + size > n:
+                raise MalformedMessage(f"{what} is truncated")
+            value = int.from_bytes(data[pos : pos + size], "big")
+            pos += size
+        else:
+            raise MalformedMessage(f"{what} uses an indefinite length or a reserved encoding")
+        items += 1
+        if items > max_items:
+            raise MalformedMessage(f"{what} has more than {max_items} CBOR items")
+        if major in (2, 3):
+            if value > n - pos:
+                raise MalformedMessage(f"{what} is truncated")
+            pos += value
+        elif major in (4, 5):
+            count = value * (2 if major == 5 else 1)
+            if count > n - pos:
+                raise MalformedMessage(f"{what} announces more items than it has bytes")
+            remaining.append(count)
+            if len(remaining) > max_depth + 1:
+                raise MalformedMessage(f"{what} is nested deeper than {max_depth}")
+        elif major == 6:
+            raise MalformedMessage(f"{what} contains a CBOR tag ({value}); none is allowed")
+        elif major == 7 and info == 24 and value < 32:
+            raise MalformedMessage(f"{what} has a badly encoded simple value")
+    if pos != n:
+        raise MalformedMessage(f"{what} has {n - pos} bytes after its CBOR item")
+
+
 def _decode_fixed_schema(data: bytes, what: str) -> Any:
     """Strict decode for structures whose map keys are all small integers (-24..23) or short
     text (< 24 bytes), as the payload and COSE headers are once their schema is checked.
@@ -363,6 +432,7 @@ def _decode_fixed_schema(data: bytes, what: str) -> Any:
     C encoder and comparing is the deterministic-encoding check at a fraction of the cost of
     :func:`decode_deterministic`. The caller MUST then reject any other key (the schema check),
     which closes the one gap (long keys, where the two orders differ)."""
+    scan_cbor(data, what, top_tag=COSE_SIGN1_TAG if what == "message" else None)
     try:
         obj = cbor2.loads(data)
         again = cbor2.dumps(obj, canonical=True)
@@ -410,8 +480,10 @@ def payload_from_cbor(data: bytes) -> Payload:
         if not isinstance(name, str) or name.count("/") != 1:
             raise MalformedMessage(f"SenML record {i} name must be '<sensor>/<quantity>'")
         _check_name(name, "SenML name")
-        if not isinstance(unit, str) or len(unit) > 16:
-            raise MalformedMessage(f"SenML record {i} unit must be a short text string")
+        if not isinstance(unit, str) or len(unit) > 16 or not set(unit) <= _UNIT_CHARS:
+            raise MalformedMessage(
+                f"SenML record {i} unit must be up to 16 of A-Z a-z 0-9 % / . _ -"
+            )
         offset = rec.get(SENML_T, 0)
         if type(offset) not in (int, float) or not math.isfinite(offset):
             raise MalformedMessage(f"SenML record {i} time must be a finite number")
@@ -420,6 +492,10 @@ def payload_from_cbor(data: bytes) -> Payload:
             raise MalformedMessage(f"SenML record {i} must carry exactly one of v or vs")
         sensor, quantity = name.split("/")
         assert base_time is not None
+        if not 0.0 <= base_time + offset <= MAX_SAMPLE_TIME:
+            raise MalformedMessage(
+                f"SenML record {i} sample time {base_time + offset!r} is outside 1970..2255"
+            )
         if has_v:
             value = rec[SENML_V]
             if type(value) not in (int, float) or not math.isfinite(value):
