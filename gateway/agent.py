@@ -71,6 +71,9 @@ class GatewayAgent:
         self._collectors_online: dict[str, bool] = {}
         self._confirm_timeout = config.confirm_timeout_s
         self._next_requeue_check = 0.0
+        # monotonic time since published messages have waited for a receipt with no progress;
+        # wall-clock ages would stall resending for as long as NTP steps the clock back
+        self._waiting_since: float | None = time.monotonic() if self.spool.unconfirmed else None
         self._sent_upto = 0  # highest seq handed to paho since the spool was last rescanned
         self._restart_not_before = 0.0
         self._lock = threading.Lock()
@@ -258,8 +261,11 @@ class GatewayAgent:
             refused, self._refused = self._refused, []
         if acked:
             self.spool.mark_published(acked)
+            if self._waiting_since is None:
+                self._waiting_since = time.monotonic()
         if receipts and self.spool.confirm(receipts):
             self._confirm_timeout = self.config.confirm_timeout_s
+            self._waiting_since = time.monotonic() if self.spool.unconfirmed else None
         if not self._connected:
             return 0
         self._maybe_requeue()
@@ -289,9 +295,11 @@ class GatewayAgent:
         self._next_requeue_check = now + min(5.0, self._confirm_timeout / 4)
         with self._lock:
             nobody = bool(self._collectors_online) and not any(self._collectors_online.values())
-        if nobody or self.spool.oldest_unconfirmed_age() < self._confirm_timeout:
+        waited = 0.0 if self._waiting_since is None else now - self._waiting_since
+        if nobody or waited < self._confirm_timeout:
             return
         n = self.spool.requeue_unconfirmed()
+        self._waiting_since = None
         with self._lock:
             self._sent_upto = 0
         log.warning(
