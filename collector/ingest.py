@@ -48,6 +48,7 @@ QUARANTINE_REASONS = (
     "topic_mismatch",
     "replay",
     "seq_conflict",
+    "internal_error",
 )
 
 
@@ -216,7 +217,11 @@ class Ingestor:
         verified: list[Verified] = []
         rejected: list[Rejected] = []
         for msg in batch:
-            outcome = self.check(msg)
+            try:
+                outcome = self.check(msg)
+            except Exception as exc:  # one unforeseen message must not stall every gateway
+                log.exception("checking a message on %s failed", msg.topic)
+                outcome = Rejected(msg, None, "internal_error", f"{type(exc).__name__}: {exc}")
             if isinstance(outcome, Verified):
                 verified.append(outcome)
             else:
@@ -255,7 +260,25 @@ class Ingestor:
                     )
                 )
 
-        lines = [pt.to_line() for v in fresh for pt in self.points(v)]
+        lines: list[str] = []
+        for v in list(fresh):
+            try:
+                lines.extend(pt.to_line() for pt in self.points(v))
+            except Exception as exc:  # quarantine the message, keep the batch going
+                log.exception(
+                    "building points for %s seq %d failed", v.payload.gateway, v.payload.seq
+                )
+                fresh.remove(v)
+                # not in the log, so no receipt: the gateway keeps it and resends later
+                result.confirmed[v.payload.gateway].remove(v.payload.seq)
+                rejected.append(
+                    Rejected(
+                        v.incoming,
+                        v.payload.gateway,
+                        "internal_error",
+                        f"{type(exc).__name__}: {exc}",
+                    )
+                )
         if lines:
             refused = self._write_until_done(lines)
             if refused is None:
