@@ -95,49 +95,11 @@ class Registry:
         location: str = "",
         sensor_meta: dict[str, dict[str, str]] | None = None,
     ) -> Device:
-        expected = gateway_id_for(public_key)
-        if gateway != expected:
-            raise RegistryError(
-                f"gateway id {gateway!r} does not belong to this public key (it would be "
-                f"{expected!r}); copy both from the output of 'fieldproof gateway init'"
-            )
-        for label, value in (("farm", farm), ("field", field), ("location", location or "-")):
-            if not value or len(value) > 64 or not value.isprintable():
-                raise RegistryError(f"{label} must be 1 to 64 printable characters")
-        now = time.time()
-        with self.db:
-            row = self.db.execute(
-                "SELECT status FROM devices WHERE gateway=?", (gateway,)
-            ).fetchone()
-            if row is not None:
-                raise RegistryError(
-                    f"{gateway} is already registered ({row[0]}); a revoked gateway must be "
-                    "re-initialised with a new key"
-                )
-            self.db.execute(
-                "INSERT INTO devices VALUES (?, ?, ?, ?, 'active', ?, NULL, ?)",
-                (gateway, farm, field, location, now, json.dumps(sensor_meta or {})),
-            )
-            self.db.execute(
-                "INSERT INTO device_keys VALUES (?, ?, ?, NULL)", (gateway, public_key, now)
-            )
-            if self.log is not None:
-                self.log.append(
-                    [
-                        registry_event(
-                            "enroll",
-                            gateway,
-                            public_key=public_key,
-                            farm=farm,
-                            field=field,
-                            location=location,
-                            at=now,
-                        )
-                    ]
-                )
-        device = self.get(gateway)
-        assert device is not None
-        return device
+        """Register a gateway the operator typed in (id and key from `gateway init`)."""
+        entry = registry_event(
+            "enroll", gateway, public_key=public_key, farm=farm, field=field, location=location
+        )
+        return self.enroll_device(gateway, public_key, farm, field, location, entry, sensor_meta)
 
     def revoke(self, gateway: str) -> Device:
         now = time.time()
@@ -169,17 +131,17 @@ class Registry:
         entry: bytes,
         sensor_meta: dict[str, dict[str, str]] | None = None,
     ) -> Device:
-        """Register a gateway from a verified enrollment request and log ``entry`` in the same
-        transaction (a registry event with ``"event": "enroll"``)."""
+        """Register a gateway and log ``entry`` (a registry event with ``"event": "enroll"``)
+        in the same transaction; enrollment builds the entry so it can carry the signed request."""
         expected = gateway_id_for(public_key)
         if gateway != expected:
             raise RegistryError(
                 f"gateway id {gateway!r} does not belong to this public key (it would be "
-                f"{expected!r})"
+                f"{expected!r}); copy both from the output of 'fieldproof gateway init'"
             )
-        for label, value in (("farm", farm), ("field", field)):
-            if not value or len(value) > 64:
-                raise RegistryError(f"{label} must be a name of 1 to 64 characters")
+        for label, value in (("farm", farm), ("field", field), ("location", location or "-")):
+            if not value or len(value) > 64 or not value.isprintable():
+                raise RegistryError(f"{label} must be 1 to 64 printable characters")
         now = time.time()
         with self.db:
             row = self.db.execute(
