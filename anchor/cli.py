@@ -12,22 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from fieldproof.config import CollectorConfig, ConfigError, load_collector_config
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="the collector's TOML (anchoring reads its [anchor] and [log] sections)",
-)
-
-
-def _config(path: Path | None) -> CollectorConfig:
-    try:
-        return load_collector_config(path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+from collector.cli_common import config_option, load_config_or_exit
 
 
 @click.group("anchor")
@@ -45,7 +30,7 @@ def run_command(config_path: Path | None, once: bool) -> None:
     from anchor.service import AnchorService, AnchorSetupError
 
     try:
-        service = AnchorService(_config(config_path))
+        service = AnchorService(load_config_or_exit(config_path))
     except (AnchorSetupError, AnchorError, EvmAnchorError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     stop = threading.Event()
@@ -71,7 +56,7 @@ def status_command(config_path: Path | None, as_json: bool) -> None:
     """Every anchor and its state: pending, included, finalized or failed (with the reason)."""
     from anchor.service import anchor_views
 
-    views = anchor_views(_config(config_path))
+    views = anchor_views(load_config_or_exit(config_path))
     if as_json:
         click.echo(json.dumps([v.to_dict() for v in views], indent=2))
         return

@@ -11,32 +11,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from collector.cli_common import config_option, load_config_or_exit, open_registry
 from collector.registry import Registry, RegistryError, parse_public_key
 from collector.store import CollectorStore, open_db
-from fieldproof.config import CollectorConfig, ConfigError, load_collector_config
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="collector TOML (default: built-in defaults and FIELDPROOF_COLLECTOR__* variables)",
-)
-
-
-def _config(path: Path | None) -> CollectorConfig:
-    try:
-        return load_collector_config(path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def open_registry(cfg: CollectorConfig) -> Registry:
-    """The registry with its evidence log: every change is also a log entry."""
-    from anchor.evidence import EvidenceLog
-
-    db = open_db(cfg.db_path)
-    return Registry(db, EvidenceLog.open(db, cfg.log_origin, key_file=None))
 
 
 @click.group("collector")
@@ -50,7 +27,7 @@ def run_command(config_path: Path | None) -> None:
     """Run the collector until SIGTERM/Ctrl-C."""
     from collector.service import Collector
 
-    collector = Collector(_config(config_path))
+    collector = Collector(load_config_or_exit(config_path))
 
     def _stop(signum: int, frame: Any) -> None:
         collector.stop()
@@ -70,7 +47,7 @@ def _mount_inspector() -> None:
 @config_option
 def status_command(config_path: Path | None) -> None:
     """Counts, quarantine reasons and sequence gaps from the collector's database."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     db = open_db(cfg.db_path)
     store = CollectorStore(db)
     messages, readings = store.accepted_count()
@@ -88,7 +65,7 @@ def status_command(config_path: Path | None) -> None:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 def quarantine_command(config_path: Path | None, limit: int) -> None:
     """The newest quarantined messages: when, which topic and gateway, why."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     store = CollectorStore(open_db(cfg.db_path))
     table = Table("received (UTC)", "gateway", "reason", "detail")
     for received, topic, gateway, reason, detail in store.quarantine_rows(limit):
@@ -142,7 +119,7 @@ def add_command(
                 f"{item!r} is not SENSOR:KEY=VALUE", param_hint="--sensor-tag"
             ) from None
         meta.setdefault(sensor, {})[k] = v
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     try:
         device = open_registry(cfg).add(
             gateway, parse_public_key(public_key), farm, field, location, meta
@@ -156,7 +133,7 @@ def add_command(
 @config_option
 def list_command(config_path: Path | None) -> None:
     """Show registered gateways."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     table = Table("gateway", "farm", "field", "status", "added (UTC)")
     for d in Registry(open_db(cfg.db_path)).all():
         table.add_row(
@@ -174,7 +151,7 @@ def list_command(config_path: Path | None) -> None:
 @click.argument("gateway")
 def revoke_command(config_path: Path | None, gateway: str) -> None:
     """Stop accepting a gateway's messages (lost, stolen or replaced)."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     try:
         open_registry(cfg).revoke(gateway)
     except RegistryError as exc:

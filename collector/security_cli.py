@@ -27,6 +27,7 @@ from collector.ca import (
     CertificateAuthority,
     fingerprint,
 )
+from collector.cli_common import config_option, load_config_or_exit, open_registry
 from collector.enrollment import (
     Enroller,
     EnrollmentError,
@@ -35,36 +36,14 @@ from collector.enrollment import (
     parse_request,
     start_enrollment_server,
 )
-from collector.registry import Registry, RegistryError
+from collector.registry import RegistryError
 from collector.store import open_db
-from fieldproof.config import CollectorConfig, ConfigError, load_collector_config
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="collector TOML (default: built-in defaults and FIELDPROOF_COLLECTOR__* variables)",
-)
-
-
-def _config(path: Path | None) -> CollectorConfig:
-    try:
-        return load_collector_config(path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _registry(cfg: CollectorConfig) -> Registry:
-    from anchor.evidence import EvidenceLog
-
-    db = open_db(cfg.db_path)
-    return Registry(db, EvidenceLog.open(db, cfg.log_origin, key_file=None))
+from fieldproof.config import CollectorConfig
 
 
 def _enroller(cfg: CollectorConfig) -> Enroller:
     try:
-        return Enroller.from_config(cfg, _registry(cfg))
+        return Enroller.from_config(cfg, open_registry(cfg))
     except EnrollmentError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -101,7 +80,7 @@ def ca_group() -> None:
 @click.option("--name", default="fieldproof MQTT CA", show_default=True)
 def ca_init_command(config_path: Path | None, name: str) -> None:
     """Create the CA (once per installation)."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     try:
         ca = CertificateAuthority.create(ca_dir(cfg), name=name)
     except CAError as exc:
@@ -128,7 +107,7 @@ def ca_server_cert_command(
     config_path: Path | None, hosts: tuple[str, ...], out_dir: Path, days: int
 ) -> None:
     """Make the broker's key and certificate; copy ca.pem and crl.pem beside them."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     try:
         provision_broker_certs(_ca(cfg), out_dir, list(hosts), days)
     except CAError as exc:
@@ -143,7 +122,7 @@ def ca_server_cert_command(
 @click.option("--days", default=825, show_default=True, type=click.IntRange(1, 3650))
 def ca_collector_cert_command(config_path: Path | None, days: int) -> None:
     """Give this collector its MQTT client certificate (CN = collector_id)."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     ca = _ca(cfg)
     tls = cfg.mqtt.tls
     d = cfg.data_dir / "tls"
@@ -168,7 +147,7 @@ def ca_collector_cert_command(config_path: Path | None, days: int) -> None:
 @click.option("--days", default=365, show_default=True, type=click.IntRange(1, 3650))
 def ca_crl_command(config_path: Path | None, days: int) -> None:
     """Rewrite the CRL (the broker refuses every client once its CRL is out of date)."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     path = _ca(cfg).write_crl(days=days, copy_to=cfg.enrollment.crl_copy)
     click.echo(
         f"CRL written to {path}"
@@ -180,7 +159,7 @@ def ca_crl_command(config_path: Path | None, days: int) -> None:
 @config_option
 def ca_list_command(config_path: Path | None) -> None:
     """Certificates issued, newest last."""
-    for r in _ca(cfg=_config(config_path)).issued():
+    for r in _ca(cfg=load_config_or_exit(config_path)).issued():
         state = f"revoked {_day(r.revoked_at)}" if r.revoked_at else "valid"
         click.echo(f"{r.serial:x}  {r.kind:9} {r.cn:24} until {_day(r.not_after)}  {state}")
 
@@ -211,7 +190,7 @@ def approve_command(
     request_file: Path | None,
 ) -> None:
     """Check a gateway's enrollment request, register it and issue its certificate."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     enroller = _enroller(cfg)
     if (request_file is None) == (pending_gw is None):
         raise click.UsageError("give either a request FILE or --pending GATEWAY")
@@ -253,7 +232,7 @@ def approve_command(
 @config_option
 def pending_command(config_path: Path | None) -> None:
     """Enrollment requests waiting for an operator (came by HTTP without a token)."""
-    reqs = _enroller(_config(config_path)).pending()
+    reqs = _enroller(load_config_or_exit(config_path)).pending()
     if not reqs:
         click.echo("no pending requests")
     for req in reqs:
@@ -268,11 +247,11 @@ def pending_command(config_path: Path | None) -> None:
 @click.argument("gateway")
 def revoke_command(config_path: Path | None, gateway: str) -> None:
     """Revoke a gateway (lost, stolen, replaced): registry and certificates."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     if not (ca_dir(cfg) / "ca.pem").exists():
         # no collector CA on this host (no mTLS broker): the registry is all there is to revoke
         try:
-            _registry(cfg).revoke(gateway)
+            open_registry(cfg).revoke(gateway)
         except RegistryError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"revoked {gateway}: its messages are now quarantined as 'revoked'")
@@ -295,7 +274,7 @@ def revoke_command(config_path: Path | None, gateway: str) -> None:
 @click.argument("request_file", type=click.Path(path_type=Path))
 def rotate_command(config_path: Path | None, request_file: Path) -> None:
     """Apply a gateway's key rotation request ('fieldproof gateway rotate-key')."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     try:
         device, rot = _enroller(cfg).rotate(request_file.read_bytes())
     except OSError as exc:
@@ -320,7 +299,7 @@ def token_create_command(
     config_path: Path | None, farm: str, field: str, hours: float | None
 ) -> None:
     """Make a token for one gateway in FARM/FIELD; give it to the technician."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     ttl = hours * 3600 if hours is not None else cfg.enrollment.token_ttl_s
     try:
         text, info = TokenStore(open_db(cfg.db_path)).create(farm, field, ttl)
@@ -339,7 +318,7 @@ def token_create_command(
 @config_option
 def token_list_command(config_path: Path | None) -> None:
     """Tokens and what they were used for (the secrets are not kept)."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     now = time.time()
     for t in TokenStore(open_db(cfg.db_path)).all():
         state = (
@@ -353,7 +332,7 @@ def token_list_command(config_path: Path | None) -> None:
 @click.argument("token_id")
 def token_revoke_command(config_path: Path | None, token_id: str) -> None:
     """Make an unused token unusable."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     if not TokenStore(open_db(cfg.db_path)).revoke(token_id):
         raise click.ClickException(f"no unused token {token_id}")
     click.echo(f"token {token_id} can no longer be used")
@@ -368,7 +347,7 @@ def token_revoke_command(config_path: Path | None, token_id: str) -> None:
 @config_option
 def enroll_server_command(config_path: Path | None) -> None:
     """Serve the enrollment endpoint ([enrollment] listen_host/listen_port) until stopped."""
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     e = cfg.enrollment
     if e.listen_port is None:
         raise click.ClickException("set [enrollment] listen_port in the collector config")

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from anchor.service import AnchorView
-from collector.cli import open_registry
+from collector.cli_common import open_registry
 from collector.store import CollectorStore, open_db
 from fieldproof.config import CollectorConfig, load_collector_config
 from fieldproof.keys import create_key_file

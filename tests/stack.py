@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.cli import open_registry
+from collector.cli_common import open_registry
 from collector.store import CollectorStore, open_db
 from fieldproof.config import load_collector_config
 from fieldproof.demo import (

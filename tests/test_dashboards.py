@@ -50,7 +50,7 @@ import yaml
 
 from collector.agronomy import DERIVED_MEASUREMENTS
 from collector.agronomy_hook import load_agronomy_config
-from collector.cli import open_registry
+from collector.cli_common import open_registry
 from collector.points import Point
 from fieldproof import __version__
 from fieldproof.config import GatewayConfig, load_collector_config, load_gateway_config
