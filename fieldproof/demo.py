@@ -17,13 +17,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from anchor.service import AnchorView
 from collector.cli_common import open_registry
 from collector.store import CollectorStore, open_db
 from fieldproof.config import CollectorConfig, load_collector_config
@@ -31,6 +31,9 @@ from fieldproof.keys import create_key_file
 from fieldproof.mqtt import wait_for_retained
 from fieldproof.services import InfluxDB, ManagedProcess, Mosquitto
 from fieldproof.wire import gateway_id_for, public_key_bytes
+
+if TYPE_CHECKING:  # web3 and friends load only when the demo anchors
+    from anchor.service import AnchorView
 
 READING_MEASUREMENTS = (
     "soil_moisture",
