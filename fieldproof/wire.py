@@ -30,8 +30,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from fieldproof import ed25519
 
 WIRE_VERSION = 1
 COSE_SIGN1_TAG = 18
@@ -239,7 +241,10 @@ def _verify_raw(alg: Any, public_key: bytes, signature: bytes, data: bytes) -> N
     try:
         if alg == ALG_EDDSA:
             if len(public_key) == 32:
-                Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
+                try:
+                    ed25519.verify(public_key, signature, data)
+                except ed25519.InvalidEd25519Signature as exc:
+                    raise BadSignature(str(exc)) from None
             elif len(public_key) == 57:
                 Ed448PublicKey.from_public_bytes(public_key).verify(signature, data)
             else:
