@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from collector.agronomy import DERIVED_MEASUREMENTS
 from collector.enrollment import verify_with_key_history
 from collector.influx import InfluxUnavailable, PointWriter, write_salvaging
-from collector.points import Point
+from collector.points import Point, field_value, series_key
 from collector.registry import Device, Registry
 from collector.store import AcceptedRow, CollectorStore, QuarantineRow, message_digest
 from fieldproof.mqtt import gateway_from_topic
@@ -28,7 +28,7 @@ from fieldproof.wire import (
     Payload,
     WireError,
     decode_message,
-    message_kid,
+    open_message,
 )
 
 log = logging.getLogger("fieldproof.collector")
@@ -133,6 +133,7 @@ class Ingestor:
         self.derive = derive
         self.stop_event = stop_event or threading.Event()
         self.influx_down_since: float | None = None
+        self._series_keys: dict[tuple[str, str, str, str], tuple[Device, str]] = {}
 
     # ------------------------------------------------------------------ per message
 
@@ -147,7 +148,7 @@ class Ingestor:
             return Rejected(msg, None, "topic_mismatch", f"not a readings topic: {msg.topic!r}")
         topic_gateway = parsed_topic[0]
         try:
-            kid = message_kid(msg.payload)
+            kid, parsed = open_message(msg.payload)
         except WireError as exc:
             return Rejected(msg, topic_gateway, "malformed", str(exc))
         if kid != topic_gateway:
@@ -168,7 +169,7 @@ class Ingestor:
         if not device.active:
             return Rejected(msg, kid, "revoked", f"{kid} was revoked")
         try:
-            payload = decode_message(msg.payload, device.public_key)
+            payload = decode_message(msg.payload, device.public_key, parsed)
         except BadSignature as exc:
             # maybe signed before a key rotation by the key valid at that seq
             older = verify_with_key_history(self.devices.registry, msg.payload, kid)
@@ -182,27 +183,43 @@ class Ingestor:
                 return Rejected(msg, kid, "malformed", f"quantity name {r.quantity!r} not allowed")
         return Verified(msg, device, payload)
 
-    def points(self, v: Verified) -> list[Point]:
+    def _series(self, d: Device, quantity: str, sensor: str, unit: str) -> str:
+        """The escaped series key of one sensor's quantity, cached per device object (the
+        registry cache makes new objects when a device changes, which refreshes this)."""
+        key = (d.gateway, quantity, sensor, unit)
+        hit = self._series_keys.get(key)
+        if hit is not None and hit[0] is d:
+            return hit[1]
+        if len(self._series_keys) > 200_000:
+            self._series_keys.clear()
+        tags = {
+            "farm": d.farm,
+            "field": d.field,
+            "gateway": d.gateway,
+            "sensor": sensor,
+            "unit": unit,
+            **d.sensor_meta.get(sensor, {}),
+        }
+        series = series_key(quantity, tags)
+        self._series_keys[key] = (d, series)
+        return series
+
+    def lines(self, v: Verified) -> list[str]:
+        """Line protocol for a verified message: one point per reading (fields ``seq`` and
+        ``value`` or ``missing``), then the derived agronomy series."""
         d, p = v.device, v.payload
+        seq = f" seq={p.seq}i,"
         out = []
         for r in p.readings:
-            tags = {
-                "farm": d.farm,
-                "field": d.field,
-                "gateway": d.gateway,
-                "sensor": r.sensor,
-                "unit": r.unit,
-                **d.sensor_meta.get(r.sensor, {}),
-            }
-            fields: dict[str, float | int | str | bool] = {"seq": p.seq}
+            series = self._series(d, r.quantity, r.sensor, r.unit)
             if r.value is None:
-                fields["missing"] = r.missing_reason
+                value = f"missing={field_value(r.missing_reason)}"
             else:
-                fields["value"] = r.value
-            out.append(Point(r.quantity, tags, fields, round(r.time * 1e9)))
+                value = f"value={r.value!r}"
+            out.append(f"{series}{seq}{value} {round(r.time * 1e9)}")
         if self.derive is not None:
             try:
-                out.extend(self.derive(d, p))
+                out.extend(pt.to_line() for pt in self.derive(d, p))
             except Exception:  # derived series are a convenience, never a reason to stall
                 log.exception("deriving agronomy series failed for %s seq %d", d.gateway, p.seq)
         return out
@@ -263,7 +280,7 @@ class Ingestor:
         lines: list[str] = []
         for v in list(fresh):
             try:
-                lines.extend(pt.to_line() for pt in self.points(v))
+                lines.extend(self.lines(v))
             except Exception as exc:  # quarantine the message, keep the batch going
                 log.exception(
                     "building points for %s seq %d failed", v.payload.gateway, v.payload.seq

@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from queue import Queue
 from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -54,8 +53,7 @@ class CollectorLike(Protocol):
     def connected(self) -> threading.Event: ...
     @property
     def lag_s(self) -> float: ...
-    @property
-    def inbox(self) -> Queue[Any]: ...
+    def backlog(self) -> int: ...
     @property
     def status(self) -> dict[str, dict[str, Any]]: ...
     @property
@@ -193,7 +191,7 @@ class CollectorMetrics(PromCollector):
             "collector": c.config.collector_id,
             "mqtt_connected": connected,
             "influx_ok": influx_since is None,
-            "backlog": c.inbox.qsize(),
+            "backlog": c.backlog(),
             "lag_s": round(float(c.lag_s), 3),
         }
         return not problems, details
@@ -238,7 +236,7 @@ class CollectorMetrics(PromCollector):
         yield GaugeMetricFamily(
             "fieldproof_backlog_messages",
             "Messages received and waiting to be processed",
-            value=c.inbox.qsize(),
+            value=c.backlog(),
         )
         yield GaugeMetricFamily(
             "fieldproof_mqtt_connected",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 
+@lru_cache(maxsize=16384)
 def _escape_key(text: str) -> str:
     return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
+@lru_cache(maxsize=1024)
 def _escape_measurement(text: str) -> str:
     return text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
 
@@ -33,8 +36,18 @@ class Point:
     time_ns: int
 
     def to_line(self) -> str:
-        tags = "".join(
-            f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(self.tags.items()) if v != ""
-        )
         fields = ",".join(f"{_escape_key(k)}={_field_value(v)}" for k, v in self.fields.items())
-        return f"{_escape_measurement(self.measurement)}{tags} {fields} {self.time_ns}"
+        return f"{series_key(self.measurement, self.tags)} {fields} {self.time_ns}"
+
+
+def series_key(measurement: str, tags: dict[str, str]) -> str:
+    """The escaped ``measurement,tag=value,...`` head of a line (tags sorted, empty ones left
+    out). The same for every point of a series, so hot paths build it once and reuse it."""
+    return _escape_measurement(measurement) + "".join(
+        f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(tags.items()) if v != ""
+    )
+
+
+def field_value(value: float | int | str | bool) -> str:
+    """A field value in line protocol (floats as Python's shortest round-trip repr)."""
+    return _field_value(value)

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import sqlite3
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, deque
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -28,6 +26,7 @@ from collector.agronomy_hook import AgronomyHook
 from collector.influx import InfluxUnavailable, PointWriter, make_writer
 from collector.ingest import Incoming, Ingestor, Interrupted
 from collector.metrics import start_metrics_server
+from collector.mqtt_client import Delivery, IngestClient
 from collector.points import Point
 from collector.registry import Registry
 from collector.store import CollectorStore, open_db
@@ -38,15 +37,6 @@ from fieldproof.wire import encode_receipt
 log = logging.getLogger("fieldproof.collector")
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
-
-
-@dataclass(slots=True)
-class _Received:
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
-    received_at: float
 
 
 class Collector:
@@ -69,7 +59,10 @@ class Collector:
             stop_event=self.stop_event,
         )
         self._last_checkpoint = time.monotonic()
-        self.inbox: queue.Queue[_Received] = queue.Queue()
+        # paho's network thread appends, the worker drains (deque appends/pops are atomic);
+        # _wake tells the worker a batch has begun or is full
+        self.inbox: deque[Delivery] = deque()
+        self._wake = threading.Event()
         self.connected = threading.Event()
         self.status: dict[str, dict[str, Any]] = {}
         self.lag_s = 0.0
@@ -77,7 +70,9 @@ class Collector:
         prefix = config.mqtt.topic_prefix
         self.readings_filter = f"$share/{config.share_group}/{prefix}/+/readings"
         self.status_filter = f"{prefix}/+/status"
-        self.client = make_client(config.mqtt, config.collector_id)
+        self.client = make_client(
+            config.mqtt, config.collector_id, IngestClient, deliver=self._deliver
+        )
         self.client.manual_ack_set(True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -115,36 +110,45 @@ class Collector:
         if not self.stop_event.is_set():
             log.warning("lost broker connection (%s); reconnecting", rc)
 
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self.inbox.put(_Received(msg.mid, msg.qos, msg.topic, bytes(msg.payload), time.time()))
+    def _deliver(self, item: Delivery) -> None:
+        inbox = self.inbox
+        inbox.append(item)
+        # wake the worker for the first message of a batch and when a batch is full
+        if (len(inbox) == 1 or len(inbox) >= self.config.batch_max) and not self._wake.is_set():
+            self._wake.set()
 
-    def _ack(self, items: list[_Received]) -> None:
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        # what IngestClient leaves to paho (QoS 2, topic aliases) arrives here
+        self._deliver(Delivery(msg.mid, msg.qos, msg.topic, bytes(msg.payload), time.time()))
+
+    def backlog(self) -> int:
+        """Messages received and not yet taken into a batch."""
+        return len(self.inbox)
+
+    def _ack(self, items: list[Delivery]) -> None:
+        self.client.ack_many([item.mid for item in items if item.qos == 1])
         for item in items:
-            if item.qos > 0:
+            if item.qos == 2:
                 self.client.ack(item.mid, item.qos)
 
     # ------------------------------------------------------------------ worker
 
-    def _next_batch(self) -> list[_Received]:
-        try:
-            first = self.inbox.get(timeout=0.2)
-        except queue.Empty:
+    def _next_batch(self) -> list[Delivery]:
+        """Up to ``batch_max`` messages: whatever has arrived, waiting at most
+        ``batch_wait_ms`` after the first for the batch to fill."""
+        inbox, limit = self.inbox, self.config.batch_max
+        if not inbox and not self._wake.wait(0.2):
             return []
-        batch = [first]
         deadline = time.monotonic() + self.config.batch_wait_ms / 1000
-        while len(batch) < self.config.batch_max:
+        while len(inbox) < limit:
+            self._wake.clear()
             remaining = deadline - time.monotonic()
-            try:
-                batch.append(
-                    self.inbox.get(timeout=max(0.0, remaining))
-                    if remaining > 0
-                    else self.inbox.get_nowait()
-                )
-            except queue.Empty:
+            if remaining <= 0 or (len(inbox) < limit and not self._wake.wait(remaining)):
                 break
-        return batch
+        self._wake.clear()
+        return [inbox.popleft() for _ in range(min(limit, len(inbox)))]
 
-    def _handle_status(self, items: list[_Received]) -> None:
+    def _handle_status(self, items: list[Delivery]) -> None:
         for item in items:
             parsed = gateway_from_topic(self.config.mqtt.topic_prefix, item.topic)
             try:
@@ -156,7 +160,7 @@ class Collector:
                 status["_received"] = item.received_at
                 self.status[parsed[0]] = status
 
-    def _process(self, batch: list[_Received]) -> None:
+    def _process(self, batch: list[Delivery]) -> None:
         readings = [b for b in batch if b.topic.endswith("/readings")]
         others = [b for b in batch if not b.topic.endswith("/readings")]
         self._handle_status([b for b in others if b.topic.endswith("/status")])
@@ -246,7 +250,7 @@ class Collector:
                     "quarantined": quarantined,
                     "gaps": len(self.store.gaps()),
                     "lag_s": float(self.lag_s),
-                    "backlog": self.inbox.qsize(),
+                    "backlog": self.backlog(),
                 },
                 now_ns,
             )

@@ -7,6 +7,7 @@ single transaction: after a crash either all of a batch is there or none of it i
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -107,15 +108,16 @@ class CollectorStore:
         )
 
     def digests(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
-        """Digests of already-accepted messages among ``keys``."""
-        out: dict[tuple[str, int], bytes] = {}
-        for gateway, seq in keys:
-            row = self.db.execute(
-                "SELECT digest FROM received WHERE gateway=? AND seq=?", (gateway, seq)
-            ).fetchone()
-            if row is not None:
-                out[(gateway, seq)] = bytes(row[0])
-        return out
+        """Digests of already-accepted messages among ``keys``: one query for the whole batch
+        (a primary-key probe per key inside SQLite, not a statement per key from Python)."""
+        wanted = json.dumps([[gateway, seq] for gateway, seq in keys])
+        rows = self.db.execute(
+            "SELECT r.gateway, r.seq, r.digest FROM json_each(?) AS k"
+            " JOIN received AS r ON r.gateway = json_extract(k.value, '$[0]')"
+            " AND r.seq = json_extract(k.value, '$[1]')",
+            (wanted,),
+        )
+        return {(str(g), int(q)): bytes(d) for g, q, d in rows}
 
     def commit(
         self,

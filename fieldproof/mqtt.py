@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from typing import Any, TypeVar, overload
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -38,9 +39,27 @@ def gateway_from_topic(prefix: str, topic: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
-def make_client(cfg: MqttConfig, client_id: str) -> paho.Client:
-    """An MQTT 5 client with TLS and credentials from config (password from the environment)."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+ClientT = TypeVar("ClientT", bound=paho.Client)
+
+
+@overload
+def make_client(cfg: MqttConfig, client_id: str) -> paho.Client: ...
+
+
+@overload
+def make_client(
+    cfg: MqttConfig, client_id: str, client_class: type[ClientT], **kwargs: Any
+) -> ClientT: ...
+
+
+def make_client(
+    cfg: MqttConfig, client_id: str, client_class: type[Any] = paho.Client, **kwargs: Any
+) -> Any:
+    """An MQTT 5 client with TLS and credentials from config (password from the environment).
+    ``client_class`` is paho's ``Client`` or a subclass taking ``kwargs`` as well."""
+    client = client_class(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5, **kwargs
+    )
     if cfg.username:
         password = os.environ.get(cfg.password_env) if cfg.password_env else None
         client.username_pw_set(cfg.username, password)

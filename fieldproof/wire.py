@@ -159,6 +159,9 @@ class Sign1:
     unprotected: dict[Any, Any]
     payload: bytes
     signature: bytes
+    #: parsed by :func:`_parse_exact`: a tagged COSE_Sign1 in exactly the deterministic form a
+    #: fieldproof gateway signs (so :func:`decode_message` need not re-check its encoding)
+    exact: bool = False
 
     @property
     def alg(self) -> Any:
@@ -176,9 +179,24 @@ class Sign1:
         return sig_structure(protected, self.payload, external_aad)
 
 
+#: the deterministic encoding of an array of four items and the text "Signature1"
+_SIG1_PREFIX = b"\x84\x6aSignature1"
+
+
 def sig_structure(protected_bytes: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
-    """The Sig_structure for a COSE_Sign1: ["Signature1", protected, external_aad, payload]."""
-    return encode_deterministic(["Signature1", protected_bytes, external_aad, payload])
+    """The Sig_structure for a COSE_Sign1: ["Signature1", protected, external_aad, payload],
+    deterministically encoded (built directly: it is on every verification's path)."""
+    return b"".join(
+        (
+            _SIG1_PREFIX,
+            _head(2, len(protected_bytes)),
+            protected_bytes,
+            _head(2, len(external_aad)),
+            external_aad,
+            _head(2, len(payload)),
+            payload,
+        )
+    )
 
 
 def parse_sign1(message: bytes, *, require_tag: bool = False) -> Sign1:
@@ -539,36 +557,119 @@ def encode_message(payload: Payload, private_key: Ed25519PrivateKey) -> bytes:
     return sign1(payload.to_cbor(), private_key, payload.gateway.encode())
 
 
-def message_kid(message: bytes) -> str:
-    """The gateway id a message claims (unverified), so the right key can be looked up."""
-    parsed = parse_sign1(message, require_tag=True)
+def _bstr_at(data: bytes, pos: int) -> tuple[bytes, int] | None:
+    """The byte string whose shortest-form head starts at ``pos``, and the position after it;
+    None if there is none there (another type, a longer head than needed, past the end)."""
+    if pos >= len(data):
+        return None
+    initial = data[pos]
+    if initial >> 5 != 2:
+        return None
+    info = initial & 0x1F
+    if info < 24:
+        length, start = info, pos + 1
+    elif info == 24:
+        length, start = data[pos + 1] if pos + 1 < len(data) else 0, pos + 2
+        if length < 24:
+            return None
+    elif info == 25:
+        length, start = int.from_bytes(data[pos + 1 : pos + 3], "big"), pos + 3
+        if length < 256 or start > len(data):
+            return None
+    else:  # a message is far below 4 GiB; longer heads are never shortest here
+        return None
+    end = start + length
+    if end > len(data):
+        return None
+    return data[start:end], end
+
+
+#: tag 18, array of 4 — and the protected header map {1: -8 (EdDSA), 4: kid}, in that order
+_EXACT_START = b"\xd2\x84"
+_EXACT_PROTECTED = b"\xa2\x01\x27\x04"
+
+
+def _parse_exact(message: bytes) -> Sign1 | None:
+    """Parse a message only if it is byte for byte the form a gateway produces:
+    ``18([<< {1: -8, 4: kid} >>, {}, payload, signature(64)]) `` in deterministic CBOR. No
+    CBOR decoder runs. Anything else returns None and takes the general path
+    (:func:`parse_sign1` and the checks in :func:`decode_message`), which accepts every message
+    this does — with the same parts — and says precisely what is wrong with the rest."""
+    if not message.startswith(_EXACT_START):
+        return None
+    got = _bstr_at(message, 2)
+    if got is None:
+        return None
+    protected_bytes, pos = got
+    if message[pos : pos + 1] != b"\xa0":
+        return None
+    got = _bstr_at(message, pos + 1)
+    if got is None:
+        return None
+    payload, pos = got
+    if message[pos : pos + 2] != b"\x58\x40" or len(message) != pos + 66:
+        return None
+    if not protected_bytes.startswith(_EXACT_PROTECTED):
+        return None
+    got = _bstr_at(protected_bytes, 4)
+    if got is None or got[1] != len(protected_bytes):
+        return None
+    kid = got[0]
+    return Sign1(
+        bytes(protected_bytes),
+        {HEADER_ALG: ALG_EDDSA, HEADER_KID: bytes(kid)},
+        {},
+        bytes(payload),
+        bytes(message[pos + 2 :]),
+        exact=True,
+    )
+
+
+def _open_exact(message: Any) -> Sign1 | None:
+    if isinstance(message, bytes | bytearray) and len(message) <= MAX_MESSAGE_BYTES:
+        return _parse_exact(bytes(message))
+    return None
+
+
+def open_message(message: bytes) -> tuple[str, Sign1]:
+    """The gateway id a message claims (unverified), so the right key can be looked up, and
+    the parsed message, so :func:`decode_message` need not parse it again."""
+    parsed = _open_exact(message) or parse_sign1(message, require_tag=True)
     kid = parsed.protected.get(HEADER_KID)
     if not isinstance(kid, bytes):
         raise MalformedMessage("protected header has no kid")
     try:
-        return kid.decode("ascii")
+        return kid.decode("ascii"), parsed
     except UnicodeDecodeError:
         raise MalformedMessage("kid is not an ASCII gateway id") from None
 
 
-def decode_message(message: bytes, public_key: bytes) -> Payload:
+def message_kid(message: bytes) -> str:
+    """The gateway id a message claims (unverified), so the right key can be looked up."""
+    return open_message(message)[0]
+
+
+def decode_message(message: bytes, public_key: bytes, parsed: Sign1 | None = None) -> Payload:
     """Verify a fieldproof message with the gateway's Ed25519 key and return its payload.
 
     Stricter than :func:`verify_sign1`: tag 18, EdDSA, kid in the protected header, the exact
-    deterministic encoding, and a payload whose gateway id equals the kid."""
-    parsed = parse_sign1(message, require_tag=True)
-    expected_protected = set(parsed.protected)
-    if parsed.protected.get(HEADER_ALG) != ALG_EDDSA or expected_protected != {
-        HEADER_ALG,
-        HEADER_KID,
-    }:
-        raise MalformedMessage("protected header must hold exactly alg EdDSA (-8) and kid")
-    if parsed.unprotected:
-        raise MalformedMessage("unprotected header must be empty")
+    deterministic encoding, and a payload whose gateway id equals the kid. ``parsed`` is
+    :func:`open_message`'s parse of these same bytes, when the caller has it."""
+    if parsed is None:
+        parsed = _open_exact(message) or parse_sign1(message, require_tag=True)
+    if not parsed.exact:
+        expected_protected = set(parsed.protected)
+        if parsed.protected.get(HEADER_ALG) != ALG_EDDSA or expected_protected != {
+            HEADER_ALG,
+            HEADER_KID,
+        }:
+            raise MalformedMessage("protected header must hold exactly alg EdDSA (-8) and kid")
+        if parsed.unprotected:
+            raise MalformedMessage("unprotected header must be empty")
+        # headers checked above hold only keys 1 and 4, so the fast check is exact here
+        _decode_fixed_schema(bytes(message), "message")
     if len(public_key) != 32:
         raise BadSignature("gateway keys are 32-byte Ed25519 public keys")
-    # headers checked above hold only keys 1 and 4, so the fast check is exact here
-    _decode_fixed_schema(bytes(message), "message")
     _verify_raw(ALG_EDDSA, public_key, parsed.signature, parsed.to_be_signed())
     payload = payload_from_cbor(parsed.payload)
     if payload.gateway.encode() != parsed.protected[HEADER_KID]:

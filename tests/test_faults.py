@@ -79,7 +79,9 @@ PRESENCE = f"{PREFIX}/_collector/demo-collector/status"
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     s = make_stack(tmp_path)
-    set_checkpoint_interval(s.collector_config, 1.0)
+    # short, so even the collectors a test kills within a second or two sign checkpoints and
+    # check_invariants has consistency proofs between several of them to check
+    set_checkpoint_interval(s.collector_config, 0.3)
     try:
         yield s
     finally:

@@ -156,3 +156,75 @@ def test_validly_signed_but_non_deterministic_payload_rejected() -> None:
         assert cbor2.loads(bad) == cbor2.loads(canonical)  # same meaning
         with pytest.raises(wire.MalformedMessage, match="deterministic"):
             wire.decode_message(wire.sign1(bad, KEY, GW.encode()), PUB)
+
+
+def _general_parts(message: bytes) -> tuple[bytes, dict[object, object], bytes, bytes] | None:
+    """The general path's verdict on a message's outer layer (parse, header rules, exact
+    deterministic encoding), without the fast path: its parts, or None if it refuses."""
+    try:
+        p = wire.parse_sign1(message, require_tag=True)
+        if set(p.protected) != {1, 4} or p.protected[1] != -8 or p.unprotected:
+            return None
+        wire._decode_fixed_schema(message, "message")
+    except wire.WireError:
+        return None
+    return p.protected_bytes, p.protected, p.payload, p.signature
+
+
+def _exact_parts(message: bytes) -> tuple[bytes, dict[object, object], bytes, bytes] | None:
+    p = wire._parse_exact(message)
+    return None if p is None else (p.protected_bytes, p.protected, p.payload, p.signature)
+
+
+@settings(max_examples=400, deadline=None)
+@given(payloads, st.data())
+def test_exact_fast_path_accepts_only_what_the_general_path_accepts(
+    payload: wire.Payload, data: st.DataObject
+) -> None:
+    """``_parse_exact`` skips the CBOR decoder for messages in a gateway's exact form; every
+    message it accepts, the general path accepts with the same parts. Checked on real messages
+    and on mutations: byte flips, insertions, deletions, and re-encodings of the same content
+    that are valid CBOR but not deterministic (long heads, extra header entries, indefinite
+    lengths)."""
+    message = wire.encode_message(payload, KEY)
+    assert _exact_parts(message) == _general_parts(message) is not None
+    p = wire.parse_sign1(message)
+
+    def with_payload_head(head: bytes) -> bytes:
+        """The same message with ``head`` for the payload's length."""
+        start = 2 + len(wire._head(2, len(p.protected_bytes))) + len(p.protected_bytes) + 1
+        return message[:start] + head + p.payload + message[-66:]
+
+    variants = [
+        # the same content with a non-shortest head for the payload length or the signature
+        with_payload_head(b"\x59" + len(p.payload).to_bytes(2, "big")),
+        with_payload_head(b"\x5a" + len(p.payload).to_bytes(4, "big")),
+        message[:-66] + b"\x59\x00\x40" + p.signature,
+        # the kid in a long head inside the protected header (the general path takes it: the
+        # signature covers the protected bytes as sent)
+        b"\xd2\x84"
+        + wire._head(2, len(p.protected_bytes) + 1)
+        + b"\xa2\x01\x27\x04\x58"
+        + bytes([len(p.protected_bytes) - 5])
+        + p.protected_bytes[5:]
+        + message[2 + len(wire._head(2, len(p.protected_bytes))) + len(p.protected_bytes) :],
+        # an unprotected header entry, an untagged message, an indefinite-length array
+        cbor2.dumps(cbor2.CBORTag(18, [p.protected_bytes, {4: b"x"}, p.payload, p.signature])),
+        cbor2.dumps([p.protected_bytes, {}, p.payload, p.signature]),
+        b"\xd2\x9f" + message[2:] + b"\xff",
+    ]
+    for _ in range(8):
+        bad = bytearray(message)
+        i = data.draw(st.integers(0, len(bad) - 1))
+        kind = data.draw(st.sampled_from(["flip", "insert", "delete"]))
+        if kind == "flip":
+            bad[i] ^= data.draw(st.integers(1, 255))
+        elif kind == "insert":
+            bad.insert(i, data.draw(st.integers(0, 255)))
+        else:
+            del bad[i]
+        variants.append(bytes(bad))
+    for v in variants:
+        exact = _exact_parts(v)
+        if exact is not None:
+            assert exact == _general_parts(v), v.hex()
