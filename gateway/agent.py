@@ -1,23 +1,35 @@
-"""The gateway agent: sample sensors on a schedule, sign, spool, publish, delete after PUBACK.
+"""The gateway agent: sample sensors on a schedule, sign, spool, publish, delete on receipt.
 
 Three loops share one spool:
 - the sampler reads every sensor each ``interval_s``, signs a message per ``rounds_per_message``
   rounds and commits it to the spool (sequence number assigned in that transaction);
 - the publisher sends spooled messages oldest-first over MQTT 5 QoS 1 with at most
-  ``inflight_window`` unacked, marks them published on PUBACK and deletes them when a
-  collector's receipt says they are durable (resending what no receipt covers in time);
+  ``inflight_window`` unacked, marks them published on PUBACK (in memory) and confirms them
+  when a collector's receipt says they are durable (resending what no receipt covers in time);
+  the rows of confirmed messages are deleted with the next message's transaction, so a message
+  costs one fsync'd commit (see gateway.spool);
 - paho's network thread reconnects with backoff; a broker away for hours only makes the spool
   deeper, and the backlog drains in order when it returns.
 A retained status message (with a Last Will saying offline) tells the collector and the
-technician what the gateway is doing."""
+technician what the gateway is doing.
+
+A spool that cannot be written (disk full, failing card) does not stop sampling: messages wait
+in memory, bounded (``memory_max_messages``, oldest dropped and counted past it), and are
+spooled when the disk takes them again. One ERROR says so when it starts, one INFO when it
+ends; ``spool_errors`` and ``held_in_memory`` in the status message count it meanwhile. A
+message is never published before it is durable: it gets its sequence number and signature
+inside the spool transaction, so there is nothing to publish until that commits."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -44,6 +56,29 @@ from gateway.status import clock_state
 
 log = logging.getLogger("fieldproof.gateway")
 
+#: receipted messages whose rows may wait in memory for the next message's transaction before
+#: they are deleted on their own (a backlog draining confirms far faster than sampling adds)
+CONFIRM_BATCH = 1000
+#: a publisher error that repeats is logged with its traceback at most this often
+REPEAT_LOG_S = 300.0
+
+
+def memory_max_messages(config: GatewayConfig) -> int:
+    """How many messages to hold in memory while the spool cannot be written: a day of them,
+    at least 100 and at most 10 000 (a few MiB of readings)."""
+    per_day = 86_400.0 / (config.interval_s * config.rounds_per_message)
+    return int(min(10_000, max(100, per_day)))
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the file system holding ``path`` (what a technician must free)."""
+    p = path.resolve()
+    while not p.exists():
+        p = p.parent
+    while not os.path.ismount(p):
+        p = p.parent
+    return p
+
 
 class GatewayAgent:
     def __init__(
@@ -57,8 +92,21 @@ class GatewayAgent:
         # derived from the first key; kept across key rotations (gateway.enroll)
         self.gateway_id = gateway_identity(config, self.key)
         self.clock = clock
+        self._state_lock = threading.Lock()  # spool health, written by sampler and publisher
+        self.spool_errors = 0
+        self._spool_failure: str | None = None  # why the spool cannot be written, while so
+        self._spool_failed_since = 0.0
+        self._spool_errors_at_failure = 0
+        self.memory_max_messages = memory_max_messages(config)
+        self.unspooled_dropped_messages = 0
+        self.unspooled_dropped_readings = 0
+        self._dropped_logged = False
         self.spool = Spool(config.spool_path, config.spool_max_messages)
-        self.boot = self.spool.new_boot()
+        try:
+            self.boot = self.spool.new_boot()
+        except SpoolError as exc:  # the number is kept and written with the first message
+            self.boot = self.spool.boot
+            self._spool_failed(exc)
         self.sensors: list[SensorDriver] = [build_sensor(s) for s in config.sensors]
         self.started = time.monotonic()
         self.stop_event = threading.Event()
@@ -79,11 +127,16 @@ class GatewayAgent:
         self._lock = threading.Lock()
         self._publish_lock = threading.Lock()  # one publish_pending at a time
         self._connected = False
-        self._unspooled: list[list[Reading]] = []  # rounds held in memory while the disk fails
+        self._unspooled: list[list[Reading]] = []  # messages held in memory while the disk fails
         self._pending_rounds: list[Reading] = []
         self._rounds_in_message = 0
+        # receipts may wait this long for the next message's transaction to delete their rows
+        self._confirm_delay = min(
+            600.0, max(5.0, 1.5 * config.interval_s * config.rounds_per_message)
+        )
+        self._next_flush_try = 0.0
+        self._publisher_error = ("", 0.0, 0)  # last error, when its traceback was logged, repeats
         self.last_publish = 0.0
-        self.spool_errors = 0
         prefix = config.mqtt.topic_prefix
         self.topic = readings_topic(prefix, self.gateway_id)
         self.status_topic = status_topic(prefix, self.gateway_id)
@@ -186,24 +239,35 @@ class GatewayAgent:
             "version": __version__,
         }
         if online:
-            st = self.spool.stats()
             status.update(
                 boot=self.boot,
                 uptime_s=round(time.monotonic() - self.started, 1),
-                spool_depth=st.depth,
-                unconfirmed=st.unconfirmed,
-                spool_oldest_age_s=round(st.oldest_age_s, 1),
-                dropped_messages=st.dropped_messages,
-                next_seq=st.next_seq,
                 last_publish=self.last_publish,
                 clock=self.clock(),
                 clock_state=clock_state(self.clock()),
                 spool_errors=self.spool_errors,
+                spool_writable=self._spool_failure is None,
+                held_in_memory=len(self._unspooled),
+                unspooled_dropped_readings=self.unspooled_dropped_readings,
                 sensors={
                     s.name: {"errors": sum(s.errors.values()), "last_error": s.last_error}
                     for s in self.sensors
                 },
             )
+            if self._spool_failure is not None:
+                status["spool_error"] = self._spool_failure
+            try:
+                st = self.spool.stats()
+            except SpoolError as exc:
+                status["spool_error"] = exc.reason
+            else:
+                status.update(
+                    spool_depth=st.depth,
+                    unconfirmed=st.unconfirmed,
+                    spool_oldest_age_s=round(st.oldest_age_s, 1),
+                    dropped_messages=st.dropped_messages,
+                    next_seq=st.next_seq,
+                )
         return status
 
     def publish_status(self) -> None:
@@ -226,11 +290,34 @@ class GatewayAgent:
         self._pending_rounds.extend(round_readings)
         self._rounds_in_message += 1
         if self._rounds_in_message >= self.config.rounds_per_message and self._pending_rounds:
-            self._unspooled.append(self._pending_rounds)
+            self._hold(self._pending_rounds)
             self._pending_rounds, self._rounds_in_message = [], 0
         self.flush_to_spool()
 
+    def _hold(self, readings: list[Reading]) -> None:
+        """Queue one message's readings for the spool; past the memory bound the oldest held
+        message is dropped, counted and said once (nothing but a full disk gets here)."""
+        self._unspooled.append(readings)
+        if len(self._unspooled) <= self.memory_max_messages:
+            return
+        lost = self._unspooled.pop(0)
+        self.unspooled_dropped_messages += 1
+        self.unspooled_dropped_readings += len(lost)
+        self.spool.note_unspooled_dropped(len(lost))
+        if not self._dropped_logged:
+            self._dropped_logged = True
+            log.error(
+                "the spool %s still cannot be written and %d messages are held in memory: "
+                "dropping the oldest readings from now on (counted in status as "
+                "unspooled_dropped_readings); free space on %s now",
+                self.spool.path,
+                self.memory_max_messages,
+                mount_point(self.spool.path),
+            )
+
     def flush_to_spool(self) -> None:
+        """Spool what is held in memory, oldest first; stop at the first failure."""
+        wrote = False
         while self._unspooled:
             readings = self._unspooled[0]
 
@@ -241,11 +328,63 @@ class GatewayAgent:
             try:
                 self.spool.add(build)
             except SpoolError as exc:
-                self.spool_errors += 1
-                log.error("%s (%d messages waiting in memory)", exc, len(self._unspooled))
+                self._spool_failed(exc)
                 return
             self._unspooled.pop(0)
-        self._notify()
+            wrote = True
+        if wrote:
+            self._spool_recovered()
+            self._notify()
+
+    # ---------------------------------------------------------------- spool health
+
+    def _spool_failed(self, exc: SpoolError) -> None:
+        """Count a failed spool write; say so once per outage, with what to do."""
+        with self._state_lock:
+            self.spool_errors += 1
+            first = self._spool_failure is None
+            if first:
+                self._spool_failure = exc.reason
+                self._spool_failed_since = time.monotonic()
+                self._spool_errors_at_failure = self.spool_errors - 1
+        if not first:
+            log.debug("%s (still failing; %d held in memory)", exc, len(self._unspooled))
+            return
+        where = mount_point(exc.path)
+        try:
+            free = f"{shutil.disk_usage(where).free / 1e6:.1f} MB free"
+        except OSError:
+            free = "free space unknown"
+        every = self.config.interval_s * self.config.rounds_per_message
+        log.error(
+            "%s; free space on %s (%s) or replace a failing card. Readings are kept in memory, "
+            "up to %d messages (%.1f h at this interval), and the write is retried every %g s; "
+            "nothing already spooled is lost",
+            exc,
+            where,
+            free,
+            self.memory_max_messages,
+            self.memory_max_messages * every / 3600,
+            every,
+        )
+
+    def _spool_recovered(self) -> None:
+        """A spool write succeeded with nothing left in memory: say once that it is over."""
+        with self._state_lock:
+            if self._spool_failure is None or self._unspooled:
+                return
+            self._spool_failure = None
+            failed = self.spool_errors - self._spool_errors_at_failure
+            lasted = time.monotonic() - self._spool_failed_since
+            dropped, self._dropped_logged = self.unspooled_dropped_readings, False
+        log.info(
+            "spool %s is writable again after %.0f s (%d failed writes); everything held in "
+            "memory is spooled%s",
+            self.spool.path,
+            lasted,
+            failed,
+            f"; {dropped} readings were dropped since the start (memory full)" if dropped else "",
+        )
 
     # ---------------------------------------------------------------- publishing
 
@@ -263,9 +402,10 @@ class GatewayAgent:
             self.spool.mark_published(acked)
             if self._waiting_since is None:
                 self._waiting_since = time.monotonic()
-        if receipts and self.spool.confirm(receipts):
+        if receipts and self.spool.confirm_later(receipts):
             self._confirm_timeout = self.config.confirm_timeout_s
             self._waiting_since = time.monotonic() if self.spool.unconfirmed else None
+        self._maybe_flush_confirmed()
         if not self._connected:
             return 0
         self._maybe_requeue()
@@ -285,6 +425,24 @@ class GatewayAgent:
             self._sent_upto = msg.seq
             sent += 1
         return sent
+
+    def _maybe_flush_confirmed(self) -> None:
+        """Delete receipted rows on their own when many wait or no message came to take them
+        along (sampling slower than receipts, or the spool failing); retried every 5 s."""
+        waiting = self.spool.confirmed_waiting
+        if not waiting:
+            return
+        now = time.monotonic()
+        due = waiting >= CONFIRM_BATCH or self.spool.confirmed_waiting_s() >= self._confirm_delay
+        if not due or now < self._next_flush_try:
+            return
+        try:
+            self.spool.flush()
+        except SpoolError as exc:
+            self._next_flush_try = now + 5.0
+            self._spool_failed(exc)
+            return
+        self._spool_recovered()
 
     def _maybe_requeue(self) -> None:
         """Resend what the broker took but no collector confirmed in time, while a collector
@@ -311,12 +469,32 @@ class GatewayAgent:
 
     def _publisher_loop(self) -> None:
         while not self.stop_event.is_set():
-            try:
-                self.publish_pending()
-            except Exception:
-                log.exception("publisher error; retrying")
+            self._publish_once()
             with self._wake:
                 self._wake.wait(0.5)
+
+    def _publish_once(self) -> None:
+        try:
+            self.publish_pending()
+        except SpoolError as exc:  # reading the spool failed: retried, said once
+            self._spool_failed(exc)
+        except Exception as exc:
+            self._publisher_failed(exc)
+
+    def _publisher_failed(self, exc: Exception) -> None:
+        """An unexpected error: its traceback once, then once per REPEAT_LOG_S while it
+        repeats (the loop retries every 0.5 s; a traceback each time buries the log)."""
+        what = f"{type(exc).__name__}: {exc}"
+        last, logged_at, repeats = self._publisher_error
+        now = time.monotonic()
+        if what == last and now - logged_at < REPEAT_LOG_S:
+            self._publisher_error = (last, logged_at, repeats + 1)
+            return
+        self._publisher_error = (what, now, 0)
+        log.exception(
+            "publisher error; retrying every 0.5 s%s",
+            f" (it repeated {repeats} times since last logged)" if what == last else "",
+        )
 
     # ---------------------------------------------------------------- life cycle
 
@@ -372,13 +550,14 @@ class GatewayAgent:
         self.flush_to_spool()
         deadline = time.monotonic() + drain_timeout
         while time.monotonic() < deadline and self._connected:
-            self.publish_pending()
+            self._publish_once()
             if self.spool.depth == 0:
                 break
             time.sleep(0.05)
-        self.publish_pending()
+        self._publish_once()
         self.stop_event.set()
         self._notify()
+        self._close_spool()
         if self._connected:
             info = self.client.publish(
                 self.status_topic, json.dumps(self._status(online=False)), 1, True
@@ -392,6 +571,30 @@ class GatewayAgent:
             except Exception:
                 log.exception("closing sensor %s failed", sensor.name)
         self.spool.close()
+
+    def _close_spool(self) -> None:
+        """Last writes before stopping: confirmed rows and counters, and what memory holds."""
+        if self._unspooled:
+            self.flush_to_spool()
+        if self._unspooled:
+            log.error(
+                "stopping with %d message(s) (%d readings) that could not be spooled: the "
+                "spool %s still cannot be written (%s); they are lost. Free space on %s",
+                len(self._unspooled),
+                sum(len(r) for r in self._unspooled),
+                self.spool.path,
+                self._spool_failure,
+                mount_point(self.spool.path),
+            )
+        try:
+            self.spool.flush()
+        except SpoolError as exc:
+            log.warning(
+                "%s; %d confirmed message(s) stay spooled and are sent again at the next "
+                "start (the collector ignores the duplicates)",
+                exc,
+                self.spool.confirmed_waiting,
+            )
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -15,7 +15,30 @@ from fieldproof.keys import KeyFileError, create_key_file
 from fieldproof.wire import gateway_id_for, public_key_bytes
 
 
-@click.group("gateway")
+class _GatewayGroup(click.Group):
+    """Commands from heavier modules (sensors: rich; enroll, doctor: the CA code) are mounted
+    the first time a name is not found or the list is asked for, so ``gateway run`` on a small
+    Pi does not import them."""
+
+    _mounted = False
+
+    def _mount_all(self) -> None:
+        if not self._mounted:
+            self._mounted = True
+            _mount_sensor_commands()
+            _mount_enrollment_commands()
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            self._mount_all()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._mount_all()
+        return super().list_commands(ctx)
+
+
+@click.group("gateway", cls=_GatewayGroup)
 def gateway_group() -> None:
     """Field gateway: create its key, run it, check it."""
 
@@ -68,12 +91,17 @@ def init_command(config_path: Path | None, key_path: Path | None) -> None:
 def run_command(config_path: Path, duration: float | None) -> None:
     """Sample, sign, spool and publish until stopped (SIGTERM/Ctrl-C drain in-flight messages)."""
     from gateway.agent import GatewayAgent
+    from gateway.spool import SpoolError
 
     try:
         config = load_gateway_config(config_path)
         agent = GatewayAgent(config)
     except (ConfigError, KeyFileError) as exc:
         raise click.ClickException(str(exc)) from None
+    except SpoolError as exc:  # e.g. a new spool on a full disk: nothing to run with
+        raise click.ClickException(
+            f"{exc}; free space there (df -h {exc.path.parent}) and start again"
+        ) from None
 
     def _stop(signum: int, frame: Any) -> None:
         agent.stop()
@@ -89,7 +117,3 @@ def _mount_enrollment_commands() -> None:
     from gateway.enroll import mount
 
     mount(gateway_group)
-
-
-_mount_sensor_commands()
-_mount_enrollment_commands()

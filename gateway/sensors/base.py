@@ -7,6 +7,7 @@ and it counts the fault in ``errors`` for the status topic."""
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -52,6 +53,18 @@ class SensorDriver:
 
 SENSOR_KINDS: dict[str, type[SensorDriver]] = {}
 
+#: built-in kind → the module that registers it. A module is imported only when a config names
+#: its kind, so a gateway with one DHT22 loads neither the Modbus nor the SDI-12 driver (their
+#: hardware libraries — pymodbus, pyserial, Blinka — are imported later still, on first use).
+BUILTIN_DRIVERS: dict[str, str] = {
+    "dht22": "gateway.sensors.dht22",
+    "ds18b20": "gateway.sensors.ds18b20",
+    "modbus_soil": "gateway.sensors.modbus_soil",
+    "sdi12": "gateway.sensors.sdi12",
+    "sensor_node": "gateway.sensors.sensor_node",
+    "simulated": "gateway.sensors.simulated",
+}
+
 
 def register(cls: type[SensorDriver]) -> type[SensorDriver]:
     """Class decorator: make a driver available under its ``kind``."""
@@ -65,13 +78,14 @@ class SensorConfigError(ValueError):
 
 def validate_sensor_table(index: int, table: dict[str, Any]) -> SensorConfig:
     """Validate one ``[[sensors]]`` table against its driver's Config model."""
-    _load_builtin_drivers()
     kind = table.get("kind")
+    if isinstance(kind, str):
+        _load_driver(kind)
     where = f"sensors[{index}]" + (f" ({table['name']})" if "name" in table else "")
-    if kind not in SENSOR_KINDS:
+    if not isinstance(kind, str) or kind not in SENSOR_KINDS:
         raise SensorConfigError(
             f"{where}.kind = {kind!r} is not a sensor kind; "
-            f"allowed: {', '.join(sorted(SENSOR_KINDS))}"
+            f"allowed: {', '.join(sorted(set(SENSOR_KINDS) | set(BUILTIN_DRIVERS)))}"
         )
     try:
         return SENSOR_KINDS[kind].Config.model_validate(table)
@@ -84,13 +98,20 @@ def validate_sensor_table(index: int, table: dict[str, Any]) -> SensorConfig:
 
 
 def build_sensor(config: SensorConfig) -> SensorDriver:
-    _load_builtin_drivers()
+    _load_driver(config.kind)
     return SENSOR_KINDS[config.kind](config)
 
 
+def _load_driver(kind: str) -> None:
+    """Import the module of one built-in kind so its ``@register`` runs."""
+    if kind not in SENSOR_KINDS and kind in BUILTIN_DRIVERS:
+        importlib.import_module(BUILTIN_DRIVERS[kind])
+
+
 def _load_builtin_drivers() -> None:
-    """Import the driver modules so their ``@register`` runs (lazy: some need hardware libs)."""
-    from gateway.sensors import builtin  # noqa: F401
+    """Import every built-in driver module (for listings of all kinds)."""
+    for kind in BUILTIN_DRIVERS:
+        _load_driver(kind)
 
 
 # --------------------------------------------------------------------------------------------

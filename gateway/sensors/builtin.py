@@ -1,10 +1,6 @@
-"""Imports every built-in driver module so each registers its kind."""
+"""Imports every built-in driver module so each registers its kind (the gateway itself loads
+only the kinds its config names: ``gateway.sensors.base.BUILTIN_DRIVERS``)."""
 
-from gateway.sensors import (
-    dht22,  # noqa: F401
-    ds18b20,  # noqa: F401
-    modbus_soil,  # noqa: F401
-    sdi12,  # noqa: F401
-    sensor_node,  # noqa: F401
-    simulated,  # noqa: F401
-)
+from gateway.sensors.base import _load_builtin_drivers
+
+_load_builtin_drivers()
