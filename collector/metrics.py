@@ -31,12 +31,12 @@ from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.registry import CollectorRegistry
 
 from collector.ingest import QUARANTINE_REASONS
+from collector.seqranges import ReceivedRanges
 from fieldproof.config import CollectorConfig
 
 log = logging.getLogger("fieldproof.metrics")
 
 #: gaps need a scan of the dedupe table: computed at most this often
-GAPS_CACHE_S = 30.0
 
 
 class _Ingestor(Protocol):
@@ -58,6 +58,8 @@ class CollectorLike(Protocol):
     def status(self) -> dict[str, dict[str, Any]]: ...
     @property
     def ingestor(self) -> _Ingestor: ...
+    @property
+    def received(self) -> ReceivedRanges: ...
 
 
 class CollectorMetrics(PromCollector):
@@ -72,7 +74,6 @@ class CollectorMetrics(PromCollector):
         self.crl_path = (cfg.enrollment.ca_dir or cfg.data_dir / "ca") / "crl.pem"
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
-        self._gaps: tuple[float, int, int] = (-1e18, 0, 0)
         self._down_since: float | None = None
         self._started = clock()
 
@@ -107,19 +108,9 @@ class CollectorMetrics(PromCollector):
         return {str(n): int(v) for n, v in self._query("SELECT name, value FROM counters")}
 
     def gaps(self) -> tuple[int, int]:
-        """(gap ranges, missing messages) over all gateways, cached for GAPS_CACHE_S."""
-        at, ranges, missing = self._gaps
-        now = time.monotonic()
-        if now - at < GAPS_CACHE_S:
-            return ranges, missing
-        rows = self._query(
-            "SELECT count(*), coalesce(sum(seq - prev - 1), 0) FROM ("
-            " SELECT seq, LAG(seq, 1, 0) OVER (PARTITION BY gateway ORDER BY seq) AS prev"
-            " FROM received) WHERE seq - prev > 1"
-        )
-        ranges, missing = (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
-        self._gaps = (now, ranges, missing)
-        return ranges, missing
+        """(gap ranges, missing messages) over all gateways, as the collector tracks them."""
+        received = self.collector.received
+        return received.gap_ranges, received.missing_messages
 
     def log_state(self) -> tuple[int, int, float | None]:
         """(log size, latest checkpoint size, latest checkpoint time)."""

@@ -29,6 +29,7 @@ from collector.metrics import start_metrics_server
 from collector.mqtt_client import Delivery, IngestClient
 from collector.points import Point
 from collector.registry import Registry
+from collector.seqranges import ReceivedRanges
 from collector.store import CollectorStore, open_db
 from fieldproof.config import CollectorConfig
 from fieldproof.mqtt import gateway_from_topic, make_client, receipts_topic
@@ -46,6 +47,7 @@ class Collector:
         self.evidence = EvidenceLog.open(self.db, config.log_origin, config.log_key_file)
         self.registry = Registry(self.db, self.evidence)
         self.store = CollectorStore(self.db, self.evidence, config.quarantine_max_rows)
+        self.received = ReceivedRanges.load(self.db)
         self.writer = writer or make_writer(config.influx)
         self.stop_event = threading.Event()
         self.agronomy = AgronomyHook(config)
@@ -182,6 +184,8 @@ class Collector:
                 delay = min(delay * 2, 10.0)
                 continue
             self.agronomy.commit()
+            for gateway, seqs in result.confirmed.items():
+                self.received.add(gateway, seqs)
             self._interval_quarantine.update(result.quarantined)
             self._send_receipts(result.confirmed)
             if result.newest_sample:
@@ -248,7 +252,7 @@ class Collector:
                     "accepted": c.get("accepted", 0),
                     "duplicates": c.get("quarantined:replay", 0),
                     "quarantined": quarantined,
-                    "gaps": len(self.store.gaps()),
+                    "gaps": self.received.gap_ranges,
                     "lag_s": float(self.lag_s),
                     "backlog": self.backlog(),
                 },

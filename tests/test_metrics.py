@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from anchor.anchoring import AnchorState, AnchorStore
 from collector.ca import CertificateAuthority
 from collector.metrics import CollectorMetrics, MetricsServer, start_metrics_server
+from collector.seqranges import ReceivedRanges
 from collector.service import Collector
 from collector.store import AcceptedRow, QuarantineRow
 from fieldproof import wire
@@ -68,6 +69,8 @@ def collector(tmp_path: Path) -> Iterator[Collector]:
         ],
         {"accepted": 3, "quarantined:bad_signature": 2, "quarantined:replay": 1},
     )
+    # written behind the running collector's back: read the ranges again, as it does at start
+    c.received = ReceivedRanges.load(c.db)
     cp = c.evidence.checkpoint()
     assert cp is not None
     with AnchorStore(anchor_db) as anchors:

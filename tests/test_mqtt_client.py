@@ -296,3 +296,55 @@ def test_puback_bytes_are_mqtt5_short_form() -> None:
     c.ack_many([1, 258, 65535])
     queued = b"".join(bytes(p["packet"]) for p in c._out_packet)
     assert queued == b"".join(struct.pack("!BBH", 0x40, 2, m) for m in (1, 258, 65535))
+
+
+def test_queued_acks_and_qos1_publishes_leave_in_one_write() -> None:
+    """``_packet_write`` merges what paho would send one ``send`` each; the bytes on the wire
+    are exactly the packets in queue order, and a QoS 0 PUBLISH (which paho reports as
+    published per packet) is not merged."""
+    c = IngestClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, deliver=lambda d: None)
+    ours, theirs = socket.socketpair()
+    sends: list[int] = []
+
+    class CountingSocket:
+        def send(self, data: bytes) -> int:
+            sends.append(len(data))
+            return ours.send(data)
+
+        def close(self) -> None:
+            ours.close()
+
+    c._sock = CountingSocket()  # type: ignore[assignment]
+    # as under loop_start(): queueing only queues; the network thread writes later
+    c._thread = threading.current_thread()
+    c.ack_many([1, 2])
+    c._state = paho._ConnectionState.MQTT_CS_CONNECTED
+    c.publish("r/1", b"receipt", 1)
+    c.ack_many([3])
+    c.publish("r/2", b"status", 0)
+    expected = b"".join(bytes(p["packet"]) for p in c._out_packet)
+    c._packet_write()
+    theirs.settimeout(5)
+    got = b""
+    while len(got) < len(expected):
+        got += theirs.recv(65536)
+    assert got == expected
+    assert len(sends) == 2  # acks + QoS 1 publish + ack merged; the QoS 0 publish alone
+    c._thread = None
+    theirs.close()
+
+
+def test_receipts_published_at_qos1_all_complete(broker: Mosquitto) -> None:
+    """Many QoS 1 publishes from an IngestClient (as receipts are) reach a subscriber in order
+    and every one completes (its PUBACK came back), with merged writes."""
+    sub = Receiver(broker.port, "sub-receipts", "rc/#", autoack=True)
+    rx = Receiver(broker.port, "ingest-publisher", "unused/#")
+    try:
+        infos = [rx.client.publish(f"rc/{i % 7}", str(i).encode(), 1) for i in range(500)]
+        for info in infos:
+            info.wait_for_publish(15)
+        got = sub.wait_for(500)
+        assert [int(d.payload) for d in got] == list(range(500))
+    finally:
+        rx.close()
+        sub.close()
