@@ -10,6 +10,10 @@ registry event of theirs, and for each entry the earliest *anchored*
 checkpoint that covers it (the tightest time bound the chain gives). Entries newer than the
 newest anchored checkpoint prove into the newest signed checkpoint if one covers them, else
 they travel without a proof; the verifier flags both as outside the anchored range.
+
+Checkpoints an inspector already trusts (``--since-checkpoint``) are checked against this log
+and listed too, so the bundle's consistency proofs link them to its other checkpoints; EVM
+anchors name their chain's genesis block when the configured node can be asked.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import bisect
 import itertools
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +31,11 @@ import cbor2
 
 from anchor import merkle
 from anchor.bundle import AnchorRef, Bundle, BundleCheckpoint, Entry, Scope, encode_bundle
+from anchor.checkpoint import CheckpointError, open_checkpoint
 from anchor.evidence import EvidenceLog, StoredCheckpoint, parse_registry_event
 from anchor.logkey import LogKeyError, load_or_create_log_key
 from anchor.logstore import MerkleLog, SqliteLogStore
+from anchor.note import Ed25519Verifier, NoteError
 from collector.registry import Registry
 from fieldproof.config import CollectorConfig
 from fieldproof.wire import SENML_BT, SENML_T, WireError, parse_sign1
@@ -38,6 +44,7 @@ __all__ = [
     "ExportError",
     "ExportStats",
     "build_bundle",
+    "evm_genesis_of",
     "export_bundle",
     "list_scope",
     "log_vkey",
@@ -147,10 +154,42 @@ def _sample_span(entry: bytes) -> tuple[float, float] | None:
         return None
 
 
+def evm_genesis_of(url: str, timeout: float = 10.0) -> tuple[int, str]:
+    """(chain id, genesis block hash) an EVM node reports, so the bundle can name the network
+    of its EVM anchors by more than a chain id (any dev chain or fork can reuse an id)."""
+    from anchor.evm import connect
+
+    w3 = connect(url, timeout)
+    chain_id = int(w3.eth.chain_id)
+    block = w3.eth.get_block(0)
+    return chain_id, "0x" + bytes(block["hash"]).hex()
+
+
+def _configured_evm_genesis(config: CollectorConfig, notes: list[str]) -> dict[int, str]:
+    """The genesis of the chain the collector anchors to, asked of its configured node; when
+    that fails the bundle says so in its notes and its EVM anchors name only a chain id."""
+    a = config.anchor
+    if a.chain != "evm" or not a.url:
+        return {}
+    try:
+        chain_id, genesis = evm_genesis_of(a.url)
+    except Exception as exc:  # the export must not fail because a node is down
+        notes.append(f"the EVM node could not be asked for its genesis block "
+                     f"({type(exc).__name__}); EVM anchors name their chain id only")
+        return {}
+    if a.chain_id is not None and chain_id != a.chain_id:
+        notes.append(f"the configured EVM node serves chain id {chain_id}, not {a.chain_id}; "
+                     "EVM anchors name their chain id only")
+        return {}
+    return {chain_id: genesis}
+
+
 def _anchor_refs(
-    config: CollectorConfig, thor_store: Path | None, evm_store: Path | None
+    config: CollectorConfig, thor_store: Path | None, evm_store: Path | None,
+    evm_genesis: Mapping[int, str] | None = None,
 ) -> dict[tuple[int, bytes], list[AnchorRef]]:
     """Finalized anchors of this log from both stores, keyed by (tree size, root)."""
+    evm_genesis = evm_genesis or {}
     out: dict[tuple[int, bytes], list[AnchorRef]] = {}
     origin = config.log_origin
     thor_path = thor_store or config.data_dir / THOR_STORE
@@ -175,9 +214,11 @@ def _anchor_refs(
             for r in estore.rows(states=("finalized",)):
                 if r.origin != origin or r.block_hash is None or r.block_number is None:
                     continue
+                genesis = evm_genesis.get(int(r.chain_id))
                 out.setdefault((r.tree_size, bytes(r.root_hash)), []).append(AnchorRef(
                     "evm", str(r.chain_id), str(r.tx_hash).lower(), int(r.block_number),
-                    str(r.block_hash).lower(), int(r.block_timestamp or 0)))
+                    str(r.block_hash).lower(), int(r.block_timestamp or 0),
+                    genesis.lower() if genesis else None))
         finally:
             estore.close()
     return out
@@ -230,6 +271,43 @@ def _choose_checkpoints(
     return [chosen[s] for s in sorted(chosen)]
 
 
+def _known_checkpoints(
+    notes: Sequence[bytes], vkey: str, origin: str, log: MerkleLog,
+    stored: Sequence[StoredCheckpoint],
+) -> list[StoredCheckpoint]:
+    """Checkpoints an inspector trusts, checked against this log before they go in a bundle:
+    signed by its key, and its root at that size. A mismatch means this log is not the history
+    the inspector saw, which the operator must learn here rather than from the inspector."""
+    verifier = Ed25519Verifier.from_vkey(vkey)
+    by_size = {c.checkpoint.size: c for c in stored}
+    size = log.size()
+    out = []
+    for n, note in enumerate(notes, 1):
+        try:
+            cp = open_checkpoint(note, verifier, origin=origin)
+        except (NoteError, CheckpointError) as exc:
+            raise ExportError(f"--since-checkpoint #{n} is not a checkpoint of log {origin!r} "
+                              f"signed by its key: {exc}") from None
+        if cp.size == 0:
+            raise ExportError(f"--since-checkpoint #{n} is of the empty log: every bundle "
+                              "extends it, leave it out")
+        if cp.size > size:
+            raise ExportError(
+                f"--since-checkpoint #{n} has tree size {cp.size}, but this log holds "
+                f"{size} entries: it is from another log, or this log lost entries")
+        root = log.root(cp.size)
+        if root != cp.root_hash:
+            raise ExportError(
+                f"--since-checkpoint #{n} says the root at size {cp.size} is "
+                f"{cp.root_hash.hex()}, this log's root at that size is {root.hex()}: this "
+                "log's history differs from the one that checkpoint fixed (rewritten or "
+                "forked), so no bundle of it can be linked to that checkpoint")
+        mine = by_size.get(cp.size)
+        out.append(mine if mine is not None and mine.checkpoint.root_hash == root
+                   else StoredCheckpoint(cp, bytes(note), 0.0))
+    return out
+
+
 def build_bundle(
     config: CollectorConfig,
     *,
@@ -241,12 +319,22 @@ def build_bundle(
     thor_store: Path | None = None,
     evm_store: Path | None = None,
     now: float | None = None,
+    since: Sequence[bytes] = (),
+    evm_genesis: Mapping[int, str] | None = None,
 ) -> tuple[Bundle, ExportStats]:
-    """Gather the bundle for a farm/field/gateway and period from the collector's data."""
+    """Gather the bundle for a farm/field/gateway and period from the collector's data.
+
+    ``since``: signed checkpoints an inspector already trusts (``--since-checkpoint``); each
+    is put in the bundle's checkpoint list, so the bundle's consistency proofs link it to
+    every later checkpoint. ``evm_genesis``: chain id → genesis block hash for EVM anchors
+    (default: asked of the collector's configured EVM node)."""
     if start > end:
         raise ExportError("the period starts after it ends: check --from and --to")
     vkey = log_vkey(config)
-    anchors = _anchor_refs(config, thor_store, evm_store)
+    notes: list[str] = []
+    if evm_genesis is None and (evm_store or config.data_dir / EVM_STORE).exists():
+        evm_genesis = _configured_evm_genesis(config, notes)
+    anchors = _anchor_refs(config, thor_store, evm_store, evm_genesis)
     db = _open_ro(config.db_path)
     try:
         evidence = EvidenceLog(db, config.log_origin, None)
@@ -292,6 +380,12 @@ def build_bundle(
         needed = sorted([e.index for e in registry] + [e.index for e in messages])
         stored = evidence.checkpoints()
         chosen = _choose_checkpoints(stored, set(anchors), needed)
+        if since:
+            known = _known_checkpoints(since, vkey, config.log_origin, log, stored)
+            by_size = {c.checkpoint.size: c for c in chosen}
+            for c in known:
+                by_size.setdefault(c.checkpoint.size, c)
+            chosen = [by_size[k] for k in sorted(by_size)]
         sizes = [c.checkpoint.size for c in chosen]
         consistency = tuple(
             tuple(log.consistency_proof(a, b)) for a, b in itertools.pairwise(sizes)
@@ -320,7 +414,6 @@ def build_bundle(
             )
             for c in chosen
         )
-        notes = []
         if stats.unlogged_messages:
             notes.append(
                 f"{stats.unlogged_messages} messages of these gateways were accepted before the "
@@ -356,9 +449,12 @@ def export_bundle(
     gateway: str | None,
     start: float,
     end: float,
+    since: Sequence[bytes] = (),
+    evm_genesis: Mapping[int, str] | None = None,
 ) -> bytes:
     """The encoded bundle (docs/bundle.md) for a farm/field/gateway and period."""
     bundle, _ = build_bundle(
-        config, farm=farm, field=field, gateway=gateway, start=start, end=end
+        config, farm=farm, field=field, gateway=gateway, start=start, end=end, since=since,
+        evm_genesis=evm_genesis,
     )
     return encode_bundle(bundle)

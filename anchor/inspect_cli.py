@@ -12,10 +12,14 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from anchor.bundle import Limits
+
+if TYPE_CHECKING:
+    from anchor.verify import InfluxAuth
 
 __all__ = ["export_command", "parse_time", "verify_command"]
 
@@ -58,8 +62,13 @@ def _write_atomic(path: Path, data: bytes) -> None:
 @click.option("--to", "end", default=None, help="period end (default: now)")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="bundle file to write (CBOR, docs/bundle.md)")
+@click.option("--since-checkpoint", "since", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="a signed checkpoint the inspector already trusts (repeatable): the bundle "
+                   "then proves it extends that checkpoint")
 def export_command(config_path: Path, farm: str | None, field: str | None,
-                   gateway: str | None, start: str, end: str | None, output: Path) -> None:
+                   gateway: str | None, start: str, end: str | None, output: Path,
+                   since: tuple[Path, ...]) -> None:
     """Export an evidence bundle for a farm/field/gateway and period, for an inspector."""
     from anchor.bundle import encode_bundle
     from anchor.export import ExportError, build_bundle
@@ -70,8 +79,9 @@ def export_command(config_path: Path, farm: str | None, field: str | None,
         config = load_collector_config(config_path)
         t0 = parse_time(start)
         t1 = time.time() if end is None else parse_time(end)
+        notes = [_read_small(p, "--since-checkpoint") for p in since]
         bundle, stats = build_bundle(config, farm=farm, field=field, gateway=gateway,
-                                     start=t0, end=t1)
+                                     start=t0, end=t1, since=notes)
     except (ConfigError, ExportError, LogKeyError) as exc:
         raise click.UsageError(str(exc)) from None
     data = encode_bundle(bundle)
@@ -85,6 +95,48 @@ def export_command(config_path: Path, farm: str | None, field: str | None,
         err=True,
     )
     click.echo(f"log key (publish it; inspectors pass it as --log-key): {bundle.vkey}", err=True)
+
+
+#: a signed note is a few hundred bytes; anything much larger is the wrong file
+_MAX_NOTE_FILE = 64 * 1024
+
+
+def _read_small(path: Path, option: str) -> bytes:
+    """A checkpoint (signed note) file, or a usage error saying what is wrong with it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_NOTE_FILE + 1)
+    except OSError as exc:
+        raise click.UsageError(f"{option}: cannot read {path}: {exc.strerror}") from None
+    if len(data) > _MAX_NOTE_FILE:
+        raise click.UsageError(f"{option}: {path} is not a checkpoint (signed note): over "
+                               f"{_MAX_NOTE_FILE:,} bytes")
+    return data
+
+
+def _influx_auth(user: str | None, password_file: Path | None) -> InfluxAuth | None:
+    """InfluxDB credentials from --influx-user and the password's file or environment, or the
+    token's environment variable: never from the command line, where other users and shell
+    history can read them."""
+    from anchor.verify import InfluxAuth, UsageError
+
+    token = os.environ.get("FIELDPROOF_INFLUX_TOKEN") or None
+    password: str | None = None
+    if password_file is not None:
+        try:
+            password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.UsageError(
+                f"--influx-password-file: cannot read {password_file}: "
+                f"{getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+    elif user is not None:
+        password = os.environ.get("FIELDPROOF_INFLUX_PASSWORD")
+    if user is None and token is None and password is None:
+        return None
+    try:
+        return InfluxAuth(username=user, password=password, token=token)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _human(result: object) -> str:
@@ -103,6 +155,9 @@ def _human(result: object) -> str:
             f"messages, {g.readings} readings, seq {g.first_seq}–{g.last_seq}, "
             f"{len(g.gaps)} gap(s), {g.outside_anchored} outside anchored range"
         )
+    for k in result.known_checkpoints:
+        lines.append(f"  known checkpoint #{k.number} size {k.size}: {k.status.upper()}"
+                     + (f" ({k.detail})" if k.detail else ""))
     for c in result.checkpoints:
         for a in c.anchors:
             state = ("claimed" if result.offline else "verified" if a.verified else
@@ -130,6 +185,20 @@ def _human(result: object) -> str:
               help="compare the operator's InfluxDB (URL) with what the evidence proves")
 @click.option("--database", default="fieldproof", show_default=True,
               help="InfluxDB database for --against-influx")
+@click.option("--influx-user", default=None,
+              help="InfluxDB 1.x user for --against-influx; the password comes from "
+                   "FIELDPROOF_INFLUX_PASSWORD or --influx-password-file (a 2.x token from "
+                   "FIELDPROOF_INFLUX_TOKEN)")
+@click.option("--influx-password-file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="file holding the --influx-user password (first line)")
+@click.option("--known-checkpoint", "known", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="a signed checkpoint of this log you already trust, e.g. from an earlier "
+                   "audit (repeatable): the bundle must prove it extends it")
+@click.option("--save-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              default=None,
+              help="after a passing verification, write the bundle's newest anchored "
+                   "checkpoint here, to pass as --known-checkpoint next time")
 @click.option("--strict", is_flag=True, help="warnings fail too (exit 1)")
 @click.option("--max-size", type=click.IntRange(1), default=Limits().max_bytes,
               show_default=True, help="largest bundle accepted, in bytes")
@@ -137,8 +206,10 @@ def _human(result: object) -> str:
               help="processes for signature checks (default: all cores)")
 def verify_command(bundle: Path, nodes: tuple[str, ...], chain: str | None,
                    log_key: str | None, offline: bool, as_json: bool, report: Path | None,
-                   pdf: bool, influx_url: str | None, database: str, strict: bool,
-                   max_size: int, workers: int | None) -> None:
+                   pdf: bool, influx_url: str | None, database: str, influx_user: str | None,
+                   influx_password_file: Path | None, known: tuple[Path, ...],
+                   save_checkpoint: Path | None, strict: bool, max_size: int,
+                   workers: int | None) -> None:
     """Verify an evidence bundle without trusting the farm, the operator or fieldproof."""
     from anchor.verify import UsageError, VerifyOptions, check_against_influx, verify_bundle
 
@@ -147,14 +218,16 @@ def verify_command(bundle: Path, nodes: tuple[str, ...], chain: str | None,
             data = f.read(max_size + 1)  # one byte over is enough to refuse it
     except OSError as exc:
         raise click.UsageError(f"cannot read {bundle}: {exc.strerror}") from None
+    notes = [_read_small(p, "--known-checkpoint") for p in known]
+    auth = _influx_auth(influx_user, influx_password_file) if influx_url else None
     opts = VerifyOptions(workers=workers, limits=Limits(max_bytes=max_size))
     try:
         result = verify_bundle(data, nodes=list(nodes), chain=chain, offline=offline,
-                               log_key=log_key, options=opts)
+                               log_key=log_key, options=opts, known_checkpoints=notes)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
     if influx_url:
-        check_against_influx(result, influx_url, database)
+        check_against_influx(result, influx_url, database, auth=auth)
     if report is not None:
         from anchor.report import write_report
 
@@ -165,9 +238,30 @@ def verify_command(bundle: Path, nodes: tuple[str, ...], chain: str | None,
             sys.exit(2)
         click.echo(f"report: {files.html}" + (f", {files.pdf} ({files.pdf_engine})"
                                               if files.pdf else ""), err=True)
+    if save_checkpoint is not None:
+        _save_checkpoint(result, save_checkpoint)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:
         click.echo(_human(result))
     if result.verdict == "fail" or (strict and result.verdict == "warn"):
         sys.exit(1)
+
+
+def _save_checkpoint(result: object, path: Path) -> None:
+    """Write the newest valid checkpoint that a verified anchor covers (the strongest one to
+    hold the operator to next time) — only when the bundle passed."""
+    from anchor.verify import VerificationResult
+
+    assert isinstance(result, VerificationResult)
+    if not result.passed:
+        click.echo(f"not saving a checkpoint to {path}: the bundle failed", err=True)
+        return
+    usable = [c for c in result.checkpoints if c.valid and c.anchored and c.note]
+    if not usable:
+        click.echo(f"not saving a checkpoint to {path}: no valid anchored checkpoint in the "
+                   "bundle", err=True)
+        return
+    _write_atomic(path, usable[-1].note)
+    click.echo(f"checkpoint of size {usable[-1].size} saved to {path}: pass it as "
+               "--known-checkpoint when you verify this log's next bundle", err=True)

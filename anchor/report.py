@@ -359,7 +359,9 @@ def _anchors(result: VerificationResult) -> str:
             if url:
                 tx = f'<a href="{_e(url)}">{tx}</a>'
             net = (f"thor genesis <code>{_e(a.ref.network[:12])}…</code>"
-                   if a.ref.chain == "thor" else f"evm chain id {_e(a.ref.network)}")
+                   if a.ref.chain == "thor" else f"evm chain id {_e(a.ref.network)}" + (
+                       f", genesis <code>{_e(a.ref.genesis[:12])}…</code>"
+                       if a.ref.genesis else " (no genesis recorded)"))
             nodes = "<br>".join(
                 _e(f"{n.node}: {'ok' if n.ok else n.detail[:160]}") for n in a.answers)
             block_time = a.block_time if a.block_time is not None else a.ref.block_time
@@ -450,6 +452,12 @@ def render_html(result: VerificationResult, *, title: str = "fieldproof verifica
                      f"{result.verified_readings:,} readings; {result.registry_events} registry "
                      "events"),
     ]
+    if result.known_checkpoints:
+        meta.append(("Known checkpoints", "<br>".join(
+            f"#{k.number} size {k.size if k.size is not None else '?'}: "
+            + (f'<span class="ok">{_e(k.detail)}, consistent</span>' if k.status == "linked"
+               else f'<span class="bad">{_e(k.status)}: {_e(k.detail[:200])}</span>')
+            for k in result.known_checkpoints)))
     notes = "".join(f"<li>{_e(n)}</li>" for n in result.bundle_notes)
     banner = (f'<div class="verdict" id="verdict" data-verdict="{result.verdict}" '
               f'style="background:{color}"><h1>{VERDICT_LABELS[result.verdict]}</h1>'

@@ -5,40 +5,40 @@ Trusts nothing in the bundle. What it checks (docs/bundle.md §Verification):
 1. the bundle's structure and limits (:func:`anchor.bundle.decode_bundle`);
 2. every checkpoint's signature with the log key (pinned with ``log_key``, else the bundle's own,
    which is then a warning), and the consistency proof between each pair of successive
-   checkpoints (a failure means history was rewritten behind a checkpoint);
+   checkpoints (a failure means history was rewritten behind a checkpoint); checkpoints the
+   inspector already trusts (``known_checkpoints``) must be among them and consistent with all;
 3. every anchor on chain through every node given (Thor: :func:`anchor.anchoring.verify_anchor`;
-   EVM: :func:`anchor.evm.read_anchor`), finality required, the record matching the
-   checkpoint's origin, size and root; the nodes' answers are compared and any disagreement is
-   an error, never averaged away;
+   EVM: :func:`anchor.evm.read_anchor`, plus the genesis block when the anchor names it),
+   finality required, the record matching the checkpoint's origin, size and root; the nodes'
+   answers are compared and any disagreement is an error, never averaged away;
 4. every registry event's and message's inclusion proof into the first bundle checkpoint above
-   it, each message's COSE signature against the key enrolled for its gateway at that log
-   position (enroll and revoke events in log order);
+   it, the gateway-signed requests registry events embed (:mod:`anchor.verify_requests`), each
+   message's COSE signature against the key enrolled for its gateway at that log position
+   (enroll, rotate and revoke events in log order; :mod:`anchor.verify_batch`);
 5. per gateway: sequence gaps with their time spans, messages outside the anchored range, clock
    anomalies (samples later than the block that anchors them, implausibly old, going backwards
    within a boot).
 
 The result is a :class:`VerificationResult`: findings (error / warning / info), per-gateway and
 per-checkpoint summaries and the verified readings; ``passed`` is True when no finding is an
-error. Signature checks are the cost: large bundles spread them over all cores.
+error. Signature checks are the cost: large bundles spread them over all cores, and nothing
+else is allowed to cost much beside them (benchmarks/bench_verify.py).
 """
 
 from __future__ import annotations
 
 import bisect
+import gc
 import itertools
 import math
-import os
+import re
 import time
-from array import array
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from multiprocessing import get_context
 from typing import Any, Literal, NamedTuple
-
-import cbor2
 
 from anchor import merkle
 from anchor.bundle import AnchorRef, Bundle, BundleError, Entry, Limits, decode_bundle
@@ -46,20 +46,29 @@ from anchor.checkpoint import Checkpoint, CheckpointError, open_checkpoint, pars
 from anchor.evidence import parse_registry_event
 from anchor.note import Ed25519Verifier, NoteError
 from anchor.record import AnchorRecord
-from fieldproof.wire import (
-    BadSignature,
-    WireError,
-    decode_message,
-    gateway_id_for,
-    message_kid,
-    parse_sign1,
+from anchor.verify_batch import (
+    BAD_SIGNATURE,
+    MALFORMED,
+    NOT_A_MESSAGE,
+    OK,
+    UNKNOWN_KEY,
+    Context,
+    Job,
+    KeyEvent,
+    MessageChecks,
+    Result,
+    inclusion_problem,
 )
+from anchor.verify_requests import enrollment_problem, rotation_problem
+from fieldproof.wire import gateway_id_for
 
 __all__ = [
     "AnchorCheck",
     "CheckpointSummary",
     "Finding",
     "GatewaySummary",
+    "InfluxAuth",
+    "KnownCheckpoint",
     "NodeAnswer",
     "SeqGap",
     "UsageError",
@@ -76,8 +85,6 @@ Severity = Literal["error", "warning", "info"]
 PLAUSIBLE_EPOCH = 1_577_836_800.0
 #: findings of one code kept in full; further ones are only counted
 MAX_FINDINGS_PER_CODE = 20
-_PARALLEL_MIN = 4000
-_CHUNK = 2000
 
 
 class UsageError(ValueError):
@@ -146,6 +153,7 @@ class CheckpointSummary:
     anchor_time: int | None = None
     consistent_with_next: bool | None = None
     segment: int = 0
+    note: bytes = b""  # the signed note as carried (not in to_json: --save-checkpoint writes it)
 
     def to_json(self) -> dict[str, Any]:
         return {"position": self.position, "size": self.size, "root": self.root,
@@ -153,6 +161,24 @@ class CheckpointSummary:
                 "anchor_time": self.anchor_time,
                 "consistent_with_next": self.consistent_with_next,
                 "anchors": [a.to_json() for a in self.anchors]}
+
+
+@dataclass
+class KnownCheckpoint:
+    """A checkpoint the inspector already trusted (``--known-checkpoint``) and how the bundle
+    relates to it: ``linked`` (the bundle holds it and every checkpoint of the bundle is
+    consistent with it), ``conflict`` (the bundle's history differs from it), ``unlinked``
+    (nothing in the bundle proves either) or ``invalid`` (not this log's checkpoint)."""
+
+    number: int
+    size: int | None
+    root: str | None
+    status: Literal["linked", "conflict", "unlinked", "invalid"] = "invalid"
+    position: int | None = None
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -245,6 +271,7 @@ class VerificationResult:
     findings: list[Finding] = dc_field(default_factory=list)
     gateways: list[GatewaySummary] = dc_field(default_factory=list)
     checkpoints: list[CheckpointSummary] = dc_field(default_factory=list)
+    known_checkpoints: list[KnownCheckpoint] = dc_field(default_factory=list)
     messages: list[VerifiedMessage] = dc_field(default_factory=list)
     total_messages: int = 0
     registry_events: int = 0
@@ -301,6 +328,7 @@ class VerificationResult:
             "findings": [f.to_json() for f in self.findings],
             "gateways": [g.to_json() for g in self.gateways],
             "checkpoints": [c.to_json() for c in self.checkpoints],
+            "known_checkpoints": [k.to_json() for k in self.known_checkpoints],
             "influx": None if self.influx is None else self.influx.to_json(),
             "bundle_notes": self.bundle_notes,
             "verified_at": self.verified_at,
@@ -348,71 +376,6 @@ class VerifyOptions:
     limits: Limits = dc_field(default_factory=Limits)
 
 
-# ----------------------------------------------------------------------------- signatures
-
-
-#: one job: (log index, message bytes, key, checkpoint size, root); size 0 = no proof to check
-_Job = tuple[int, bytes, bytes, int, bytes]
-_WORKER_HASHES: Mapping[tuple[int, int], bytes] = {}
-
-
-def _check_chunk(jobs: Sequence[_Job], hashes: Mapping[tuple[int, int], bytes],
-                 ) -> list[tuple[int, Any, str | None]]:
-    """Inclusion proof and signature of each message: (status, value, inclusion problem) with
-    status 0 and (seq, boot, readings), 1 and why the signature fails, or 2 and why it is
-    malformed."""
-    out: list[tuple[int, Any, str | None]] = []
-    for index, message, key, size, root in jobs:
-        why = _inclusion(Entry(index, message), size, root, hashes) if size else None
-        try:
-            p = decode_message(message, key)
-            # plain tuples: they cross the process boundary several times faster than objects
-            readings = tuple((r.sensor, r.quantity, r.unit, r.value, r.time, r.missing_reason)
-                             for r in p.readings)
-            out.append((0, (p.seq, p.boot, readings), why))
-        except BadSignature as exc:
-            out.append((1, str(exc), why))
-        except WireError as exc:
-            out.append((2, str(exc), why))
-        except Exception as exc:  # a verifier never crashes on hostile bytes
-            out.append((2, f"{type(exc).__name__}: {exc}", why))
-    return out
-
-
-def _pack_hashes(hashes: Mapping[tuple[int, int], bytes]) -> tuple[bytes, bytes]:
-    """The subtree table as two flat byte strings: pickles in milliseconds, not seconds."""
-    bounds = array("Q", [x for k in hashes for x in k]).tobytes()
-    return bounds, b"".join(hashes.values())
-
-
-def _init_worker(bounds: bytes, blob: bytes) -> None:
-    global _WORKER_HASHES
-    b = array("Q")
-    b.frombytes(bounds)
-    _WORKER_HASHES = {(b[2 * i], b[2 * i + 1]): blob[32 * i:32 * i + 32]
-                      for i in range(len(b) // 2)}
-
-
-def _pool_chunk(jobs: Sequence[_Job]) -> list[tuple[int, Any, str | None]]:
-    return _check_chunk(jobs, _WORKER_HASHES)
-
-
-def _check_messages(jobs: Sequence[_Job], hashes: Mapping[tuple[int, int], bytes],
-                    workers: int | None) -> list[tuple[int, Any, str | None]]:
-    """Proofs and signatures are the cost: past a few thousand messages, over all cores."""
-    n = workers if workers is not None else (os.cpu_count() or 1)
-    if n <= 1 or len(jobs) < _PARALLEL_MIN:
-        return _check_chunk(jobs, hashes)
-    chunks = [jobs[i:i + _CHUNK] for i in range(0, len(jobs), _CHUNK)]
-    # forkserver: the caller may have threads (the collector's API), which fork does not mix with
-    with ProcessPoolExecutor(max_workers=n, mp_context=get_context("forkserver"),
-                             initializer=_init_worker, initargs=_pack_hashes(hashes)) as pool:
-        out: list[tuple[int, Any, str | None]] = []
-        for part in pool.map(_pool_chunk, chunks):
-            out.extend(part)
-    return out
-
-
 # ----------------------------------------------------------------------------- chain
 
 
@@ -446,7 +409,15 @@ def _evm_answer(url: str, ref: AnchorRef, cp: Checkpoint, timeout: float) -> Nod
     )
 
     try:
-        got = read_anchor(connect(url, timeout), ref.tx, chain_id=int(ref.network))
+        w3 = connect(url, timeout)
+        if ref.genesis is not None:
+            # the chain id alone does not tell a network from a copy reusing its id
+            genesis = _evm_genesis(w3, url)
+            if genesis != ref.genesis.lower():
+                return NodeAnswer(
+                    url, False, f"node {url} is on the chain whose genesis block is {genesis}, "
+                    f"the anchor claims genesis {ref.genesis}: ask a node of that network")
+        got = read_anchor(w3, ref.tx, chain_id=int(ref.network))
     except NodeUnavailableError as exc:
         return NodeAnswer(url, False, f"unreachable: {exc}", reachable=False)
     except (AnchorNotFoundError, NotAnAnchorError, ChainIdMismatchError) as exc:
@@ -465,6 +436,18 @@ def _evm_answer(url: str, ref: AnchorRef, cp: Checkpoint, timeout: float) -> Nod
                           "finalized yet (or left the canonical chain); check again later")
     return NodeAnswer(url, True, "", got.block_number, got.block_hash.lower(), got.timestamp,
                       True, str(got.sender))
+
+
+def _evm_genesis(w3: Any, url: str) -> str:
+    """The hash of block 0 as the node reports it (eth_getBlockByNumber("0x0"))."""
+    from anchor.evm import _TRANSIENT, NodeUnavailableError
+
+    try:
+        block = w3.eth.get_block(0)
+    except _TRANSIENT as exc:  # the same errors anchor.evm counts as "did not answer"
+        raise NodeUnavailableError(f"EVM node {url} did not answer: {type(exc).__name__}"
+                                   ) from exc
+    return "0x" + bytes(block["hash"]).hex()
 
 
 class _Chain:
@@ -543,18 +526,71 @@ def _claimed_checkpoint(note: bytes) -> Checkpoint | None:
 
 def _inclusion(entry: Entry, size: int, root: bytes, hashes: Any) -> str | None:
     """None if ``entry`` is leaf ``entry.index`` of the tree (size, root), else why not."""
+    return inclusion_problem(entry.index, entry.data, size, root, hashes)
+
+
+def _link_known(number: int, note: bytes, verifier: Ed25519Verifier | None, origin: str,
+                cps: Sequence[CheckpointSummary], opened: Sequence[Checkpoint | None],
+                out: _Findings) -> KnownCheckpoint:
+    """How the bundle relates to a checkpoint the inspector trusts (docs/bundle.md §5 step 3).
+
+    Linked only through the bundle's own chain of consistency proofs: the bundle must hold a
+    checkpoint of the same size and root, and every valid checkpoint of the bundle must be in
+    that checkpoint's segment (linked to it by consistency proofs, earlier or later)."""
+    claimed = _claimed_checkpoint(note)
+    k = KnownCheckpoint(number, claimed.size if claimed else None,
+                        claimed.root_hash.hex() if claimed else None)
+    what = f"known checkpoint #{number}"
+    if verifier is None:
+        k.detail = "there is no usable log key to check it with"
+        out.add("error", "known_checkpoint_invalid", f"{what} cannot be checked: {k.detail}")
+        return k
     try:
-        ranges = merkle.inclusion_proof_ranges(entry.index, size)
-        proof = [hashes[r] for r in ranges]
-    except KeyError as exc:
-        return f"the bundle lacks the subtree hash {exc.args[0]} its proof needs"
-    except ValueError as exc:
-        return str(exc)
-    try:
-        merkle.verify_inclusion(merkle.leaf_hash(entry.data), entry.index, size, proof, root)
-    except merkle.ProofError as exc:
-        return str(exc)
-    return None
+        cp = open_checkpoint(note, verifier, origin=origin)
+    except (NoteError, CheckpointError) as exc:
+        k.detail = str(exc)
+        out.add("error", "known_checkpoint_invalid",
+                f"{what} is not a checkpoint of log {origin!r} signed by the log key "
+                f"({exc}): check you passed the right file, and the right --log-key")
+        return k
+    k.size, k.root = cp.size, cp.root_hash.hex()
+    what = f"known checkpoint #{number} (size {cp.size}, root {cp.root_hash.hex()[:16]}…)"
+    pos = next((p for p, c in enumerate(opened) if c is not None and c.size == cp.size), None)
+    if pos is None:
+        k.status = "unlinked"
+        k.detail = "the bundle holds no checkpoint of this size"
+        out.add("error", "known_checkpoint_unlinked",
+                f"the bundle cannot be linked to {what}: it holds no checkpoint of that size, "
+                "so no consistency proof shows its history extends the one you trust (it may "
+                "rest on a rewritten log). Ask the operator for a bundle made with "
+                "'fieldproof export --since-checkpoint FILE'")
+        return k
+    k.position = pos
+    mine = opened[pos]
+    assert mine is not None
+    if mine.root_hash != cp.root_hash:
+        k.status = "conflict"
+        k.detail = f"checkpoint {pos} of the bundle has root {mine.root_hash.hex()}"
+        out.add("error", "known_checkpoint_conflict",
+                f"checkpoint {pos} of the bundle has size {cp.size} like {what}, but root "
+                f"{mine.root_hash.hex()} instead of {cp.root_hash.hex()}: both are signed by "
+                "the log key, so the log was rewritten or forked behind the checkpoint you "
+                "trust")
+        return k
+    apart = [c for c, o in zip(cps, opened, strict=True)
+             if o is not None and c.segment != cps[pos].segment]
+    if apart:
+        k.status = "conflict"
+        k.detail = "checkpoint(s) " + ", ".join(str(c.position) for c in apart) + \
+            " of the bundle are not consistent with it"
+        out.add("error", "known_checkpoint_conflict",
+                f"checkpoint(s) {', '.join(f'{c.position} (size {c.size})' for c in apart)} of "
+                f"the bundle are not proven consistent with {what}: the history they sign "
+                "differs from the one you trust (rewritten or forked)")
+        return k
+    k.status = "linked"
+    k.detail = f"checkpoint {pos} of the bundle"
+    return k
 
 
 def _fmt_time(t: float | None) -> str:
@@ -571,17 +607,7 @@ def _fmt_time(t: float | None) -> str:
 KEY_EVENTS = ("enroll", "revoke", "rotate")
 
 
-@dataclass
-class _KeyEvent:
-    index: int
-    event: str
-    public_key: bytes = b""
-    farm: str = ""
-    field: str = ""
-    location: str = ""
-    time: float | None = None
-    from_seq: int = 0
-    prev_key: bytes = b""
+_KeyEvent = KeyEvent
 
 
 def _registry_event(entry: Entry) -> _KeyEvent | str:
@@ -614,43 +640,25 @@ def _registry_event(entry: Entry) -> _KeyEvent | str:
     return _KeyEvent(entry.index, "enroll", pk, farm, fld, loc, t)
 
 
-def _claimed_seq(message: bytes) -> int | None:
-    """The seq a message claims, unverified: only to pick among a gateway's rotated keys (the
-    signature then covers it, so a lie here only makes the check fail)."""
-    try:
-        seq = cbor2.loads(parse_sign1(message).payload).get("seq")
-    except (WireError, ValueError, TypeError, AttributeError, cbor2.CBORDecodeError,
-            OverflowError, RecursionError):
-        return None
-    return seq if type(seq) is int else None
-
-
-def _key_at(events: Sequence[_KeyEvent], index: int, message: bytes,
-            ) -> tuple[bytes | None, int | None, str]:
-    """(key, revoked at, problem) for a message at log ``index``, from the events before it."""
-    keys: list[tuple[int, bytes]] = []
-    revoked: int | None = None
-    for ev in events:
-        if ev.index > index:
-            break
-        if ev.event == "enroll":
-            keys, revoked = [(0, ev.public_key)], None
-        elif ev.event == "rotate":
-            if keys and keys[-1][1] == ev.prev_key and ev.from_seq > keys[-1][0]:
-                keys.append((ev.from_seq, ev.public_key))
-        else:
-            revoked = ev.index
-    if not keys:
-        return None, revoked, "no enrollment"
-    if len(keys) == 1:
-        return keys[0][1], revoked, ""
-    seq = _claimed_seq(message)
-    if seq is None:
-        return keys[0][1], revoked, ""
-    return [k for start, k in keys if start <= seq][-1], revoked, ""
-
-
 # ----------------------------------------------------------------------------- the verifier
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while decoding a bundle and checking its messages. A
+    large bundle makes a few hundred thousand small objects (entries, messages, readings) that
+    all live to the end and form no cycles; the collector would walk them again and again as
+    they pile up: ~0.9 s of a 100,000-message verification.
+    Reference counting still frees everything else; the collector resumes afterwards (only if
+    this call paused it, so concurrent verifications in threads leave it as they found it)."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def verify_bundle(
@@ -662,9 +670,13 @@ def verify_bundle(
     log_key: str | None,
     options: VerifyOptions | None = None,
     now: float | None = None,
+    known_checkpoints: Sequence[bytes] = (),
 ) -> VerificationResult:
     """Verify a bundle; see the module docstring. Raises :class:`UsageError` only for bad
-    arguments, never for bad bundles or nodes: those are findings."""
+    arguments, never for bad bundles or nodes: those are findings.
+
+    ``known_checkpoints``: signed checkpoints (notes) of this log the inspector already trusts,
+    e.g. from an earlier audit; the bundle must be provably consistent with each."""
     opts = options or VerifyOptions()
     started = time.perf_counter()
     now = time.time() if now is None else now
@@ -680,7 +692,8 @@ def verify_bundle(
     result = VerificationResult(offline=offline, nodes=list(nodes), verified_at=now)
     out = _Findings()
     try:
-        bundle = decode_bundle(data, opts.limits)
+        with _no_cyclic_gc():
+            bundle = decode_bundle(data, opts.limits)
     except BundleError as exc:
         out.add("error", "malformed_bundle", f"the bundle cannot be read: {exc}")
         result.findings = out.items
@@ -699,7 +712,8 @@ def verify_bundle(
                          "ask (several independent ones are better), or --offline")
     result.chain = chain
     try:
-        _verify(bundle, result, out, pinned, chain, nodes, offline, opts, now)
+        _verify(bundle, result, out, pinned, chain, nodes, offline, opts, now,
+                known_checkpoints)
     finally:
         result.findings = sorted(out.items, key=lambda f: ("error", "warning", "info").index(
             f.severity))
@@ -720,6 +734,7 @@ def _verify(
     offline: bool,
     opts: VerifyOptions,
     now: float,
+    known: Sequence[bytes] = (),
 ) -> None:
     s = bundle.scope
     result.scope = {"farm": s.farm, "field": s.field, "gateway": s.gateway,
@@ -761,7 +776,7 @@ def _verify(
         summary = CheckpointSummary(
             pos, claimed.size if claimed else None,
             claimed.root_hash.hex() if claimed else None, False,
-            anchors=[AnchorCheck(a) for a in c.anchors])
+            anchors=[AnchorCheck(a) for a in c.anchors], note=c.note)
         cp: Checkpoint | None = None
         if verifier is None:
             summary.problem = "no usable log key"
@@ -804,42 +819,10 @@ def _verify(
                 segment += 1
         cps[pos].segment = segment
     result.checkpoints = cps
-
-    # -- anchors
-    checker = _Chain(chain, nodes, opts.node_timeout_s) if chain and not offline else None
-    try:
-        unchecked = 0
-        for pos, (summary, cp) in enumerate(zip(cps, opened, strict=True)):
-            if cp is None:
-                continue
-            for ac in summary.anchors:
-                if offline:
-                    unchecked += 1
-                    summary.anchored = True
-                    t = ac.ref.block_time
-                    summary.anchor_time = t if summary.anchor_time is None else min(
-                        summary.anchor_time, t)
-                elif checker is not None and ac.ref.chain == chain:
-                    done = checker.check(ac.ref, cp, pos, out)
-                    ac.checked, ac.verified, ac.answers = done.checked, done.verified, done.answers
-                    ac.block_time = done.block_time
-                    if done.verified and done.block_time is not None:
-                        summary.anchored = True
-                        summary.anchor_time = (done.block_time if summary.anchor_time is None
-                                               else min(summary.anchor_time, done.block_time))
-                else:
-                    unchecked += 1
-    finally:
-        if checker is not None:
-            checker.close()
-    if offline and unchecked:
-        out.add("warning", "anchors_not_checked",
-                f"--offline: {unchecked} anchor(s) were not checked on chain; anchored ranges and "
-                "time bounds below rest on the bundle's claims")
-    elif unchecked:
-        out.add("info", "anchors_not_checked",
-                f"{unchecked} anchor(s) on other chains than {chain or 'the one checked'} were "
-                "not checked")
+    result.known_checkpoints = [
+        _link_known(n, note, verifier, bundle.origin, cps, opened, out)
+        for n, note in enumerate(known, 1)
+    ]
 
     # where each entry is proven, and which anchor bounds it
     sizes = [c.size if c.size is not None else -1 for c in cps]
@@ -852,34 +835,31 @@ def _verify(
             return pos if pos < len(sizes) else None
         return next((p for p, sz in enumerate(sizes) if sz > index), None)
 
-    anchored_after: list[int | None] = [None] * len(cps)
-    nxt: int | None = None
-    for pos in range(len(cps) - 1, -1, -1):
-        if nxt is not None and cps[nxt].segment != cps[pos].segment:
-            nxt = None
-        if cps[pos].anchored:
-            nxt = pos
-        anchored_after[pos] = nxt
+    # registry findings are reported after the anchors' (the order of docs/bundle.md §5), but
+    # made first: the message checks need the key history, and run while nodes are asked
+    early: list[tuple[Any, ...]] = []
 
-    def prove(entry: Entry, what: str, gateway: str | None) -> tuple[bool, int | None]:
-        """(included, anchor time) for an entry; an unprovable entry is a finding here."""
+    def later(*finding: Any) -> None:
+        early.append(finding)
+
+    def prove(entry: Entry, what: str, gateway: str | None) -> bool:
+        """Whether an entry is included; an unprovable entry is a finding here."""
         pos = place(entry.index)
         if pos is None:
-            return False, None
+            return False
         cp = opened[pos]
         if cp is None:
-            out.add("error", "inclusion_failed",
-                    f"{what} at log index {entry.index} is proven into checkpoint {pos}, which "
-                    "is not valid", gateway)
-            return False, None
+            later("error", "inclusion_failed",
+                  f"{what} at log index {entry.index} is proven into checkpoint {pos}, which "
+                  "is not valid", gateway)
+            return False
         why = _inclusion(entry, cp.size, cp.root_hash, bundle.hashes)
         if why is not None:
-            out.add("error", "inclusion_failed",
-                    f"{what} at log index {entry.index} is not in the log at checkpoint {pos} "
-                    f"(size {cp.size}): {why}", gateway)
-            return False, None
-        a = anchored_after[pos]
-        return True, (cps[a].anchor_time if a is not None else None)
+            later("error", "inclusion_failed",
+                  f"{what} at log index {entry.index} is not in the log at checkpoint {pos} "
+                  f"(size {cp.size}): {why}", gateway)
+            return False
+        return True
 
     # -- registry
     timeline: dict[str, list[_KeyEvent]] = defaultdict(list)
@@ -888,16 +868,28 @@ def _verify(
         obj = parse_registry_event(entry.data)
         gw = obj.get("gw") if obj is not None and isinstance(obj.get("gw"), str) else None
         if isinstance(ev, str):
-            out.add("error", "registry_invalid", f"registry entry at log index {entry.index}: {ev}",
-                    gw)
+            later("error", "registry_invalid", f"registry entry at log index {entry.index}: {ev}",
+                  gw)
             continue
-        assert gw is not None
-        included, _ = prove(entry, f"registry event ({ev.event} {gw})", gw)
+        assert gw is not None and obj is not None
+        if ev.event == "enroll":
+            problem = enrollment_problem(obj, gw, ev.public_key)
+            if problem is not None:
+                later("error", "enrollment_request_invalid",
+                      f"enrollment of {gw} at log index {entry.index}: {problem}. The "
+                      "operator's record of what the gateway declared cannot be trusted", gw)
+        elif ev.event == "rotate":
+            problem = rotation_problem(obj, gw, ev.public_key, ev.prev_key, ev.from_seq)
+            if problem is not None:
+                later("error", "registry_invalid",
+                      f"rotation of {gw} at log index {entry.index}: {problem}; ignored", gw)
+                continue
+        included = prove(entry, f"registry event ({ev.event} {gw})", gw)
         if place(entry.index) is None:
             # only messages logged after it (so themselves unproven) can depend on it
-            out.add("warning", "outside_anchored_range",
-                    f"registry event ({ev.event} {gw}) at log index {entry.index} is in no "
-                    "checkpoint of the bundle yet: it is not proven", gw)
+            later("warning", "outside_anchored_range",
+                  f"registry event ({ev.event} {gw}) at log index {entry.index} is in no "
+                  "checkpoint of the bundle yet: it is not proven", gw)
             included = True
         if included:
             timeline[gw].append(ev)
@@ -910,9 +902,9 @@ def _verify(
                 current, last_from = ev.public_key, 0
             elif ev.event == "rotate":
                 if current is None or ev.prev_key != current or ev.from_seq <= last_from:
-                    out.add("error", "registry_invalid",
-                            f"rotation of {gw} at log index {ev.index} does not follow from its "
-                            "key at that point (wrong previous key or from_seq): ignored", gw)
+                    later("error", "registry_invalid",
+                          f"rotation of {gw} at log index {ev.index} does not follow from its "
+                          "key at that point (wrong previous key or from_seq): ignored", gw)
                 else:
                     current, last_from = ev.public_key, ev.from_seq
 
@@ -934,83 +926,162 @@ def _verify(
     for gw in timeline:
         summary_for(gw)
 
-    # -- messages: kid and key at that position here; inclusion and signature in _check_messages
-    jobs: list[_Job] = []
-    pending: list[tuple[Entry, str, int | None, bool]] = []
+    # -- messages: kid, key, inclusion and signature in anchor.verify_batch, over all cores for
+    # large bundles, starting now: the workers check while the chain nodes are asked below.
+    # Answers arrive in log order and the common case (everything checks out) becomes a result
+    # at once; anything else is kept and reported afterwards in the order of docs/bundle.md §5.
+    heads = [(cp.size, cp.root_hash) if cp is not None else None for cp in opened]
+    jobs: list[Job] = []
+    places: list[int | None] = []
     for entry in bundle.messages:
-        try:
-            gw = message_kid(entry.data)
-        except WireError as exc:
-            out.add("error", "message_malformed",
-                    f"message at log index {entry.index} is not a fieldproof message: {exc}")
-            continue
-        g = summary_for(gw)
-        g.messages += 1
         at = place(entry.index)
-        cp = opened[at] if at is not None else None
-        if at is not None and cp is None:
-            out.add("error", "inclusion_failed",
-                    f"message of {gw} at log index {entry.index} is proven into checkpoint "
-                    f"{at}, which is not valid", gw)
-        key, revoked_at, _ = _key_at(timeline.get(gw, []), entry.index, entry.data)
-        if key is None:
-            later = [ev.index for ev in timeline.get(gw, []) if ev.event == "enroll"]
-            out.add("error", "unknown_key",
-                    f"message at log index {entry.index} is from {gw}, which has no enrollment "
-                    "in the evidence before it" + (f" (enrolled only at log index {later[0]})"
-                                                   if later else ""), gw)
-            continue
-        if revoked_at is not None:
-            out.add("error", "revoked_key",
-                    f"message at log index {entry.index} was logged after {gw} was revoked "
-                    f"(log index {revoked_at})", gw)
-        anchor = anchored_after[at] if at is not None else None
-        jobs.append((entry.index, entry.data, key, cp.size if cp else 0,
-                     cp.root_hash if cp else b""))
-        pending.append((entry, gw, cps[anchor].anchor_time if anchor is not None else None,
-                        at is not None and cp is not None and revoked_at is None))
+        places.append(at)
+        jobs.append((entry.index, entry.data, at if at is not None and heads[at] else -1))
+    checks = MessageChecks(jobs, Context(bundle.hashes, heads, timeline), opts.workers)
+    try:
+        # -- anchors
+        checker = _Chain(chain, nodes, opts.node_timeout_s) if chain and not offline else None
+        try:
+            unchecked = 0
+            for pos, (summary, cp) in enumerate(zip(cps, opened, strict=True)):
+                if cp is None:
+                    continue
+                for ac in summary.anchors:
+                    if offline:
+                        unchecked += 1
+                        summary.anchored = True
+                        t = ac.ref.block_time
+                        summary.anchor_time = t if summary.anchor_time is None else min(
+                            summary.anchor_time, t)
+                    elif checker is not None and ac.ref.chain == chain:
+                        done = checker.check(ac.ref, cp, pos, out)
+                        ac.checked, ac.verified = done.checked, done.verified
+                        ac.answers = done.answers
+                        ac.block_time = done.block_time
+                        if done.verified and done.block_time is not None:
+                            summary.anchored = True
+                            summary.anchor_time = (done.block_time if summary.anchor_time is None
+                                                   else min(summary.anchor_time, done.block_time))
+                    else:
+                        unchecked += 1
+        finally:
+            if checker is not None:
+                checker.close()
+        if offline and unchecked:
+            out.add("warning", "anchors_not_checked",
+                    f"--offline: {unchecked} anchor(s) were not checked on chain; anchored "
+                    "ranges and time bounds below rest on the bundle's claims")
+        elif unchecked:
+            out.add("info", "anchors_not_checked",
+                    f"{unchecked} anchor(s) on other chains than {chain or 'the one checked'} were "
+                    "not checked")
 
-    results = _check_messages(jobs, bundle.hashes, opts.workers)
-    verified: list[VerifiedMessage] = []
-    unproven: Counter[str] = Counter()
-    for (entry, gw, anchor_time, ok), (status, value, why) in zip(pending, results, strict=True):
-        if why is not None:
-            at = place(entry.index)
-            out.add("error", "inclusion_failed",
-                    f"message of {gw} at log index {entry.index} is not in the log at "
-                    f"checkpoint {at}: {why}", gw)
-            ok = False
-        if status == 1:
-            out.add("error", "bad_signature",
-                    f"message at log index {entry.index} does not verify with {gw}'s enrolled "
-                    f"key: {value}. Its content was changed or it was signed by another key", gw)
-            continue
-        if status == 2:
-            out.add("error", "message_malformed",
-                    f"message at log index {entry.index} from {gw} is malformed: {value}", gw)
-            continue
-        seq, boot, raw = value
-        readings = tuple(map(VerifiedReading._make, raw))
-        if not ok:
-            if place(entry.index) is None:  # signed and enrolled, but in no checkpoint yet
+        anchored_after: list[int | None] = [None] * len(cps)
+        nxt: int | None = None
+        for pos in range(len(cps) - 1, -1, -1):
+            if nxt is not None and cps[nxt].segment != cps[pos].segment:
+                nxt = None
+            if cps[pos].anchored:
+                nxt = pos
+            anchored_after[pos] = nxt
+        anchor_at = [cps[a].anchor_time if a is not None else None for a in anchored_after]
+        for finding in early:
+            out.add(*finding)
+
+        with _no_cyclic_gc():  # see there: the objects made from here on are many
+            verified: list[VerifiedMessage] = []
+            odd: list[tuple[Entry, int | None, Result]] = []
+            counts: Counter[str] = Counter()
+            make = VerifiedReading._make
+            n = 0
+            for chunk in checks:
+                for res in chunk:
+                    entry, at = bundle.messages[n], places[n]
+                    n += 1
+                    kind, gw, value, why, revoked = res
+                    if gw is not None:
+                        counts[gw] += 1
+                    if kind == OK and why is None and revoked is None and at is not None \
+                            and heads[at] is not None:
+                        seq, boot, raw = value
+                        bound = anchor_at[at]
+                        verified.append(VerifiedMessage(
+                            entry.index, gw, seq, boot,  # type: ignore[arg-type]
+                            tuple(map(make, raw)), bound is not None, bound))
+                    else:
+                        odd.append((entry, at, res))
+            for gw, count in counts.items():
+                summary_for(gw).messages += count
+            unproven: Counter[str] = Counter()
+            for entry, at, (kind, gw, value, _, revoked) in odd:
+                if kind == NOT_A_MESSAGE:
+                    out.add("error", "message_malformed",
+                            f"message at log index {entry.index} is not a fieldproof message: "
+                            f"{value}")
+                    continue
+                if at is not None and heads[at] is None:
+                    out.add("error", "inclusion_failed",
+                            f"message of {gw} at log index {entry.index} is proven into checkpoint "
+                            f"{at}, which is not valid", gw)
+                if kind == UNKNOWN_KEY:
+                    enrolled = [ev.index for ev in timeline.get(gw or "", [])
+                                if ev.event == "enroll"]
+                    out.add("error", "unknown_key",
+                            f"message at log index {entry.index} is from {gw}, which has no "
+                            "enrollment in the evidence before it"
+                            + (f" (enrolled only at log index {enrolled[0]})" if enrolled
+                               else ""), gw)
+                elif revoked is not None:
+                    out.add("error", "revoked_key",
+                            f"message at log index {entry.index} was logged after {gw} was revoked "
+                            f"(log index {revoked})", gw)
+            late = False
+            for entry, at, (kind, gw, value, why, revoked) in odd:
+                if kind in (NOT_A_MESSAGE, UNKNOWN_KEY):
+                    continue
+                assert gw is not None
+                ok = at is not None and heads[at] is not None and revoked is None
+                if why is not None:
+                    out.add("error", "inclusion_failed",
+                            f"message of {gw} at log index {entry.index} is not in the log at "
+                            f"checkpoint {at}: {why}", gw)
+                    ok = False
+                if kind == BAD_SIGNATURE:
+                    out.add("error", "bad_signature",
+                            f"message at log index {entry.index} does not verify with {gw}'s "
+                            f"enrolled key: {value}. Its content was changed or it was signed by "
+                            "another key", gw)
+                    continue
+                if kind == MALFORMED:
+                    out.add("error", "message_malformed",
+                            f"message at log index {entry.index} from {gw} is malformed: "
+                            f"{value}", gw)
+                    continue
+                if ok or at is not None or revoked is not None:  # not ok: no verified message
+                    continue
+                # signed by its enrolled key, but in no checkpoint yet: verified, not anchored
+                seq, boot, raw = value
                 unproven[gw] += 1
-                verified.append(VerifiedMessage(entry.index, gw, seq, boot, readings,
+                late = True
+                verified.append(VerifiedMessage(entry.index, gw, seq, boot, tuple(map(make, raw)),
                                                 False, None))
-            continue
-        verified.append(VerifiedMessage(entry.index, gw, seq, boot, readings,
-                                        anchor_time is not None, anchor_time))
-    result.messages = verified
+            if late:
+                verified.sort(key=lambda m: m.index)
+            result.messages = verified
 
-    # -- per gateway: counts, scope, gaps, anchoring, clocks
-    by_gw: dict[str, list[VerifiedMessage]] = defaultdict(list)
-    for m in verified:
-        by_gw[m.gateway].append(m)
-    for gw, g in sorted(gateways.items()):
-        msgs = sorted(by_gw.get(gw, []), key=lambda m: (m.seq, m.index))
-        _analyse_gateway(g, msgs, bundle, out, opts, now, unproven[gw])
-    if not verified:
-        out.add("warning", "no_readings", "the bundle proves no readings for this scope and period")
-    result.gateways = [gateways[k] for k in sorted(gateways)]
+            # -- per gateway: counts, scope, gaps, anchoring, clocks
+            by_gw: dict[str, list[VerifiedMessage]] = defaultdict(list)
+            for m in verified:
+                by_gw[m.gateway].append(m)
+            for gw, g in sorted(gateways.items()):
+                msgs = sorted(by_gw.get(gw, []), key=lambda m: (m.seq, m.index))
+                _analyse_gateway(g, msgs, bundle, out, opts, now, unproven[gw])
+            if not verified:
+                out.add("warning", "no_readings",
+                        "the bundle proves no readings for this scope and period")
+            result.gateways = [gateways[k] for k in sorted(gateways)]
+    finally:
+        checks.close()
 
 
 def _analyse_gateway(
@@ -1215,8 +1286,81 @@ def _evidence_points(
     return out
 
 
-def _influx_rows(url: str, database: str, query: str, timeout: float) -> Iterable[
-        tuple[str, dict[str, Any]]]:
+@dataclass(frozen=True)
+class InfluxAuth:
+    """Credentials for ``--against-influx``: an InfluxDB 1.x user and password (sent as HTTP
+    Basic authentication, which every 1.x accepts, so they never appear in a URL or a server
+    log) or an InfluxDB 2.x/3.x API token (``Authorization: Token …``). The secrets are kept
+    out of ``repr`` and scrubbed from every message the comparison produces."""
+
+    username: str | None = None
+    password: str | None = dc_field(default=None, repr=False)
+    token: str | None = dc_field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.token is not None and self.username is not None:
+            raise UsageError("give an InfluxDB 1.x user and password, or a 2.x token "
+                             "(FIELDPROOF_INFLUX_TOKEN), not both")
+        if (self.username is None) != (self.password is None):
+            raise UsageError("an InfluxDB user needs a password (FIELDPROOF_INFLUX_PASSWORD or "
+                             "--influx-password-file) and a password needs --influx-user")
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(x for x in (self.password, self.token) if x)
+
+    def request_kwargs(self) -> dict[str, Any]:
+        import httpx
+
+        if self.token is not None:
+            return {"headers": {"Authorization": f"Token {self.token}"}}
+        if self.username is not None and self.password is not None:
+            return {"auth": httpx.BasicAuth(self.username, self.password)}
+        return {}
+
+
+def _userinfo(url: str) -> str:
+    """Whatever stands between ``scheme://`` and the last ``@`` of ``url``: credentials, even
+    when they hold characters (``#``, ``/``, ``?``) that make the URL itself unparsable."""
+    start, at = url.find("://"), url.rfind("@")
+    return url[start + 3:at] if 0 <= start < at else ""
+
+
+def _redact_url(url: str) -> str:
+    """``url`` without user info (``http://user:pass@host``) or credential parameters."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    info = _userinfo(url)
+    if info:
+        url = url.replace(info + "@", "", 1)
+    try:
+        parts = urlsplit(url)
+        query = urlencode([(k, "***" if k.lower() in ("p", "u", "password", "token") else v)
+                           for k, v in parse_qsl(parts.query, keep_blank_values=True)])
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "(an unparsable URL)"
+
+
+def _scrub(text: str, url: str, auth: InfluxAuth | None) -> str:
+    """``text`` with the URL's credentials and the secrets blanked, for messages and JSON."""
+    from urllib.parse import unquote
+
+    secrets = list(auth.secrets() if auth else ())
+    info = _userinfo(url)
+    if info:
+        password = info.split(":", 1)[-1]
+        # and the pieces a URL parser may quote back when the credentials break the URL
+        pieces = [p for p in re.split(r"[:#/?@\[\]]", info) if len(p) >= 3]
+        secrets += [info, unquote(info), password, unquote(password), *pieces]
+    text = text.replace(url, _redact_url(url))
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _influx_rows(url: str, database: str, query: str, timeout: float,
+                 auth: InfluxAuth | None = None) -> Iterable[tuple[str, dict[str, Any]]]:
     """(measurement, row) for every row of a chunked InfluxQL answer (any InfluxDB with /query)."""
     import json
 
@@ -1224,7 +1368,22 @@ def _influx_rows(url: str, database: str, query: str, timeout: float) -> Iterabl
 
     params = {"db": database, "q": query, "epoch": "ns", "chunked": "true",
               "chunk_size": "20000"}
-    with httpx.stream("GET", f"{url.rstrip('/')}/query", params=params, timeout=timeout) as r:
+    extra = auth.request_kwargs() if auth is not None else {}
+    try:
+        httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        # not echoed: the parser's complaint may quote a piece of the credentials
+        raise ValueError("the --against-influx URL is not a valid URL (credentials in it must "
+                         "be percent-encoded; better, use --influx-user)") from None
+    with httpx.stream("GET", f"{url.rstrip('/')}/query", params=params, timeout=timeout,
+                      **extra) as r:
+        if r.status_code in (401, 403):
+            raise ValueError(
+                f"InfluxDB refused the query (HTTP {r.status_code}): "
+                + ("check --influx-user and its password, or FIELDPROOF_INFLUX_TOKEN"
+                   if auth is not None and (auth.username or auth.token) else
+                   "it needs credentials: --influx-user with FIELDPROOF_INFLUX_PASSWORD or "
+                   "--influx-password-file (1.x), or FIELDPROOF_INFLUX_TOKEN (2.x)"))
         if r.status_code != 200:
             raise ValueError(f"InfluxDB answered HTTP {r.status_code}: {r.read()[:300]!r}")
         for line in r.iter_lines():
@@ -1243,11 +1402,13 @@ def _influx_rows(url: str, database: str, query: str, timeout: float) -> Iterabl
 
 
 def check_against_influx(
-    result: VerificationResult, url: str, database: str, *, timeout: float = 60.0
+    result: VerificationResult, url: str, database: str, *, timeout: float = 60.0,
+    auth: InfluxAuth | None = None,
 ) -> InfluxComparison:
     """Compare the operator's InfluxDB with what the evidence proves; every changed, added or
-    deleted reading point becomes part of the result (and an error finding)."""
-    cmp = InfluxComparison(url, database)
+    deleted reading point becomes part of the result (and an error finding). ``auth``: the
+    database's credentials; they never appear in the result, its messages or its JSON."""
+    cmp = InfluxComparison(_redact_url(url), database)
     result.influx = cmp
     out = _Findings()
     start, end = result.scope.get("from"), result.scope.get("to")
@@ -1275,7 +1436,7 @@ def check_against_influx(
             cmp.diffs.append(d)
 
     try:
-        for measurement, row in _influx_rows(url, database, query, timeout):
+        for measurement, row in _influx_rows(url, database, query, timeout, auth):
             if measurement in _NOT_READINGS:
                 continue
             gw, sensor, t_ns = row.get("gateway"), row.get("sensor"), row.get("time")
@@ -1305,7 +1466,8 @@ def check_against_influx(
             else:
                 cmp.matched += 1
     except Exception as exc:  # unreachable, not InfluxDB, garbage: report, never crash
-        cmp.error = f"could not read InfluxDB at {url}: {type(exc).__name__}: {exc}"
+        cmp.error = _scrub(f"could not read InfluxDB at {url}: {type(exc).__name__}: {exc}",
+                           url, auth)
         out.add("error", "influx_unreadable", cmp.error)
     else:
         for key, want in expected.items():

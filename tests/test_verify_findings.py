@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -216,8 +217,8 @@ def test_tampered_consistency_proof(farm: Farm, node: ThorNode) -> None:
     anchor_thor(farm, node.url, node.mine)
     data = export_bundle(farm.config, farm=None, field=None, gateway=None, start=T0, end=NOW)
 
-    def swap(o: dict[str, object]) -> None:
-        (proof,) = o["consistency"]  # type: ignore[misc]
+    def swap(o: dict[str, Any]) -> None:
+        (proof,) = o["consistency"]
         o["consistency"] = [list(reversed(proof))]
 
     bad = rewrite(data, swap)

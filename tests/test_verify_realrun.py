@@ -38,7 +38,12 @@ from anchor.logstore import SqliteLogStore
 from anchor.note import generate_key
 from anchor.record import AnchorRecord
 from anchor.report import write_report
-from anchor.verify import VerificationResult, check_against_influx, verify_bundle
+from anchor.verify import (
+    VerificationResult,
+    VerifiedReading,
+    check_against_influx,
+    verify_bundle,
+)
 from collector.registry import Registry
 from collector.store import open_db
 from fieldproof.config import CollectorConfig, load_collector_config
@@ -468,7 +473,7 @@ def test_against_influx_lists_changed_added_and_deleted_points(run: RealRun) -> 
     r_change, r_delete = m.readings[0], m.readings[2]
     g = gw_info[m.gateway]
 
-    def tags(r: Reading) -> str:
+    def tags(r: Reading | VerifiedReading) -> str:
         return (f"farm={g.farm},field={g.field},gateway={m.gateway},sensor={r.sensor},"
                 f"unit={r.unit}")
 
@@ -488,7 +493,8 @@ def test_against_influx_lists_changed_added_and_deleted_points(run: RealRun) -> 
     assert {"influx_changed", "influx_added", "influx_deleted"} == _errors(again)
     by_kind = {d.kind: d for d in cmp.diffs}
     assert by_kind["changed"].fields == ("value",)
-    assert by_kind["changed"].database == {**by_kind["changed"].database, "value": 0.99}
+    changed = by_kind["changed"].database
+    assert changed is not None and changed == {**changed, "value": 0.99}
     assert by_kind["deleted"].time_ns == t_del
     assert by_kind["added"].time_ns == t_add
 
