@@ -911,6 +911,25 @@ def bench_log(quick: bool, out: Path) -> dict[str, Any]:
     return data
 
 
+def bench_verifier(quick: bool, runs: int, out: Path) -> dict[str, Any]:
+    """The inspector's verifier on a whole bundle (benchmarks/bench_verify.py), with the raw
+    Ed25519 rates it measures in the same run."""
+    messages = "10000" if quick else "100000"
+    cmd = [PY, str(BENCH / "bench_verify.py"), "--messages", messages, "--runs", str(runs)]
+    p = subprocess.run(
+        [*cmd, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if p.returncode != 0:
+        return {"error": p.stderr[-2000:]}
+    data: dict[str, Any] = json.loads(out.read_text())
+    return data
+
+
 # ------------------------------------------------------------------------------- report
 
 
@@ -1115,6 +1134,24 @@ def markdown(res: dict[str, Any]) -> str:
                 f" {r['share_of_one_core_percent']:.1f} % |"
             )
         lines.append("")
+    vb = res.get("verifier")
+    if vb and "verify_1w_msgs_per_s" in vb:
+        raw1 = vb.get("raw_ed25519_libsodium_1core_per_s") or vb.get("raw_ed25519_1core_per_s")
+        raw2 = vb.get("raw_ed25519_libsodium_2w_per_s") or vb.get("raw_ed25519_2w_per_s")
+        lines += [
+            f"## Verifier: a {vb.get('messages', 0):,}-message bundle, offline"
+            " (benchmarks/bench_verify.py)",
+            "",
+            "| workers | verified msgs/s | raw Ed25519 verify/s (libsodium), same run | ratio |",
+            "|---:|---:|---:|---:|",
+            f"| 1 | {fmt(vb.get('verify_1w_msgs_per_s'))} | {fmt(raw1)} |"
+            f" {fmt(vb.get('verify_vs_raw_1w'), '{:.2f}')} |",
+            f"| 2 | {fmt(vb.get('verify_2w_msgs_per_s'))} | {fmt(raw2)} |"
+            f" {fmt(vb.get('verify_vs_raw_same_workers'), '{:.2f}')} |",
+            "",
+        ]
+    elif vb:
+        lines += ["## Verifier", "", f"not measured: {vb.get('error')}", ""]
     lg = res.get("log")
     if lg and "results" in lg:
         lines += [
@@ -1166,7 +1203,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=BENCH / "results")
     ap.add_argument("--runs", type=int, default=None, help="runs per figure (default 3; quick 1)")
     ap.add_argument(
-        "--only", default="", help="comma list: verify,ingest,profile,gateway,scale,log"
+        "--only",
+        default="",
+        help="comma list: verify,ingest,profile,gateway,scale,log,verifier",
     )
     ap.add_argument(
         "--profile",
@@ -1185,6 +1224,7 @@ def main() -> None:
         "gateway",
         "scale",
         "log",
+        "verifier",
     }
     if args.profile is False or (args.profile is None and quick):
         only.discard("profile")
@@ -1222,6 +1262,10 @@ def main() -> None:
         if "scale" in only:
             with section("scale", results, errors):
                 results["scale"] = bench_scale(env, quick, capacity)
+                save()
+        if "verifier" in only:
+            with section("verifier", results, errors):
+                results["verifier"] = bench_verifier(quick, runs, work / "bench_verify.json")
                 save()
         if "log" in only:
             with section("log", results, errors):
