@@ -13,7 +13,7 @@ from rich.table import Table
 
 from collector.cli_common import config_option, load_config_or_exit, open_registry
 from collector.registry import Registry, RegistryError, parse_public_key
-from collector.store import CollectorStore, open_db
+from collector.store import CollectorStore, DataDirLocked, open_db
 
 
 @click.group("collector")
@@ -27,7 +27,10 @@ def run_command(config_path: Path | None) -> None:
     """Run the collector until SIGTERM/Ctrl-C."""
     from collector.service import Collector
 
-    collector = Collector(load_config_or_exit(config_path))
+    try:
+        collector = Collector(load_config_or_exit(config_path))
+    except DataDirLocked as exc:  # another collector runs here (once the service takes it)
+        raise click.ClickException(str(exc)) from None
 
     def _stop(signum: int, frame: Any) -> None:
         collector.stop()

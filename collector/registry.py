@@ -2,7 +2,15 @@
 
 Lives in the collector's SQLite database. A gateway id is derived from its first public key,
 so registering a key under a different id is refused. Key history is kept (a key retired by
-rotation stays valid for what it signed before) so a verifier can pick the key valid at a time."""
+rotation stays valid for what it signed before) so a verifier can pick the key valid at a time.
+
+Every change to a device (added, enrolled, revoked, key rotated, any other update of its rows)
+gives it a new, higher number in ``device_changes``, so the collector's cache re-reads only
+what changed (:meth:`Registry.changes_since`) instead of every device every few seconds.
+Triggers set the number, so no write can forget it — not a future method, not an older
+collector on the same database, not an operator's hand-made SQL. It is a side table, not a
+column of ``devices``, so the positional ``INSERT INTO devices VALUES (…)`` that tools use keep
+working; an existing database is migrated when a Registry first opens it."""
 
 from __future__ import annotations
 
@@ -36,6 +44,47 @@ CREATE TABLE IF NOT EXISTS device_keys (
     PRIMARY KEY (gateway, public_key)
 );
 """
+
+#: one row per device: the number of its latest change (higher = later, in commit order).
+#: Writers are serialised by SQLite's write lock, so max + 1 is unique and numbers commit
+#: in order. Every change to a device's rows, whoever makes it, bumps it.
+_CHANGES_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS device_changes (gateway TEXT PRIMARY KEY,"
+    " change_seq INTEGER NOT NULL, changed_at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS device_changes_seq ON device_changes (change_seq)",
+    "CREATE TRIGGER IF NOT EXISTS device_changed_insert AFTER INSERT ON devices BEGIN"
+    " INSERT OR REPLACE INTO device_changes VALUES (NEW.gateway,"
+    " (SELECT coalesce(max(change_seq), 0) + 1 FROM device_changes),"
+    " (julianday('now') - 2440587.5) * 86400.0); END",
+    "CREATE TRIGGER IF NOT EXISTS device_changed_update AFTER UPDATE ON devices BEGIN"
+    " INSERT OR REPLACE INTO device_changes VALUES (NEW.gateway,"
+    " (SELECT coalesce(max(change_seq), 0) + 1 FROM device_changes),"
+    " (julianday('now') - 2440587.5) * 86400.0); END",
+    "CREATE TRIGGER IF NOT EXISTS device_changed_delete AFTER DELETE ON devices BEGIN"
+    " INSERT OR REPLACE INTO device_changes VALUES (OLD.gateway,"
+    " (SELECT coalesce(max(change_seq), 0) + 1 FROM device_changes),"
+    " (julianday('now') - 2440587.5) * 86400.0); END",
+    "CREATE TRIGGER IF NOT EXISTS device_key_changed_insert AFTER INSERT ON device_keys BEGIN"
+    " INSERT OR REPLACE INTO device_changes VALUES (NEW.gateway,"
+    " (SELECT coalesce(max(change_seq), 0) + 1 FROM device_changes),"
+    " (julianday('now') - 2440587.5) * 86400.0); END",
+    "CREATE TRIGGER IF NOT EXISTS device_key_changed_update AFTER UPDATE ON device_keys BEGIN"
+    " INSERT OR REPLACE INTO device_changes VALUES (NEW.gateway,"
+    " (SELECT coalesce(max(change_seq), 0) + 1 FROM device_changes),"
+    " (julianday('now') - 2440587.5) * 86400.0); END",
+    "CREATE TRIGGER IF NOT EXISTS device_key_changed_delete AFTER DELETE ON device_keys BEGIN"
+    " INSERT OR REPLACE INTO device_changes VALUES (OLD.gateway,"
+    " (SELECT coalesce(max(change_seq), 0) + 1 FROM device_changes),"
+    " (julianday('now') - 2440587.5) * 86400.0); END",
+)
+_TRIGGER_NAMES = (
+    "device_changed_insert",
+    "device_changed_update",
+    "device_changed_delete",
+    "device_key_changed_insert",
+    "device_key_changed_update",
+    "device_key_changed_delete",
+)
 
 
 class RegistryError(ValueError):
@@ -85,6 +134,40 @@ class Registry:
         self.db = db
         self.log = log
         self.db.executescript(_SCHEMA)
+        self._track_changes()
+
+    def _track_changes(self) -> None:
+        """Create ``device_changes`` and its triggers; on a database from before them, number
+        every existing device once. One IMMEDIATE transaction, so two processes opening the
+        database at once cannot both do it."""
+        have = self.db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type='trigger' AND name IN"
+            " (SELECT value FROM json_each(?))",
+            (json.dumps(_TRIGGER_NAMES),),
+        ).fetchone()[0]
+        if have == len(_TRIGGER_NAMES):
+            return
+        try:
+            self._migrate_changes()
+        except sqlite3.OperationalError as exc:
+            # a read-only connection (export, inspector) reads devices, never changes: the
+            # first collector that opens the database for writing migrates it
+            if "readonly" not in str(exc):
+                raise
+
+    def _migrate_changes(self) -> None:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for statement in _CHANGES_SCHEMA:
+                self.db.execute(statement)
+            top = self.db.execute("SELECT coalesce(max(change_seq), 0) FROM device_changes")
+            self.db.execute(
+                "INSERT OR IGNORE INTO device_changes"
+                " SELECT gateway, ? + row_number() OVER (ORDER BY gateway),"
+                " (julianday('now') - 2440587.5) * 86400.0"
+                " FROM devices WHERE gateway NOT IN (SELECT gateway FROM device_changes)",
+                (int(top.fetchone()[0]),),
+            )
 
     def add(
         self,
@@ -260,6 +343,31 @@ class Registry:
             " WHERE k.valid_to IS NULL ORDER BY farm, field, d.gateway"
         ).fetchall()
         return [_device(r) for r in rows]
+
+    def change_seq(self) -> int:
+        """The number of the latest change to any device (0: none yet)."""
+        row = self.db.execute("SELECT coalesce(max(change_seq), 0) FROM device_changes")
+        return int(row.fetchone()[0])
+
+    def changes_since(self, seq: int) -> tuple[int, list[tuple[str, Device | None]]]:
+        """Devices changed after change number ``seq``, as (gateway, device now — None when it
+        is gone or has no current key), and the number to ask from next time. One statement,
+        so one consistent snapshot; a range scan of an index, so its cost follows the number
+        of changes, not of devices."""
+        rows = self.db.execute(
+            "SELECT c.gateway, c.change_seq, d.gateway, farm, field, location, status, added_at,"
+            " revoked_at, sensor_meta, k.public_key FROM device_changes c"
+            " LEFT JOIN devices d ON d.gateway = c.gateway"
+            " LEFT JOIN device_keys k ON k.gateway = c.gateway AND k.valid_to IS NULL"
+            " WHERE c.change_seq > ? ORDER BY c.change_seq",
+            (seq,),
+        ).fetchall()
+        out: list[tuple[str, Device | None]] = []
+        for row in rows:
+            seq = max(seq, int(row[1]))
+            present = row[2] is not None and row[-1] is not None
+            out.append((str(row[0]), _device(row[2:]) if present else None))
+        return seq, out
 
 
 def _device(row: tuple[Any, ...]) -> Device:

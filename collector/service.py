@@ -43,7 +43,7 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 class Collector:
     def __init__(self, config: CollectorConfig, writer: PointWriter | None = None) -> None:
         self.config = config
-        self.db = open_db(config.db_path)
+        self.db = open_db(config.db_path, lock=True)
         self.evidence = EvidenceLog.open(self.db, config.log_origin, config.log_key_file)
         self.registry = Registry(self.db, self.evidence)
         self.store = CollectorStore(self.db, self.evidence, config.quarantine_max_rows)

@@ -1,18 +1,47 @@
-"""The ``fieldproof`` command: one entry point, a subcommand group per user."""
+"""The ``fieldproof`` command: one entry point, a subcommand group per user.
+
+Each group is imported only when it is used: ``fieldproof gateway run`` on a Pi must not load
+the collector, the anchoring clients and the demo (rich, httpx, pygments…), which cost it about
+5 MiB of its memory for nothing. ``fieldproof --help`` still lists every group (it imports
+them all to show their help lines)."""
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from anchor.cli import anchor_group
-from anchor.inspect_cli import export_command, verify_command
-from collector.cli import collector_group
 from fieldproof import __version__
 from fieldproof.logs import setup_logging
-from gateway.cli import gateway_group
+
+#: command name -> (module, attribute)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "gateway": ("gateway.cli", "gateway_group"),
+    "collector": ("collector.cli", "collector_group"),
+    "anchor": ("anchor.cli", "anchor_group"),
+    "export": ("anchor.inspect_cli", "export_command"),
+    "verify": ("anchor.inspect_cli", "verify_command"),
+    "demo": ("fieldproof.demo", "demo_command"),
+}
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported from :data:`COMMANDS` on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *super().list_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attribute = COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{module}.{attribute} is not a click command")
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(__version__)
 @click.option(
     "--log-level",
@@ -26,22 +55,6 @@ from gateway.cli import gateway_group
 def cli(log_level: str, log_format: str) -> None:
     """fieldproof: trustworthy farm sensor data, from the probe to the inspector."""
     setup_logging(log_level, log_format)
-
-
-cli.add_command(gateway_group)
-cli.add_command(collector_group)
-cli.add_command(anchor_group)
-cli.add_command(export_command)
-cli.add_command(verify_command)
-
-
-def _add_demo() -> None:
-    from fieldproof.demo import demo_command
-
-    cli.add_command(demo_command)
-
-
-_add_demo()
 
 
 def main() -> None:

@@ -6,9 +6,17 @@ is not fine, what to do. Exit code 0 when nothing failed (warnings allowed), 1 o
 
 key · TLS key · enrolled (certificate for this gateway and key, from the CA) · clock (not before
 the build date or the certificate, NTP synchronised) · certificate validity · broker (a real
-TLS + MQTT connect with this gateway's certificate) · registration (when ``enrollment_url``
-is set: the collector still lists this gateway and certificate) · each sensor reads a
-plausible value · spool depth and drops · disk space · delivery (published, confirmed).
+TLS + MQTT connect with this gateway's certificate) · service (the running agent's retained
+status, read over that same connection) · registration (when ``enrollment_url`` is set: the
+collector still lists this gateway and certificate) · each sensor reads a plausible value ·
+spool depth and drops · spool write (disk full: messages held in memory) · disk space ·
+delivery (published, confirmed).
+
+Which messages the broker has PUBACKed lives only in the running agent's memory (the spool no
+longer writes it, see gateway.spool), and so does the time of the last publish. The agent
+publishes them in its retained status; the doctor reads that status when it reaches the broker
+and falls back to what the spool file can tell (depth, oldest message, counters) when it cannot.
+Every delivery check says which source it used (``source`` in ``--json``).
 
 Reading sensors needs the hardware the running service uses; with the service running, a
 serial port may be busy: ``--no-sensors`` skips them."""
@@ -37,7 +45,8 @@ from cryptography.exceptions import InvalidSignature
 from collector.ca import CAError, common_name, load_private_key
 from fieldproof.config import ConfigError, GatewayConfig, load_gateway_config
 from fieldproof.keys import KeyFileError, load_key_file
-from gateway.enroll import gateway_identity, tls_paths
+from fieldproof.mqtt import status_topic
+from gateway.identity import gateway_identity, tls_paths
 from gateway.sensors.base import build_sensor, plausible
 from gateway.status import CLOCK_FLOOR, kernel_clock_synced
 
@@ -46,6 +55,10 @@ WIDTH = 60
 CERT_WARN_DAYS = 30
 DISK_FAIL_BYTES = 50 * 1024 * 1024
 DISK_WARN_BYTES = 500 * 1024 * 1024
+#: largest MQTT packet the doctor reads (a status message is a few hundred bytes)
+MAX_PACKET_BYTES = 1024 * 1024
+SOURCE_STATUS = "service status"
+SOURCE_SPOOL = "spool file"
 
 
 @dataclass
@@ -63,6 +76,8 @@ class Report:
     farm: str
     field: str
     checks: list[Check]
+    #: where spool, delivery and spool-write facts came from: SOURCE_STATUS or SOURCE_SPOOL
+    delivery_source: str = SOURCE_SPOOL
 
     @property
     def ok(self) -> bool:
@@ -75,6 +90,7 @@ class Report:
             "field": self.field,
             "ok": self.ok,
             "checks": [asdict(c) for c in self.checks],
+            "delivery_source": self.delivery_source,
         }
 
 
@@ -197,31 +213,64 @@ def _check_enrolled(cfg: GatewayConfig, gw: str) -> tuple[Check, x509.Certificat
 
 
 def _spool_facts(cfg: GatewayConfig) -> dict[str, Any] | None:
+    """What the spool file alone can tell: depth, oldest and newest message, the meta counters.
+    Which messages were published is not in it (memory only in the agent): those keys stay
+    for ``--json`` readers and are None until the service's status fills them in."""
     if not cfg.spool_path.exists():
         return None
     db = sqlite3.connect(f"file:{cfg.spool_path}?mode=ro", uri=True, timeout=5)
     try:
         meta = {str(k): int(v) for k, v in db.execute("SELECT key, value FROM meta")}
-        row = db.execute(
-            "SELECT count(*), coalesce(sum(published_at IS NULL), 0),"
-            " min(CASE WHEN published_at IS NULL THEN created END), min(published_at),"
-            " max(published_at), max(created) FROM outbox"
-        ).fetchone()
+        row = db.execute("SELECT count(*), min(created), max(created) FROM outbox").fetchone()
     except sqlite3.Error:
         return None
     finally:
         db.close()
-    depth, unsent, oldest_unsent, oldest_unconfirmed, last_published, newest = row
+    depth, oldest, newest = row
     return {
         "depth": int(depth),
-        "unsent": int(unsent),
-        "unconfirmed": int(depth) - int(unsent),
-        "oldest_unsent": oldest_unsent,
-        "oldest_unconfirmed_publish": oldest_unconfirmed,
-        "last_published": last_published,
+        "unsent": None,
+        "unconfirmed": None,
+        "oldest_unsent": None,
+        "oldest_unconfirmed_publish": None,
+        "last_published": None,
+        "oldest_message": oldest,
         "newest_message": newest,
         **meta,
     }
+
+
+@dataclass
+class ServiceStatus:
+    """The running agent's own account of itself (its retained status on the broker), or why
+    the doctor has none."""
+
+    status: dict[str, Any] | None = None
+    #: why there is no usable status, in words for the technician
+    why_not: str = ""
+    #: the broker answered, so "no status" means the service has not published one
+    asked: bool = False
+
+
+def _live(svc: ServiceStatus, cfg: GatewayConfig, now: float) -> dict[str, Any] | None:
+    """The status to judge delivery by: only one the service published while running and
+    recently enough (a stale one describes a spool that has changed since)."""
+    st = svc.status
+    if st is None or st.get("online") is not True:
+        return None
+    return st if _status_age(st, now) <= _stale_after(cfg) else None
+
+
+def _status_age(status: dict[str, Any], now: float) -> float:
+    clock = status.get("clock")
+    return max(0.0, now - float(clock)) if isinstance(clock, int | float) else float("inf")
+
+
+def _stale_after(cfg: GatewayConfig) -> float:
+    """A running agent republishes its status every ``status_interval_s``; the broker publishes
+    its Last Will 1.5 keepalives after the uplink dies. Older than this and still "online",
+    the agent is hung (or its clock jumped)."""
+    return 3 * cfg.status_interval_s + 1.5 * cfg.mqtt.keepalive_s
 
 
 def _check_clock(
@@ -312,6 +361,98 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+def _recv_exact(s: ssl.SSLSocket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise EOFError("the broker closed the connection")
+        buf += chunk
+    return bytes(buf)
+
+
+def _read_packet(s: ssl.SSLSocket) -> tuple[int, bytes]:
+    """One MQTT packet: (first byte, rest). Raises EOFError when the broker hangs up."""
+    first = _recv_exact(s, 1)[0]
+    length = 0
+    for shift in range(0, 28, 7):
+        byte = _recv_exact(s, 1)[0]
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+    else:
+        raise ValueError("malformed MQTT packet length")
+    if length > MAX_PACKET_BYTES:
+        raise ValueError(f"MQTT packet of {length} bytes; a status is far smaller")
+    return first, _recv_exact(s, length)
+
+
+def _varint_at(data: bytes, i: int) -> tuple[int, int]:
+    """An MQTT variable byte integer at ``data[i]``: (value, index after it)."""
+    n = 0
+    for shift in range(0, 28, 7):
+        byte = data[i]
+        i += 1
+        n |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return n, i
+    raise ValueError("malformed MQTT variable byte integer")
+
+
+def _read_retained(s: ssl.SSLSocket, topic: str, timeout: float) -> bytes | None:
+    """SUBSCRIBE to ``topic`` (QoS 0) and return the retained message, None when there is
+    none. A PINGREQ follows the SUBSCRIBE: the broker sends retained messages as it handles
+    the SUBSCRIBE, so its PINGRESP says "that was all" without waiting on a timer."""
+    t = topic.encode()
+    body = struct.pack(">H", 1) + b"\x00" + struct.pack(">H", len(t)) + t + b"\x00"
+    s.sendall(b"\x82" + _varint(len(body)) + body + b"\xc0\x00")
+    deadline = time.monotonic() + timeout
+    found: bytes | None = None
+    while True:
+        s.settimeout(max(0.1, deadline - time.monotonic()))
+        first, body = _read_packet(s)
+        kind = first >> 4
+        if kind == 9:  # SUBACK: packet id, properties, one reason code
+            props, i = _varint_at(body, 2)
+            codes = body[i + props :]
+            if not codes or codes[0] >= 0x80:
+                code = f"{codes[0]:#x}" if codes else "none"
+                raise PermissionError(f"the broker refused to let us read it (reason {code})")
+        elif kind == 3:  # PUBLISH
+            (tlen,) = struct.unpack_from(">H", body)
+            name = body[2 : 2 + tlen].decode()
+            i = 2 + tlen + (2 if first & 0x06 else 0)  # packet id only for QoS > 0
+            props, i = _varint_at(body, i)
+            if name == topic:
+                found = body[i + props :]
+        elif kind == 13:  # PINGRESP
+            return found
+        elif kind == 14:  # DISCONNECT
+            raise EOFError("the broker closed the connection")
+
+
+def read_service_status(
+    s: ssl.SSLSocket, cfg: GatewayConfig, gw: str, timeout: float
+) -> ServiceStatus:
+    """The service's retained status, over the doctor's own logged-in connection."""
+    topic = status_topic(cfg.mqtt.topic_prefix, gw)
+    try:
+        raw = _read_retained(s, topic, timeout)
+    except PermissionError as exc:
+        return ServiceStatus(None, f"cannot read {topic}: {exc}")
+    except (OSError, EOFError, ValueError, IndexError, struct.error) as exc:
+        return ServiceStatus(None, f"reading {topic} failed: {exc}")
+    if raw is None:
+        return ServiceStatus(None, f"the broker holds no status on {topic}", asked=True)
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        status = None
+    if not isinstance(status, dict):
+        return ServiceStatus(None, f"the status on {topic} is not a JSON object", asked=True)
+    return ServiceStatus(status, asked=True)
+
+
 _CONNACK_REASONS = {
     0x80: "unspecified error",
     0x84: "protocol version not supported",
@@ -344,9 +485,12 @@ REFUSED_FIX = (
 )
 
 
-def _check_broker(cfg: GatewayConfig, gw: str, timeout: float) -> Check:
+def _check_broker(
+    cfg: GatewayConfig, gw: str, timeout: float, service: ServiceStatus | None = None
+) -> Check:
     """A real connection: TCP, TLS with our certificate (the broker checks it against its CA
-    and CRL), MQTT CONNECT → CONNACK. A separate client id, so the running service is not
+    and CRL), MQTT CONNECT → CONNACK, then the service's retained status over the same
+    connection, written into ``service``. A separate client id, so the running service is not
     kicked off."""
     host, port = cfg.mqtt.host, cfg.mqtt.port
     where = f"{host}:{port}"
@@ -393,10 +537,13 @@ def _check_broker(cfg: GatewayConfig, gw: str, timeout: float) -> Check:
         with ctx.wrap_socket(raw, server_hostname=host) as s:
             s.settimeout(timeout)
             s.sendall(_mqtt_connect_packet(f"{gw}-doctor"))
-            head = s.recv(5)
-            if len(head) < 4 or head[0] != 0x20:
+            try:
+                first, connack = _read_packet(s)
+            except (EOFError, ValueError):
+                first, connack = 0, b""
+            if first != 0x20 or len(connack) < 2:
                 return Check("broker", "fail", REFUSED_CERT, REFUSED_FIX, details)
-            reason = head[3]
+            reason = connack[1]
             if reason != 0:
                 text = _CONNACK_REASONS.get(reason, f"reason {reason:#x}")
                 return Check(
@@ -406,7 +553,15 @@ def _check_broker(cfg: GatewayConfig, gw: str, timeout: float) -> Check:
                     "ask the operator to check this gateway's certificate and the ACL",
                     details,
                 )
-            s.sendall(b"\xe0\x00")  # DISCONNECT
+            read = read_service_status(s, cfg, gw, timeout)
+            if service is not None:
+                service.status, service.why_not, service.asked = (
+                    read.status,
+                    read.why_not,
+                    read.asked,
+                )
+            with contextlib.suppress(OSError):
+                s.sendall(b"\xe0\x00")  # DISCONNECT
     except ssl.SSLCertVerificationError as exc:
         msg = exc.verify_message or str(exc)
         fix = "check [mqtt.tls] ca_file is the collector's CA"
@@ -531,7 +686,166 @@ def _check_sensors(cfg: GatewayConfig, now: float) -> list[Check]:
     return out
 
 
-def _check_spool(cfg: GatewayConfig, spool: dict[str, Any] | None, now: float) -> list[Check]:
+def _check_service(cfg: GatewayConfig, svc: ServiceStatus, now: float) -> Check:
+    """Is the agent running, by its own retained status? Says which source the delivery
+    checks below use."""
+    st = svc.status
+    if st is None:
+        if svc.asked:
+            return Check(
+                "service",
+                "warn",
+                "the broker has no status from the gateway service: it has not run "
+                "since the broker started, or cannot reach it; delivery below is judged "
+                "from the spool file",
+                "sudo systemctl start fieldproof-gateway; if it is running, see "
+                "journalctl -u fieldproof-gateway -n 50, or ask the operator whether "
+                "the broker's ACL lets a gateway read its own status topic",
+                {"source": SOURCE_SPOOL, "why": svc.why_not},
+            )
+        return Check(
+            "service",
+            "skip",
+            f"status not read ({svc.why_not}); delivery below is judged from the spool file",
+            "",
+            {"source": SOURCE_SPOOL, "why": svc.why_not},
+        )
+    details: dict[str, Any] = {"source": SOURCE_STATUS, "status": st}
+    if st.get("online") is not True:
+        return Check(
+            "service",
+            "warn",
+            "the gateway service is OFFLINE per the broker (stopped, crashed or lost the "
+            "uplink); delivery below is judged from the spool file",
+            "sudo systemctl status fieldproof-gateway; journalctl -u fieldproof-gateway -n 50",
+            {**details, "source": SOURCE_SPOOL},
+        )
+    age = _status_age(st, now)
+    if age > _stale_after(cfg):
+        when = _utc(float(st["clock"])) if age != float("inf") else "an unknown time"
+        return Check(
+            "service",
+            "warn",
+            f"the service's last status is from {when}, though it should come every "
+            f"{cfg.status_interval_s:g} s: it may hang; delivery below is judged from the "
+            "spool file",
+            "sudo systemctl restart fieldproof-gateway; if it recurs, keep "
+            "journalctl -u fieldproof-gateway for the operator",
+            {**details, "source": SOURCE_SPOOL, "age_s": round(age, 1)},
+        )
+    up = float(st.get("uptime_s") or 0.0)
+    uptime = f"{up / 3600:.1f} h" if up >= 3600 else f"{up / 60:.0f} min"
+    return Check(
+        "service",
+        "ok",
+        f"running (boot {st.get('boot', '?')}, up {uptime}); delivery below is per its status",
+        "",
+        {**details, "age_s": round(age, 1)},
+    )
+
+
+def _mount_of(cfg: GatewayConfig) -> Path:
+    from gateway.agent import mount_point
+
+    return mount_point(cfg.spool_path)
+
+
+def _check_spool_write(
+    cfg: GatewayConfig, spool: dict[str, Any] | None, live: dict[str, Any] | None
+) -> Check:
+    """A full (or failing) SD card: the agent keeps sampling into memory. Only the running
+    agent knows it is happening; readings it had to drop are also counted in the spool."""
+    lost = max(
+        int((live or {}).get("unspooled_dropped_readings") or 0),
+        int((spool or {}).get("unspooled_dropped_readings") or 0),
+    )
+    details: dict[str, Any] = {
+        "source": SOURCE_STATUS if live else SOURCE_SPOOL,
+        "unspooled_dropped_readings": lost,
+    }
+    if live is not None:
+        for key in ("spool_writable", "held_in_memory", "spool_errors", "spool_error"):
+            if key in live:
+                details[key] = live[key]
+    held = int(details.get("held_in_memory") or 0)
+    if details.get("spool_writable") is False:
+        mount = _mount_of(cfg)
+        why = details.get("spool_error") or "write failed"
+        return Check(
+            "spool write",
+            "fail",
+            f"the service cannot write its spool ({why}); {held} message(s) wait in memory "
+            "and are LOST if the power goes",
+            f"free space on {mount} now: df -h {mount}; journalctl --vacuum-size=50M; remove "
+            "old files (never the spool). The service catches up by itself. If space is "
+            "free, the SD card may be failing: dmesg | grep -i mmc",
+            details,
+        )
+    if held:
+        return Check(
+            "spool write",
+            "warn",
+            f"{held} message(s) still wait in memory: the spool is catching up after "
+            f"{details.get('spool_errors', 0)} failed write(s)",
+            f"watch free space: df -h {_mount_of(cfg)}",
+            details,
+        )
+    if lost:
+        return Check(
+            "spool write",
+            "warn",
+            f"{lost} reading(s) were LOST because the spool could not be written (disk full)",
+            f"keep space free on {_mount_of(cfg)} (df -h); lost readings cannot be recovered",
+            details,
+        )
+    if live is None:
+        return Check(
+            "spool write",
+            "skip",
+            "known only to the running service (no status read)",
+            "",
+            details,
+        )
+    errors = int(details.get("spool_errors") or 0)
+    note = f" ({errors} failed write(s) since start, recovered)" if errors else ""
+    return Check("spool write", "ok", f"the service writes its spool{note}", "", details)
+
+
+def _delivery_facts(
+    spool: dict[str, Any], live: dict[str, Any] | None, now: float
+) -> dict[str, Any]:
+    """The spool file's facts, overlaid with the running service's (its memory is the truth
+    about what is published, and about depth while deletes wait)."""
+    facts = {k: v for k, v in spool.items() if not k.startswith("_")}
+    oldest = facts.get("oldest_message")
+    facts["oldest_age_s"] = max(0.0, now - float(oldest)) if oldest else 0.0
+    facts["source"] = SOURCE_SPOOL
+    if live is None:
+        return facts
+    facts["source"] = SOURCE_STATUS
+    depth = int(live.get("spool_depth", facts["depth"]))
+    facts["depth"] = depth
+    if isinstance(live.get("unconfirmed"), int):
+        facts["unconfirmed"] = live["unconfirmed"]
+        facts["unsent"] = max(0, depth - live["unconfirmed"])
+    if isinstance(live.get("dropped_messages"), int):
+        facts["dropped_messages"] = max(live["dropped_messages"], facts.get("dropped_messages", 0))
+    last = live.get("last_publish")
+    facts["last_published"] = float(last) if isinstance(last, int | float) and last > 0 else None
+    age = live.get("spool_oldest_age_s")
+    if depth == 0:
+        facts["oldest_age_s"] = 0.0
+    elif isinstance(age, int | float):
+        facts["oldest_age_s"] = float(age) + _status_age(live, now)
+    return facts
+
+
+def _check_spool(
+    cfg: GatewayConfig,
+    spool: dict[str, Any] | None,
+    now: float,
+    live: dict[str, Any] | None = None,
+) -> list[Check]:
     if spool is None:
         return [
             Check(
@@ -539,14 +853,15 @@ def _check_spool(cfg: GatewayConfig, spool: dict[str, Any] | None, now: float) -
                 "warn",
                 "no spool yet: the gateway has never run",
                 "start it: sudo systemctl start fieldproof-gateway",
+                {"source": SOURCE_SPOOL},
             ),
-            Check("delivery", "skip", "nothing sent yet"),
+            Check("delivery", "skip", "nothing sent yet", "", {"source": SOURCE_SPOOL}),
         ]
-    details = {k: v for k, v in spool.items() if not k.startswith("_")}
+    details = _delivery_facts(spool, live, now)
     checks = []
-    depth, dropped = spool["depth"], spool.get("dropped_messages", 0)
-    oldest = spool.get("oldest_unsent")
-    behind = now - float(oldest) if oldest else 0.0
+    depth, dropped = details["depth"], details.get("dropped_messages", 0)
+    behind = details["oldest_age_s"]
+    unconfirmed = details["unconfirmed"]
     if dropped:
         checks.append(
             Check(
@@ -557,58 +872,68 @@ def _check_spool(cfg: GatewayConfig, spool: dict[str, Any] | None, now: float) -
                 details,
             )
         )
-    elif behind > max(600.0, 10 * cfg.interval_s):
+    elif behind > max(600.0, 10 * cfg.interval_s) and not unconfirmed:
+        if unconfirmed == 0:  # the service says none of them is even published
+            where, fix = "not published", "the gateway is not publishing: see 'broker'"
+        else:
+            where, fix = (
+                "not delivered",
+                "see 'broker' and 'service'; if both are fine, ask the operator whether "
+                "the collector runs and knows this gateway",
+            )
         checks.append(
             Check(
                 "spool",
                 "warn",
-                f"{spool['unsent']} unsent, oldest {behind / 60:.0f} min old",
-                "the gateway is not publishing: see 'broker'",
+                f"{depth} {where}, oldest {behind / 60:.0f} min old",
+                fix,
                 details,
             )
         )
     else:
         checks.append(Check("spool", "ok", f"{depth} message(s) waiting", "", details))
-    confirmed = spool.get("confirmed_messages", 0)
-    last = spool.get("last_published")
-    first_unconfirmed = spool.get("oldest_unconfirmed_publish")
-    waiting = now - float(first_unconfirmed) if first_unconfirmed else 0.0
-    if confirmed == 0 and spool.get("published_readings", 0) == 0:
-        checks.append(
-            Check(
-                "delivery",
-                "warn",
-                "nothing published yet",
-                "start the service and run the doctor again in a minute",
-                details,
-            )
-        )
-    elif waiting > 2 * max(cfg.confirm_timeout_s, 60.0):
-        checks.append(
-            Check(
-                "delivery",
-                "warn",
-                f"published but not confirmed by a collector for {waiting / 60:.0f} min",
-                "ask the operator whether the collector runs and knows this gateway",
-                details,
-            )
-        )
-    elif confirmed == 0:
-        checks.append(
-            Check(
-                "delivery",
-                "warn",
-                "published, no collector confirmation yet",
-                "wait a minute; if it stays, the collector may not know this gateway",
-                details,
-            )
-        )
-    else:
-        when = f", last publish {_utc(float(last))}" if last else ""
-        checks.append(
-            Check("delivery", "ok", f"{confirmed} message(s) confirmed{when}", "", details)
-        )
+    checks.append(_check_delivery(cfg, details))
     return checks
+
+
+def _check_delivery(cfg: GatewayConfig, details: dict[str, Any]) -> Check:
+    """Published (PUBACK, memory only: from the status) and confirmed (receipts, counted in
+    the spool). From the spool file alone "published, waiting for a receipt" is not known."""
+    confirmed = details.get("confirmed_messages", 0)
+    last = details.get("last_published")
+    unconfirmed = details["unconfirmed"]
+    live = details["source"] == SOURCE_STATUS
+    tag = "" if live else " (spool file only)"
+    if unconfirmed and details["oldest_age_s"] > 2 * max(cfg.confirm_timeout_s, 60.0):
+        return Check(
+            "delivery",
+            "warn",
+            f"{unconfirmed} message(s) published but not confirmed by a collector; the "
+            f"oldest waits {details['oldest_age_s'] / 60:.0f} min",
+            "ask the operator whether the collector runs and knows this gateway",
+            details,
+        )
+    if confirmed == 0 and not last and details.get("published_readings", 0) == 0:
+        return Check(
+            "delivery",
+            "warn",
+            f"nothing published yet{tag}",
+            "start the service and run the doctor again in a minute",
+            details,
+        )
+    if confirmed == 0:
+        return Check(
+            "delivery",
+            "warn",
+            f"published, no collector confirmation yet{tag}",
+            "wait a minute; if it stays, the collector may not know this gateway",
+            details,
+        )
+    if live:
+        when = f", last publish {_utc(float(last))}" if last else ", none since the start"
+    else:
+        when = tag
+    return Check("delivery", "ok", f"{confirmed} message(s) confirmed{when}", "", details)
 
 
 def _check_disk(cfg: GatewayConfig) -> Check:
@@ -652,19 +977,26 @@ def run_doctor(cfg: GatewayConfig, probe: Probe | None = None) -> Report:
     checks.append(clock)
     if cert is not None:
         checks.append(_check_cert_validity(probe, cert))
+    service = ServiceStatus(None, "the broker check failed")
     if not probe.broker:
         checks.append(Check("broker", "skip", "not checked (--no-broker)"))
+        service.why_not = "--no-broker"
     elif gw is None or cert is None:
         checks.append(Check("broker", "skip", "needs the key and the certificate"))
+        service.why_not = "no key or certificate to log in with"
     else:
-        checks.append(_check_broker(cfg, gw, probe.timeout_s))
-        if cfg.enrollment_url:
-            checks.append(_check_registration(cfg, gw, cert, probe.timeout_s))
+        checks.append(_check_broker(cfg, gw, probe.timeout_s, service))
+    now = probe.clock()
+    checks.append(_check_service(cfg, service, now))
+    live = _live(service, cfg, now)
+    if gw is not None and cert is not None and probe.broker and cfg.enrollment_url:
+        checks.append(_check_registration(cfg, gw, cert, probe.timeout_s))
     if probe.sensors:
         checks.extend(_check_sensors(cfg, probe.clock()))
     else:
         checks.append(Check("sensors", "skip", "not read (--no-sensors)"))
-    checks.extend(_check_spool(cfg, spool, probe.clock()))
+    checks.extend(_check_spool(cfg, spool, probe.clock(), live))
+    checks.append(_check_spool_write(cfg, spool, live))
     checks.append(_check_disk(cfg))
     if gw is None:
         cert_cn = None
@@ -673,7 +1005,7 @@ def run_doctor(cfg: GatewayConfig, probe: Probe | None = None) -> Report:
                 x509.load_pem_x509_certificate(tls_paths(cfg).cert_file.read_bytes()).subject
             )
         gw = f"{cert_cn} (per its certificate)" if cert_cn else "(unknown: no usable key)"
-    return Report(gw, cfg.farm, cfg.field, checks)
+    return Report(gw, cfg.farm, cfg.field, checks, SOURCE_STATUS if live else SOURCE_SPOOL)
 
 
 _MARK = {"ok": ("OK", "green"), "warn": ("WARN", "yellow"), "fail": ("FAIL", "red"),

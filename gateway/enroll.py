@@ -4,7 +4,11 @@ enrollment (collector/enrollment.py has the formats and the collector's side).
 Everything secret is made here and stays here: the Ed25519 signing key (``gateway init``) and
 the MQTT TLS key (P-256, made by ``enroll``), both mode 0600. What leaves the device is a
 request signed by the gateway key that carries its public key, where it is, who installed it,
-its sensors and a CSR; what comes back is a certificate with CN = the gateway id."""
+its sensors and a CSR; what comes back is a certificate with CN = the gateway id.
+
+The running agent imports this module (it used to hold ``gateway_identity``, now in
+gateway.identity and re-exported here), so the CA and enrollment code from ``collector`` is
+imported inside the functions that use it: ``gateway run`` never loads it."""
 
 from __future__ import annotations
 
@@ -19,71 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import click
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from collector.ca import (
-    CAError,
-    common_name,
-    fingerprint,
-    load_private_key,
-    make_csr,
-    new_tls_key,
-    write_private_key,
-)
-from collector.enrollment import (
-    EnrollmentError,
-    build_request,
-    build_rotation,
-    check_response_mac,
-    parse_response,
-    parse_token,
-)
 from fieldproof.config import ConfigError, GatewayConfig, load_gateway_config
 from fieldproof.keys import KeyFileError, create_key_file, load_key_file
-from fieldproof.wire import gateway_id_for, public_key_bytes
+from fieldproof.wire import public_key_bytes
 
-
-@dataclass(frozen=True)
-class TlsPaths:
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-    #: False when the config has no [mqtt.tls] and these are the defaults under data_dir/tls
-    configured: bool
-
-
-def tls_paths(cfg: GatewayConfig) -> TlsPaths:
-    """Where the MQTT TLS files live: [mqtt.tls] in the config, else <data_dir>/tls/."""
-    d = cfg.data_dir / "tls"
-    tls = cfg.mqtt.tls
-    if tls is None:
-        return TlsPaths(d / "ca.pem", d / "client.pem", d / "client.key", False)
-    return TlsPaths(
-        tls.ca_file, tls.cert_file or d / "client.pem", tls.key_file or d / "client.key", True
-    )
-
-
-def identity_file(cfg: GatewayConfig) -> Path:
-    return cfg.key_file.with_name(cfg.key_file.name + ".id")
-
-
-def gateway_identity(cfg: GatewayConfig, key: Ed25519PrivateKey) -> str:
-    """This gateway's id. It is derived from the first key; after a key rotation the id stays
-    and ``<key_file>.id`` records it (with the key it belongs to, so a fresh ``gateway init``
-    after a revocation is not mistaken for the old gateway)."""
-    pk = public_key_bytes(key)
-    try:
-        data = json.loads(identity_file(cfg).read_text())
-    except (OSError, ValueError):
-        return gateway_id_for(pk)
-    if isinstance(data, dict) and data.get("public_key") == pk.hex():
-        gw = data.get("gateway")
-        if isinstance(gw, str) and gw.startswith("gw-"):
-            return gw
-    return gateway_id_for(pk)
+# re-exported: these lived here before gateway.identity
+from gateway.identity import TlsPaths as TlsPaths
+from gateway.identity import gateway_identity as gateway_identity
+from gateway.identity import identity_file as identity_file
+from gateway.identity import tls_paths as tls_paths
 
 
 def pending_file(cfg: GatewayConfig) -> Path:
@@ -138,6 +89,9 @@ def make_request(
 ) -> tuple[bytes, str]:
     """Create the TLS key (first time only) and CSR, sign the request, remember what is
     needed to check the answer. Returns (request bytes, gateway id)."""
+    from collector.ca import load_private_key, make_csr, new_tls_key, write_private_key
+    from collector.enrollment import EnrollmentError, build_request, parse_token
+
     key = load_key_file(cfg.key_file)
     gw = gateway_identity(cfg, key)
     farm = farm if farm is not None else cfg.farm
@@ -197,6 +151,11 @@ def install_response(
 ) -> Installed:
     """Check a response belongs to this gateway and its TLS key, then install the certificate
     (and the CA certificate, when none is installed yet)."""
+    from cryptography import x509
+
+    from collector.ca import CAError, common_name, fingerprint, load_private_key
+    from collector.enrollment import EnrollmentError, check_response_mac, parse_response
+
     resp = parse_response(data)
     key = load_key_file(cfg.key_file)
     gw = gateway_identity(cfg, key)
@@ -305,6 +264,8 @@ def _http_verify(cfg: GatewayConfig) -> ssl.SSLContext | bool:
 def post_request(cfg: GatewayConfig, url: str, raw: bytes) -> tuple[int, bytes]:
     import httpx
 
+    from collector.enrollment import EnrollmentError
+
     try:
         r = httpx.post(
             url.rstrip("/") + "/v1/enroll",
@@ -325,6 +286,8 @@ def fetch_response(
     cfg: GatewayConfig, url: str, gateway: str, timeout: float = 30.0
 ) -> tuple[int, bytes]:
     import httpx
+
+    from collector.enrollment import EnrollmentError
 
     try:
         r = httpx.get(
@@ -381,6 +344,8 @@ def rotate_key(cfg: GatewayConfig, now: float | None = None) -> tuple[bytes, str
     from the spool's next sequence number on; everything before stays signed by the old key,
     which the collector keeps for exactly those. Returns (rotation request, gateway id,
     first seq of the new key, where the old key was moved)."""
+    from collector.enrollment import EnrollmentError, build_rotation
+
     old = load_key_file(cfg.key_file)
     gw = gateway_identity(cfg, old)
     from_seq = _spool_next_seq(cfg)
@@ -466,6 +431,9 @@ def enroll_command(
     With a token and the endpoint reachable, the answer comes back at once and is installed.
     Otherwise give the request file to the operator ('fieldproof collector devices approve
     FILE') and install the answer with 'fieldproof gateway enroll-install'."""
+    from collector.ca import CAError
+    from collector.enrollment import EnrollmentError
+
     cfg = _load(config_path)
     try:
         raw, gw = make_request(
@@ -507,6 +475,8 @@ def enroll_install_command(
     config_path: Path, url: str | None, ca_fingerprint: str | None, response: Path | None
 ) -> None:
     """Install the collector's answer (a file, or fetched with --url)."""
+    from collector.enrollment import EnrollmentError
+
     cfg = _load(config_path)
     try:
         if response is not None:
@@ -543,6 +513,8 @@ def rotate_key_command(config_path: Path, out: Path | None) -> None:
     The old key is kept aside; the collector keeps verifying what it signed before. Give the
     request file to the operator: 'fieldproof collector devices rotate FILE'. Until then the
     collector quarantines new messages and the gateway resends them afterwards."""
+    from collector.enrollment import EnrollmentError
+
     cfg = _load(config_path)
     if service_active():
         raise click.ClickException(

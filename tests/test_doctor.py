@@ -1,27 +1,39 @@
 """``fieldproof gateway doctor`` against a working gateway and against each way a field
 install goes wrong: key permissions, no key, a Pi clock at 1970, no broker, an expired or
-revoked certificate, the wrong CA, a dead sensor, a spool that dropped messages. The broker is
-the real Mosquitto with the shipped TLS/ACL configuration."""
+revoked certificate, the wrong CA, a dead sensor, a spool that dropped messages, a full disk,
+messages the collector never confirms, a service that stopped or hangs. The broker is the real
+Mosquitto with the shipped TLS/ACL configuration, plus one rule: a gateway may read its own
+status topic (the doctor reads the running service's retained status with the gateway's
+certificate; see ``broker_templates``). The service's status comes from a real agent, or is
+published as that gateway (with its certificate) where a test needs figures an agent reaches
+only after many minutes or on a full disk."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from collector.broker import SecureMosquitto
+from collector.broker import TEMPLATE_DIR, SecureMosquitto
 from collector.ca import CertificateAuthority
 from collector.enrollment import Enroller
 from fieldproof.config import GatewayConfig, load_gateway_config
 from fieldproof.keys import load_key_file
+from fieldproof.mqtt import make_client, status_topic
+from gateway.agent import GatewayAgent
 from gateway.doctor import WIDTH, Probe, Report, doctor_command, render, run_doctor
 from gateway.enroll import gateway_identity, install_response, make_request, tls_paths
 from gateway.spool import Spool
+from tests.stack import wait_until
 from tests.test_enrollment import Site, enroll_by_file, make_gateway, make_site
 
 pytestmark = pytest.mark.integration
@@ -36,12 +48,85 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Secu
     root = tmp_path_factory.mktemp("doctor")
     port = free_port()
     site = make_site(root / "site", mqtt_port=port)
-    broker = SecureMosquitto(root / "mosquitto", site.broker_certs.parent, ["collector-1"], port)
+    broker = SecureMosquitto(
+        root / "mosquitto",
+        site.broker_certs.parent,
+        ["collector-1"],
+        port,
+        template_dir=broker_templates(root / "templates"),
+    )
     broker.start()
     try:
         yield site, broker
     finally:
         broker.stop()
+
+
+OWN_STATUS_WRITE = "pattern write fieldproof/v1/%u/status\n"
+OWN_STATUS_READWRITE = "pattern readwrite fieldproof/v1/%u/status\n"
+
+
+def broker_templates(where: Path) -> Path:
+    """The shipped broker templates, with a gateway allowed to read its own status topic
+    (what the doctor needs; a no-op once deploy/mosquitto/acl.conf says so itself)."""
+    shutil.copytree(TEMPLATE_DIR, where)
+    acl = (where / "acl.conf").read_text()
+    if OWN_STATUS_READWRITE not in acl:
+        assert OWN_STATUS_WRITE in acl, "the shipped ACL changed: update this test"
+        (where / "acl.conf").write_text(acl.replace(OWN_STATUS_WRITE, OWN_STATUS_READWRITE))
+    return where
+
+
+def gateway_of(cfg: GatewayConfig) -> str:
+    return gateway_identity(cfg, load_key_file(cfg.key_file))
+
+
+def publish_status(cfg: GatewayConfig, status: dict[str, Any]) -> None:
+    """Publish ``status`` retained on the gateway's status topic, logged in as the gateway
+    (its certificate), as its service does."""
+    gw = gateway_of(cfg)
+    client = make_client(cfg.mqtt, f"{gw}-test")
+    client.connect(cfg.mqtt.host, cfg.mqtt.port)
+    client.loop_start()
+    try:
+        info = client.publish(
+            status_topic(cfg.mqtt.topic_prefix, gw), json.dumps(status), qos=1, retain=True
+        )
+        info.wait_for_publish(30)
+        assert info.is_published()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def running_status(cfg: GatewayConfig, **fields: Any) -> dict[str, Any]:
+    """A status as a running, healthy agent publishes it (gateway.agent ``_status``)."""
+    status: dict[str, Any] = {
+        "gateway": gateway_of(cfg),
+        "online": True,
+        "version": "test",
+        "boot": 1,
+        "uptime_s": 120.0,
+        "last_publish": time.time() - 5,
+        "clock": time.time(),
+        "clock_state": {"plausible": True, "synced": True},
+        "spool_errors": 0,
+        "spool_writable": True,
+        "held_in_memory": 0,
+        "unspooled_dropped_readings": 0,
+        "sensors": {"station": {"errors": 0, "last_error": None}},
+        "spool_depth": 0,
+        "unconfirmed": 0,
+        "spool_oldest_age_s": 0.0,
+        "dropped_messages": 0,
+        "next_seq": 4,
+    }
+    status.update(fields)
+    return status
+
+
+def check(report: Report, name: str) -> Any:
+    return next(c for c in report.checks if c.name == name)
 
 
 def enrolled(
@@ -81,12 +166,16 @@ def assert_fits_a_phone(report: Report) -> None:
 def test_working_gateway_is_all_good(world: tuple[Site, SecureMosquitto], tmp_path: Path) -> None:
     _, cfg = enrolled(world, tmp_path)
     confirmed_spool(cfg)
+    publish_status(cfg, running_status(cfg))
     report = run_doctor(cfg, SYNCED)
     statuses = by_name(report)
     assert set(statuses.values()) == {"ok"}, render(report)
     assert set(statuses) >= {"key", "tls key", "enrolled", "clock", "certificate", "broker",
-                             "sensor station", "spool", "delivery", "disk"}  # fmt: skip
+                             "service", "sensor station", "spool", "delivery", "spool write",
+                             "disk"}  # fmt: skip
     assert report.ok
+    assert report.delivery_source == "service status"
+    assert "last publish" in check(report, "delivery").summary
     assert "ALL GOOD" in render(report)
     assert_fits_a_phone(report)
 
@@ -179,6 +268,10 @@ def test_broker_unreachable(world: tuple[Site, SecureMosquitto], tmp_path: Path)
     broker = next(c for c in report.checks if c.name == "broker")
     assert broker.status == "fail" and "refuses connections" in broker.summary
     assert not report.ok
+    # without the broker the service's status is out of reach: the spool file is the source
+    assert by_name(report)["service"] == "skip"
+    assert report.delivery_source == "spool file"
+    assert check(report, "delivery").details["source"] == "spool file"
 
 
 def test_expired_certificate(world: tuple[Site, SecureMosquitto], tmp_path: Path) -> None:
@@ -272,3 +365,154 @@ def test_registration_is_asked_of_the_collector(
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -------------------------------------------------------------------------------------------
+# the running service's status: which messages are published lives only in its memory
+
+
+OLD_SPOOL_KEYS = {"depth", "unsent", "unconfirmed", "oldest_unsent", "oldest_unconfirmed_publish",
+                  "last_published", "newest_message", "confirmed_messages", "next_seq"}  # fmt: skip
+
+
+def test_a_real_agent_status_is_read_and_named_as_the_source(
+    world: tuple[Site, SecureMosquitto], tmp_path: Path
+) -> None:
+    """A real agent, no collector: it publishes and the broker PUBACKs, but no receipt ever
+    comes. Only the agent's status can say so; once it stops, its offline status says that."""
+    _, cfg = enrolled(world, tmp_path)
+    agent = GatewayAgent(cfg)
+    runner = threading.Thread(target=agent.run, kwargs={"drain_timeout": 0.5}, daemon=True)
+    runner.start()
+    probe = Probe(clock_synced=lambda: True, sensors=False, timeout_s=20)
+    try:
+        wait_until(lambda: agent.spool.unconfirmed > 0, 60, "the broker PUBACKs a reading")
+        agent.publish_status()
+
+        def seen() -> bool:
+            details = check(run_doctor(cfg, probe), "service").details
+            return bool(details.get("status", {}).get("unconfirmed"))
+
+        wait_until(seen, 60, "the doctor reads a status with published messages")
+        report = run_doctor(cfg, probe)
+        assert report.delivery_source == "service status", render(report)
+        assert check(report, "service").status == "ok"
+        delivery = check(report, "delivery")
+        assert delivery.status == "warn", render(report)
+        assert "published, no collector confirmation yet" in delivery.summary
+        assert delivery.details["source"] == "service status"
+        assert delivery.details["unconfirmed"] > 0
+        assert delivery.details["last_published"] is not None
+        assert delivery.details["last_published"] <= agent.last_publish
+        assert set(delivery.details) >= OLD_SPOOL_KEYS
+        assert check(report, "spool write").status == "ok"
+        assert report.ok
+    finally:
+        agent.stop()
+        runner.join(30)
+    assert not runner.is_alive()
+    report = run_doctor(cfg, probe)  # the agent said "offline" as it stopped
+    service = check(report, "service")
+    assert service.status == "warn" and "OFFLINE" in service.summary
+    assert "systemctl status fieldproof-gateway" in service.fix
+    assert report.delivery_source == "spool file"
+    assert "(spool file only)" in check(report, "delivery").summary
+    assert_fits_a_phone(report)
+
+
+def test_published_but_never_confirmed_for_long(
+    world: tuple[Site, SecureMosquitto], tmp_path: Path
+) -> None:
+    _, cfg = enrolled(world, tmp_path)
+    confirmed_spool(cfg)
+    spool = Spool(cfg.spool_path)
+    for _ in range(4):
+        spool.add(lambda seq: (b"m", 1))
+    spool.close()
+    publish_status(cfg, running_status(cfg, spool_depth=4, unconfirmed=4,
+                                       spool_oldest_age_s=1800.0))  # fmt: skip
+    report = run_doctor(cfg, Probe(clock_synced=lambda: True, sensors=False, timeout_s=20))
+    delivery = check(report, "delivery")
+    assert delivery.status == "warn", render(report)
+    assert "published but not confirmed by a collector" in delivery.summary
+    assert "oldest waits 30 min" in delivery.summary
+    assert "collector runs" in delivery.fix
+    assert check(report, "spool").status == "ok"  # it is published: delivery says what is wrong
+
+
+def test_full_disk_on_a_running_gateway_fails_and_says_what_to_do(
+    world: tuple[Site, SecureMosquitto], tmp_path: Path
+) -> None:
+    _, cfg = enrolled(world, tmp_path)
+    confirmed_spool(cfg)
+    publish_status(cfg, running_status(cfg, spool_writable=False, held_in_memory=12,
+                                       spool_errors=40,
+                                       spool_error="database or disk is full"))  # fmt: skip
+    path = tmp_path / "gw" / "gateway.toml"
+    result = CliRunner().invoke(doctor_command, ["--config", str(path), "--no-sensors"])
+    assert result.exit_code == 1, result.output
+    flat = " ".join(result.output.split())
+    assert "FAIL spool write" in flat and "(database or disk is full)" in flat
+    assert "12 message(s) wait in memory" in flat
+    assert "LOST if the power goes" in flat and "df -h" in flat
+    assert "never the spool" in flat
+    data = json.loads(
+        CliRunner().invoke(doctor_command, ["--config", str(path), "--no-sensors", "--json"]).output
+    )
+    assert data["ok"] is False and data["delivery_source"] == "service status"
+    write = next(c for c in data["checks"] if c["name"] == "spool write")
+    assert write["status"] == "fail" and write["details"]["held_in_memory"] == 12
+
+
+def test_spool_catching_up_warns(world: tuple[Site, SecureMosquitto], tmp_path: Path) -> None:
+    _, cfg = enrolled(world, tmp_path)
+    confirmed_spool(cfg)
+    publish_status(cfg, running_status(cfg, held_in_memory=3, spool_errors=7))
+    report = run_doctor(cfg, Probe(clock_synced=lambda: True, sensors=False, timeout_s=20))
+    write = check(report, "spool write")
+    assert write.status == "warn" and "3 message(s) still wait in memory" in write.summary
+    assert report.ok
+
+
+def test_readings_lost_to_a_full_disk_show_from_the_spool_file(
+    world: tuple[Site, SecureMosquitto], tmp_path: Path
+) -> None:
+    """Without the broker the spool's own counter still tells of readings lost earlier."""
+    _, cfg = enrolled(world, tmp_path)
+    confirmed_spool(cfg)
+    spool = Spool(cfg.spool_path)
+    spool.note_unspooled_dropped(7)
+    spool.add(lambda seq: (b"m", 1))
+    spool.close()
+    report = run_doctor(cfg, Probe(clock_synced=lambda: True, broker=False, sensors=False))
+    write = check(report, "spool write")
+    assert write.status == "warn" and "7 reading(s) were LOST" in write.summary
+    assert write.details["source"] == "spool file"
+    assert by_name(report)["service"] == "skip"
+    assert "--no-broker" in check(report, "service").summary
+
+
+def test_a_hung_service_is_not_trusted(world: tuple[Site, SecureMosquitto], tmp_path: Path) -> None:
+    """An "online" status from an hour ago: the figures in it are stale, the spool file is
+    used instead, and the technician is told the service may hang."""
+    _, cfg = enrolled(world, tmp_path)
+    confirmed_spool(cfg)
+    hour_ago = time.time() - 3600
+    publish_status(cfg, running_status(cfg, clock=hour_ago, spool_writable=False))
+    report = run_doctor(cfg, Probe(clock_synced=lambda: True, sensors=False, timeout_s=20))
+    service = check(report, "service")
+    assert service.status == "warn" and "may hang" in service.summary
+    assert "systemctl restart" in service.fix
+    assert report.delivery_source == "spool file"
+    assert by_name(report)["spool write"] == "skip"  # an hour-old "not writable" is not news
+
+
+def test_no_status_on_the_broker(world: tuple[Site, SecureMosquitto], tmp_path: Path) -> None:
+    _, cfg = enrolled(world, tmp_path)
+    confirmed_spool(cfg)
+    report = run_doctor(cfg, Probe(clock_synced=lambda: True, sensors=False, timeout_s=20))
+    service = check(report, "service")
+    assert service.status == "warn" and "no status" in service.summary
+    assert "systemctl start fieldproof-gateway" in service.fix
+    assert report.delivery_source == "spool file"
+    assert by_name(report)["delivery"] == "ok"  # confirmed messages are counted in the spool
