@@ -666,6 +666,11 @@ def decode_message(message: bytes, public_key: bytes, parsed: Sign1 | None = Non
             raise MalformedMessage("protected header must hold exactly alg EdDSA (-8) and kid")
         if parsed.unprotected:
             raise MalformedMessage("unprotected header must be empty")
+        kid = parsed.protected[HEADER_KID]
+        if not isinstance(kid, bytes) or parsed.protected_bytes != (
+            _EXACT_PROTECTED + _head(2, len(kid)) + kid
+        ):
+            raise MalformedMessage("protected header is not deterministically encoded")
         # headers checked above hold only keys 1 and 4, so the fast check is exact here
         _decode_fixed_schema(bytes(message), "message")
     if len(public_key) != 32:
