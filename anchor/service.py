@@ -12,14 +12,17 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from anchor import anchoring, evm
+from anchor import anchoring
 from anchor.evidence import EvidenceLog
 from anchor.thor import SecretKey
 from anchor.thor_client import ThorClient
 from collector.store import open_db
 from fieldproof.config import CollectorConfig
+
+if TYPE_CHECKING:  # web3 costs ~1 s to import: only an EVM anchorer or store loads it
+    from anchor import evm
 
 log = logging.getLogger("fieldproof.anchor")
 
@@ -86,6 +89,8 @@ class AnchorService:
         else:
             if a.chain_id is None:
                 raise AnchorSetupError("[anchor] chain_id is required for an EVM chain")
+            from anchor import evm
+
             self.evm = evm.EvmAnchorer(
                 evm.EvmConfig(
                     url=a.url,
@@ -107,6 +112,8 @@ class AnchorService:
                 log.info("anchor %d finalized", anchor_id)
             return report.node_ok
         assert self.evm is not None
+        from anchor import evm
+
         latest = self.evidence.latest()
         ref = None
         if latest is not None:
@@ -163,6 +170,8 @@ def anchor_views(config: CollectorConfig) -> list[AnchorView]:
             store.close()
     evm_path = store_path(config, "evm")
     if evm_path.exists():
+        from anchor import evm
+
         evm_store = evm.EvmAnchorStore(evm_path)
         try:
             for row in evm_store.rows():

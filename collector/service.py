@@ -22,6 +22,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from anchor.evidence import EvidenceLog
+from anchor.service import anchor_views
 from collector.agronomy_hook import AgronomyHook
 from collector.influx import InfluxUnavailable, PointWriter, make_writer
 from collector.ingest import Incoming, Ingestor, Interrupted
@@ -80,6 +81,12 @@ class Collector:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        # read the anchor stores once now: the first read imports their modules (web3 for an
+        # EVM store, ~1 s), which must not stall a batch at the first stats interval
+        try:
+            anchor_views(config)
+        except sqlite3.Error as exc:
+            log.debug("anchor stores not readable yet: %s", exc)
         self.presence_topic = f"{prefix}/_collector/{config.collector_id}/status"
         self.client.will_set(self.presence_topic, b'{"online": false}', 1, True)
 
@@ -296,8 +303,6 @@ class Collector:
     def anchor_points(self, now_ns: int) -> list[Point]:
         """Anchoring progress per chain: what the Integrity dashboard and the stalled-anchoring
         alert read. Read from the anchor stores the `anchor run` process keeps."""
-        from anchor.service import anchor_views
-
         log_size = self.evidence.log.size()
         cid = self.config.collector_id
         try:
