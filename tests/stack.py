@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -157,7 +158,30 @@ class Stack:
         return {g.gateway_id: spool_counts(g.spool_path)[0] for g in self.gateways}
 
     def still_spooled(self) -> int:
+        """Rows still in the spools. A receipted row is deleted with the gateway's next write
+        (or at shutdown), so while gateways run this can lag behind; see all_accepted()."""
         return sum(spool_counts(g.spool_path)[1] for g in self.gateways)
+
+    def all_accepted(self) -> bool:
+        """The collector holds every message the gateways have spooled so far (each spool's
+        next_seq commits with its message, so it is exact while the gateways run)."""
+        spooled = 0
+        for g in self.gateways:
+            if g.spool_path.exists():
+                db = sqlite3.connect(f"file:{g.spool_path}?mode=ro", uri=True)
+                try:
+                    row = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+                finally:
+                    db.close()
+                spooled += int(row[0]) - 1 if row else 0
+        return self.store_counts()[0] >= spooled
+
+    def store_counts(self) -> tuple[int, int]:
+        store = self.store()
+        try:
+            return store.accepted_count()
+        finally:
+            store.db.close()
 
     def store(self) -> CollectorStore:
         return CollectorStore(open_db(self.db_path))
