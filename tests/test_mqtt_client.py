@@ -164,7 +164,7 @@ def _sizes() -> list[int]:
     return [0, 1, 2, 100, 127, 128, 129, 16_383, 16_384, 16_385, 120_000, 37, 500, 3]
 
 
-def test_every_message_whole_once_in_order_through_a_dribbling_link(broker: Mosquitto) -> None:
+def test_every_message_whole_once_through_a_dribbling_link(broker: Mosquitto) -> None:
     proxy = DribbleProxy(broker.port)
     rx = Receiver(proxy.port, "ingest-dribble", "t/#", autoack=True)
     pub = _publisher(broker.port)
@@ -184,7 +184,12 @@ def test_every_message_whole_once_in_order_through_a_dribbling_link(broker: Mosq
             pub.publish(topic, payload, qos, properties=props).wait_for_publish(10)
             sent.append((topic, payload, qos))
         got = rx.wait_for(len(sent), timeout=60)
-        assert [(d.topic, d.payload, d.qos) for d in got] == sent
+        received = [(d.topic, d.payload, d.qos) for d in got]
+        # whole and exactly once; in order within each QoS (MQTT orders nothing across QoS
+        # levels: the broker may pass a QoS 0 message while QoS 1 waits for in-flight room)
+        assert sorted(received) == sorted(sent)
+        for qos in (0, 1):
+            assert [m for m in received if m[2] == qos] == [m for m in sent if m[2] == qos]
         assert rx.fallback == []  # every one took the fast path
         assert all(d.mid > 0 for d in got if d.qos == 1)
     finally:
