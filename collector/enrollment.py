@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
 import sqlite3
@@ -44,6 +43,7 @@ from anchor.evidence import REGISTRY_EVENT_TYPE
 from collector.ca import CAError, CertificateAuthority, common_name, fingerprint
 from collector.registry import Device, Registry, RegistryError
 from fieldproof.config import CollectorConfig
+from fieldproof.keys import write_private_file
 from fieldproof.wire import (
     ALG_EDDSA,
     HEADER_ALG,
@@ -669,7 +669,7 @@ class Enroller:
         response = build_response(
             req.gateway, device, cert, self.ca.cert, approved, self.broker, mac_key
         )
-        _write_private(self.state / "responses" / f"{req.gateway}.json", response)
+        write_private_file(self.state / "responses" / f"{req.gateway}.json", response)
         (self.state / "pending" / f"{req.gateway}.cose").unlink(missing_ok=True)
         log.info(
             "%s %s for %s/%s (%s), certificate serial %x",
@@ -683,7 +683,7 @@ class Enroller:
         return Approval(device, response, cert, renewed)
 
     def _save_pending(self, req: EnrollmentRequest) -> None:
-        _write_private(self.state / "pending" / f"{req.gateway}.cose", req.raw)
+        write_private_file(self.state / "pending" / f"{req.gateway}.cose", req.raw)
 
     def pending(self) -> list[EnrollmentRequest]:
         out = []
@@ -760,17 +760,6 @@ class PendingApproval(EnrollmentError):
 
 def _valid_gateway(gateway: str) -> bool:
     return re.fullmatch(r"gw-[0-9a-f]{16}", gateway) is not None
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ def _escape_measurement(text: str) -> str:
     return text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
 
 
-def _field_value(value: float | int | str | bool) -> str:
+def field_value(value: float | int | str | bool) -> str:
+    """A field value in line protocol (floats as Python's shortest round-trip repr)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -36,7 +37,7 @@ class Point:
     time_ns: int
 
     def to_line(self) -> str:
-        fields = ",".join(f"{_escape_key(k)}={_field_value(v)}" for k, v in self.fields.items())
+        fields = ",".join(f"{_escape_key(k)}={field_value(v)}" for k, v in self.fields.items())
         return f"{series_key(self.measurement, self.tags)} {fields} {self.time_ns}"
 
 
@@ -47,7 +48,3 @@ def series_key(measurement: str, tags: dict[str, str]) -> str:
         f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(tags.items()) if v != ""
     )
 
-
-def field_value(value: float | int | str | bool) -> str:
-    """A field value in line protocol (floats as Python's shortest round-trip repr)."""
-    return _field_value(value)

@@ -22,6 +22,19 @@ class KeyFileError(RuntimeError):
     """A key file is missing, unreadable, too open or not an Ed25519 key."""
 
 
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename), readable by the
+    owner only (0600) from the first byte: enrollment state and responses carry identities."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def create_key_file(path: Path) -> Ed25519PrivateKey:
     """Generate a key and write it, readable by the owner only. Never overwrites a key."""
     path = Path(path)

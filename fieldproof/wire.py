@@ -644,11 +644,6 @@ def open_message(message: bytes) -> tuple[str, Sign1]:
         raise MalformedMessage("kid is not an ASCII gateway id") from None
 
 
-def message_kid(message: bytes) -> str:
-    """The gateway id a message claims (unverified), so the right key can be looked up."""
-    return open_message(message)[0]
-
-
 def decode_message(message: bytes, public_key: bytes, parsed: Sign1 | None = None) -> Payload:
     """Verify a fieldproof message with the gateway's Ed25519 key and return its payload.
 

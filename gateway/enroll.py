@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from fieldproof.config import ConfigError, GatewayConfig, load_gateway_config
-from fieldproof.keys import KeyFileError, create_key_file, load_key_file
+from fieldproof.keys import KeyFileError, create_key_file, load_key_file, write_private_file
 from fieldproof.wire import public_key_bytes
 
 # re-exported: these lived here before gateway.identity
@@ -39,17 +39,6 @@ from gateway.identity import tls_paths as tls_paths
 
 def pending_file(cfg: GatewayConfig) -> Path:
     return cfg.data_dir / "enroll" / "pending.json"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _write_public(path: Path, data: bytes) -> None:
@@ -124,7 +113,7 @@ def make_request(
     if token is not None:
         token_id, mac_key = parse_token(token)
         pending.update(token=token_id, mac_key=mac_key.hex())
-    _write_private(pending_file(cfg), json.dumps(pending).encode())
+    write_private_file(pending_file(cfg), json.dumps(pending).encode())
     return raw, gw
 
 
@@ -219,7 +208,8 @@ def install_response(
         _write_public(paths.ca_file, ca.public_bytes(Encoding.PEM))
     _write_public(paths.cert_file, cert.public_bytes(Encoding.PEM))
     if pending:
-        _write_private(pending_file(cfg), json.dumps({"gateway": gw, "installed": True}).encode())
+        installed = json.dumps({"gateway": gw, "installed": True}).encode()
+        write_private_file(pending_file(cfg), installed)
     broker = resp.get("broker")
     broker_t = (
         (str(broker["host"]), int(broker["port"]))
@@ -362,7 +352,7 @@ def rotate_key(cfg: GatewayConfig, now: float | None = None) -> tuple[bytes, str
     )
     os.replace(cfg.key_file, retired)
     os.replace(staged, cfg.key_file)
-    _write_private(
+    write_private_file(
         identity_file(cfg),
         json.dumps({"gateway": gw, "public_key": public_key_bytes(new).hex()}).encode(),
     )

@@ -3,6 +3,7 @@ gateway processes, each started and killed the way an operator or a power cut wo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -212,3 +213,18 @@ def make_stack(tmp_path: Path) -> Stack:
     broker.start()
     influx.start()
     return Stack(tmp_path, broker, influx)
+
+
+def fill_disk(path: Path) -> None:
+    """Write ``path`` until its file system has no byte left (pages first, then bytes)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0")
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)

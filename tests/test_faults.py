@@ -64,7 +64,7 @@ from fieldproof.demo import DemoGateway, write_gateway
 from fieldproof.keys import load_key_file
 from fieldproof.mqtt import wait_for_retained
 from gateway.agent import GatewayAgent
-from tests.stack import PROJECT_ROOT, Stack, make_stack, wait_until
+from tests.stack import PROJECT_ROOT, Stack, fill_disk, make_stack, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -574,18 +574,6 @@ def tiny_disk(where: Path, size_kib: int) -> Iterator[tuple[Path, str]]:
             subprocess.run(["umount", "-l", str(where)], check=False)
 
 
-def fill(path: Path) -> None:
-    """Write ``path`` until the file system has no space left."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 4096)
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
 # the gateway, with a switch that makes its spool database refuse to grow (SQLITE_FULL), for
 # machines where no small file system can be mounted
 PAGE_LIMITED_GATEWAY = r"""
@@ -634,7 +622,7 @@ def test_gateway_disk_full(stack: Stack, tmp_path: Path) -> None:
             time.sleep(1)
             filler = disk / "filler"
             if how == "tmpfs":
-                fill(filler)
+                fill_disk(filler)
             else:
                 flag.touch()
             wait_until(

@@ -31,7 +31,7 @@ from fieldproof.demo import write_gateway
 from fieldproof.keys import load_key_file
 from gateway.agent import GatewayAgent
 from gateway.spool import Spool, SpoolError
-from tests.stack import Stack, make_stack, wait_until
+from tests.stack import Stack, fill_disk, make_stack, wait_until
 
 
 @contextlib.contextmanager
@@ -54,20 +54,6 @@ def tiny_disk(where: Path, size_kib: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
-def fill(path: Path) -> None:
-    """Write ``path`` until the file system has no byte left."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 4096)
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0")
-    finally:
-        os.close(fd)
-
-
 def _msg(seq: int) -> tuple[bytes, int]:
     return f"message {seq} ".encode() * 20, 5
 
@@ -81,7 +67,7 @@ def test_spool_on_a_full_disk_loses_nothing_and_recovers(tmp_path: Path) -> None
         s.new_boot()
         stored = [s.add(_msg) for _ in range(20)]
         s.mark_published(stored[:10])
-        fill(disk / "filler")
+        fill_disk(disk / "filler")
         error: SpoolError | None = None
         for _ in range(500):  # the WAL's last block may still take a few
             try:
@@ -222,7 +208,7 @@ def test_agent_on_a_full_disk(stack: Stack, tmp_path: Path, memory_bound: int) -
         thread.start()
         try:
             wait_until(lambda: agent.spool.stats().confirmed_messages >= 10, 30, "delivery")
-            fill(disk / "filler")
+            fill_disk(disk / "filler")
             wait_until(lambda: not agent._status(True)["spool_writable"], 30, "the full disk")
             # sampling goes on into memory (past the bound, when there is one)
             wait_until(lambda: len(agent._unspooled) >= 14, 30, "readings held in memory")
