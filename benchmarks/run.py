@@ -364,13 +364,14 @@ class Profiler:
 # path fragments); a sample counts for a bucket if any frame of its stack matches
 PROFILE_BUCKETS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("Ed25519 verify (libsodium via PyNaCl)", ("_verify_raw",), ()),
-    ("decode_message (all: parse, strict re-encode, verify, SenML)", ("decode_message",), ()),
+    ("decode_message (all: strict checks, verify, SenML)", ("decode_message_plain",), ()),
+    ("  exact-form payload reader", ("_read_payload_exact",), ()),
     (
-        "  strict deterministic-encoding check",
+        "  general path: strict deterministic-encoding check",
         ("decode_deterministic", "_decode_fixed_schema"),
         (),
     ),
-    ("  payload_from_cbor (SenML checks)", ("payload_from_cbor",), ()),
+    ("  general path: SenML checks", ("_payload_general",), ()),
     ("open_message (exact-form parse, or parse_sign1)", ("open_message", "parse_sign1"), ()),
     ("Ingestor.lines (line protocol)", ("Ingestor.lines", "Point.to_line"), ()),
     ("agronomy deriver", ("AgronomyDeriver.derive",), ()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import cbor2
@@ -174,6 +175,20 @@ def _general_parts(message: bytes) -> tuple[bytes, dict[object, object], bytes, 
     return p.protected_bytes, p.protected, p.payload, p.signature
 
 
+def _damaged(blob: bytes, data: st.DataObject) -> bytes:
+    """``blob`` with one byte flipped, inserted or deleted."""
+    bad = bytearray(blob)
+    i = data.draw(st.integers(0, len(bad) - 1))
+    kind = data.draw(st.sampled_from(["flip", "insert", "delete"]))
+    if kind == "flip":
+        bad[i] ^= data.draw(st.integers(1, 255))
+    elif kind == "insert":
+        bad.insert(i, data.draw(st.integers(0, 255)))
+    else:
+        del bad[i]
+    return bytes(bad)
+
+
 def _exact_parts(message: bytes) -> tuple[bytes, dict[object, object], bytes, bytes] | None:
     p = wire._parse_exact(message)
     return None if p is None else (p.protected_bytes, p.protected, p.payload, p.signature)
@@ -213,17 +228,144 @@ def test_exact_fast_path_and_general_path_agree(payload: wire.Payload, data: st.
         cbor2.dumps([p.protected_bytes, {}, p.payload, p.signature]),
         b"\xd2\x9f" + message[2:] + b"\xff",
     ]
-    for _ in range(8):
-        bad = bytearray(message)
-        i = data.draw(st.integers(0, len(bad) - 1))
-        kind = data.draw(st.sampled_from(["flip", "insert", "delete"]))
-        if kind == "flip":
-            bad[i] ^= data.draw(st.integers(1, 255))
-        elif kind == "insert":
-            bad.insert(i, data.draw(st.integers(0, 255)))
-        else:
-            del bad[i]
-        variants.append(bytes(bad))
+    variants += [_damaged(message, data) for _ in range(8)]
     for v in variants:
         # the two paths agree on every variant: same parts, or both refuse
         assert _exact_parts(v) == _general_parts(v), v.hex()
+
+
+# --------------------------------------------------------------------------------------------
+# The exact-form payload reader and the general path
+# --------------------------------------------------------------------------------------------
+
+
+def _general_payload(data: bytes) -> wire.PlainPayload | None:
+    """The general path's verdict on a payload: its plain form, or None if it refuses it."""
+    try:
+        p = wire._payload_general(data)
+    except wire.MalformedMessage:
+        return None
+    return p.gateway, p.seq, p.boot, tuple(
+        (r.sensor, r.quantity, r.unit, r.value, r.time, r.missing_reason) for r in p.readings)
+
+
+def _assert_paths_agree(data: bytes) -> None:
+    exact = wire._payload_exact(data)
+    if exact is not None:  # the reader may pass a payload on, never decide differently
+        assert exact == _general_payload(data), data.hex()
+
+
+#: values a hostile encoder might put where a number, name or unit belongs
+odd_values = st.one_of(
+    st.integers(-(2**64), 2**64 - 1), st.floats(), st.booleans(), st.none(),
+    st.text(max_size=30), st.binary(max_size=8), st.just([]), st.just({}),
+    st.sampled_from(["station/soil_moisture", "a/b/c", "missing:x", "missing:", "Cel",
+                     "x" * 17, "urn:dev:fp:" + GW + ":", 1.0, 1, 2**63, 2**63 - 1]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(payloads, st.data())
+def test_exact_payload_reader_agrees_with_general_path(payload: wire.Payload,
+                                                      data: st.DataObject) -> None:
+    """What a gateway writes is always read by the fast reader (or it would rot unnoticed),
+    with the general path's result; on every variant — other values in any slot, labels
+    added or dropped, other encodings of the same content, byte flips — the reader either
+    agrees with the general path or passes the bytes on to it."""
+    encoded = payload.to_cbor()
+    assert wire._payload_exact(encoded) is not None
+    assert wire._payload_exact(encoded) == _general_payload(encoded)
+    assert wire.payload_from_cbor(encoded) == wire._payload_general(encoded)
+
+    obj = payload.to_obj()
+    variants = [cbor2.dumps(obj), cbor2.dumps(dict(reversed(list(obj.items()))))]
+    for _ in range(6):  # one slot changed, re-encoded deterministically
+        o = payload.to_obj()
+        recs = o["e"]
+        where = data.draw(st.sampled_from(["top", "record", "drop", "add"]))
+        if where == "top":
+            o[data.draw(st.sampled_from(["v", "gw", "seq", "boot", "e"]))] = data.draw(odd_values)
+        else:
+            rec = recs[data.draw(st.integers(0, len(recs) - 1))]
+            label = data.draw(st.sampled_from([wire.SENML_N, wire.SENML_U, wire.SENML_V,
+                                               wire.SENML_VS, wire.SENML_T, wire.SENML_BN,
+                                               wire.SENML_BT, 4, 5, -1, -4]))
+            if where == "drop":
+                rec.pop(label, None)
+            else:
+                rec[label] = data.draw(odd_values)
+        with contextlib.suppress(wire.WireError, TypeError, ValueError, OverflowError):
+            variants.append(wire.encode_deterministic(o))
+    variants += [_damaged(encoded, data) for _ in range(6)]
+    for v in variants:
+        _assert_paths_agree(v)
+
+
+def test_exact_reader_float_forms_match_the_canonical_encoder() -> None:
+    """The reader's shortest-float rule is cbor2's canonical encoder's (the general path
+    compares with that): every half, singles around every half and at the ends of the single
+    range, doubles around every single used here and at the ends of the double range."""
+    import struct
+
+    def reader_accepts(encoded: bytes) -> bool:
+        try:
+            _, end = wire._number_at(encoded, 0)
+        except wire._NotExact:
+            return False
+        assert end == len(encoded)
+        return True
+
+    def canonical(encoded: bytes, fmt: str) -> bool:
+        value = struct.unpack(fmt, encoded[1:])[0]
+        return math.isfinite(value) and cbor2.dumps(value, canonical=True) == encoded
+
+    checked = 0
+    for bits in range(1 << 16):
+        half = b"\xf9" + bits.to_bytes(2, "big")
+        assert reader_accepts(half) == canonical(half, ">e"), half.hex()
+        value = struct.unpack(">e", half[1:])[0]
+        if not math.isfinite(value):
+            continue
+        single = struct.unpack(">I", struct.pack(">f", value))[0]
+        for s in (single - 1, single, single + 1):
+            enc = b"\xfa" + (s % (1 << 32)).to_bytes(4, "big")
+            assert reader_accepts(enc) == canonical(enc, ">f"), enc.hex()
+            as_float = struct.unpack(">f", enc[1:])[0]
+            if math.isfinite(as_float):
+                d = struct.unpack(">Q", struct.pack(">d", as_float))[0]
+                for x in (d - 1, d, d + 1):
+                    encd = b"\xfb" + (x % (1 << 64)).to_bytes(8, "big")
+                    assert reader_accepts(encd) == canonical(encd, ">d"), encd.hex()
+                    checked += 1
+    for enc in (b"\xfa\x7f\x7f\xff\xff", b"\xfb\x47\xef\xff\xff\xe0\x00\x00\x00",
+                b"\xfb\x47\xef\xff\xff\xf0\x00\x00\x00", b"\xfb\x7f\xef\xff\xff\xff\xff\xff\xff",
+                b"\xfb\x00\x00\x00\x00\x00\x00\x00\x01", b"\xfb\x36\xa0\x00\x00\x00\x00\x00\x00",
+                b"\xfb\x80\x00\x00\x00\x00\x00\x00\x00", b"\xfa\x80\x00\x00\x00"):
+        assert reader_accepts(enc) == canonical(enc, ">d" if enc[0] == 0xFB else ">f"), enc.hex()
+    assert checked > 100_000
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False, width=16),
+                 st.floats(allow_nan=False, allow_infinity=False, width=32),
+                 st.floats(allow_nan=False, allow_infinity=False, width=64)))
+def test_exact_reader_accepts_each_float_only_in_its_canonical_form(value: float) -> None:
+    """Every exact encoding of a value in every width: the reader takes only the shortest."""
+    import struct
+
+    widths: list[bytes] = []  # each width that holds the value exactly
+    for head, fmt in ((b"\xf9", ">e"), (b"\xfa", ">f"), (b"\xfb", ">d")):
+        try:
+            packed = struct.pack(fmt, value)
+        except OverflowError:
+            continue
+        if struct.unpack(fmt, packed)[0] == value:
+            widths.append(head + packed)
+    canonical = cbor2.dumps(value, canonical=True)
+    assert canonical in widths
+    for enc in widths:
+        try:
+            wire._number_at(enc, 0)
+            accepted = True
+        except wire._NotExact:
+            accepted = False
+        assert accepted == (enc == canonical), (value, enc.hex())
