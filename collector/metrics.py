@@ -214,7 +214,10 @@ class CollectorMetrics(PromCollector):
         )
         ranges, missing = self.gaps()
         yield GaugeMetricFamily(
-            "fieldproof_sequence_gaps", "Ranges of sequence numbers never received", value=ranges
+            "fieldproof_sequence_gaps",
+            "Ranges of sequence numbers this collector never received (with several collectors "
+            "on one shared subscription, the others' share counts too)",
+            value=ranges,
         )
         yield GaugeMetricFamily(
             "fieldproof_missing_messages", "Messages missing inside those gaps", value=missing

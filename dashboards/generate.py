@@ -721,7 +721,10 @@ def fleet_health(alerts: AlertsConfig) -> Json:
         "short", 0,
     ), 8, 8)
     lay.add(timeseries(
-        "Sequence gaps (cumulative)", "Messages a gateway numbered but the collector never got.",
+        "Sequence gaps (cumulative)",
+        "Messages a gateway numbered but this collector never got. With several collectors on "
+        "one shared subscription each counts the others' share as gaps too: there the gateways' "
+        "spool depth (Fleet health) is the figure that counts what no collector has confirmed.",
         [target("A", 'SELECT last("gaps") FROM "collector_stats" WHERE $timeFilter'
                      + group_by("collector"), "$tag_collector")],
         "short", 0,
