@@ -653,6 +653,11 @@ def _uint_at(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def _cached(cache: dict[bytes, Any], raw: bytes, check: Any) -> Any:
+    """``check`` of the text, remembered. Every valid name, unit and gateway id is ASCII of at
+    most 128 bytes, so anything longer is refused without being kept: the cache holds at most
+    ``_CACHE_CAP`` short keys whatever the traffic."""
+    if len(raw) > 128:
+        return None
     if len(cache) >= _CACHE_CAP:
         cache.clear()
     value = cache[raw] = check(raw.decode())

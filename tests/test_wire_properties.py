@@ -369,3 +369,20 @@ def test_exact_reader_accepts_each_float_only_in_its_canonical_form(value: float
         except wire._NotExact:
             accepted = False
         assert accepted == (enc == canonical), (value, enc.hex())
+
+
+def test_exact_reader_caches_stay_small_under_hostile_names() -> None:
+    """Names, units and gateway ids are remembered by their bytes; hostile traffic with ever
+    new or huge names must not grow that memory: long ones are never kept, and the number of
+    entries is capped."""
+    base = wire.Payload(GW, 1, 1, (wire.Reading("s", "soil_moisture", "/", 0.25, 1.7e9),))
+    for i in range(3 * wire._CACHE_CAP):
+        obj = base.to_obj()
+        long = i % 2 == 1
+        obj["e"][0][wire.SENML_N] = f"s{i}/" + ("q" * (10_000 if long else 5))
+        obj["e"][0][wire.SENML_U] = f"u{i}"
+        got = wire._payload_exact(wire.encode_deterministic(obj))
+        assert (got is None) == long  # a 10,000-character name is refused, the rest read
+    for cache in (wire._NAMES, wire._UNITS, wire._GATEWAYS):
+        assert len(cache) <= wire._CACHE_CAP
+        assert all(len(k) <= 128 for k in cache)
