@@ -2,6 +2,8 @@
 
 Exit codes of ``verify``: 0 the bundle passed (warnings allowed unless ``--strict``), 1 it
 failed, 2 the command could not run as asked (bad option, unreadable file, no PDF engine).
+With several bundles (one per collector's log, docs/bundle.md §11) the verdict and exit code
+are the worst over every bundle and the analysis across them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import click
 from anchor.bundle import Limits
 
 if TYPE_CHECKING:
-    from anchor.verify import InfluxAuth
+    from anchor.verify import InfluxAuth, VerificationResult
+    from anchor.verify_combine import MultiResult
 
 __all__ = ["export_command", "parse_time", "verify_command"]
 
@@ -167,15 +170,69 @@ def _human(result: object) -> str:
     return "\n".join(lines)
 
 
+def _human_multi(multi: MultiResult) -> str:
+    lines = [multi.summary_line(), ""]
+    for f in multi.all_findings():
+        more = f" (x{f.count})" if f.count > 1 else ""
+        lines.append(f"  {f.severity.upper():7} {f.code} [{', '.join(f.bundles)}]: "
+                     f"{f.message}{more}")
+    if multi.all_findings():
+        lines.append("")
+    for b in multi.bundles:
+        r = b.result
+        lines.append(f"  {b.label}: {b.verdict.upper()} — log {r.origin or '(unreadable)'}"
+                     f"{' (key pinned)' if r.log_key_pinned else ''}: {r.summary()}")
+    lines.append("")
+    for g in multi.combined.gateways:
+        share = ", ".join(f"{label} {n}" for label, n in g.bundles.items())
+        lines.append(
+            f"  {g.gateway}  farm {g.farm} field {g.field}: {g.verified_messages} distinct "
+            f"messages ({share}), {g.readings} readings, seq {g.first_seq}–{g.last_seq}, "
+            f"{len(g.gaps)} gap(s) over all bundles, {g.logged_twice} logged twice, "
+            f"{g.conflicts} conflicting")
+    return "\n".join(lines)
+
+
+def _labels(paths: tuple[Path, ...]) -> list[str]:
+    """Names for the bundles in findings: the paths as given, made unique."""
+    seen: dict[str, int] = {}
+    out = []
+    for p in paths:
+        name = str(p)
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
+
+
+def _as_single(multi: MultiResult) -> VerificationResult:
+    """One bundle verified with several pinned keys: today's single result (and JSON), with
+    the key matching's findings added."""
+    from anchor.verify_combine import UNION_CODES, verdict_of
+
+    b = multi.bundles[0]
+    result = b.result
+    combined = {id(f) for f in multi.combined.findings}
+    run = [f for f in multi.findings if id(f) not in combined]
+    for f in run:
+        f.bundles = ()
+    found = b.findings + [f for f in result.findings if f.code in UNION_CODES] + run
+    result.findings = sorted(found, key=lambda f: ("error", "warning", "info").index(
+        f.severity))
+    result.verdict = verdict_of(result.findings)
+    return result
+
+
 @click.command("verify")
-@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("bundles", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--node", "nodes", multiple=True,
               help="chain node URL to ask (repeat: several independent nodes are cross-checked)")
 @click.option("--chain", type=click.Choice(["thor", "evm"]), default=None,
               help="which anchors to check (default: the bundle's only kind)")
-@click.option("--log-key", default=None,
+@click.option("--log-key", "log_keys", multiple=True,
               help="the log's published verifier key (name+id+base64); without it the "
-                   "bundle's own key is used and flagged")
+                   "bundle's own key is used and flagged. Repeatable with several bundles: "
+                   "each key is matched to the bundle of the log it names")
 @click.option("--offline", is_flag=True, help="check everything except the chain, and say so")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -204,40 +261,51 @@ def _human(result: object) -> str:
               show_default=True, help="largest bundle accepted, in bytes")
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
               help="processes for signature checks (default: all cores)")
-def verify_command(bundle: Path, nodes: tuple[str, ...], chain: str | None,
-                   log_key: str | None, offline: bool, as_json: bool, report: Path | None,
+def verify_command(bundles: tuple[Path, ...], nodes: tuple[str, ...], chain: str | None,
+                   log_keys: tuple[str, ...], offline: bool, as_json: bool, report: Path | None,
                    pdf: bool, influx_url: str | None, database: str, influx_user: str | None,
                    influx_password_file: Path | None, known: tuple[Path, ...],
                    save_checkpoint: Path | None, strict: bool, max_size: int,
                    workers: int | None) -> None:
-    """Verify an evidence bundle without trusting the farm, the operator or fieldproof."""
+    """Verify evidence bundles without trusting the farm, the operator or fieldproof.
+
+    Several BUNDLES (one per collector's log) are each verified on their own and then as one
+    history: gaps over their union, messages two logs hold, conflicts, scopes, keys."""
     from anchor.verify import UsageError, VerifyOptions, check_against_influx, verify_bundle
 
-    try:
-        with open(bundle, "rb") as f:
-            data = f.read(max_size + 1)  # one byte over is enough to refuse it
-    except OSError as exc:
-        raise click.UsageError(f"cannot read {bundle}: {exc.strerror}") from None
+    datas = []
+    for bundle in bundles:
+        try:
+            with open(bundle, "rb") as f:
+                datas.append(f.read(max_size + 1))  # one byte over is enough to refuse it
+        except OSError as exc:
+            raise click.UsageError(f"cannot read {bundle}: {exc.strerror}") from None
     notes = [_read_small(p, "--known-checkpoint") for p in known]
     auth = _influx_auth(influx_user, influx_password_file) if influx_url else None
     opts = VerifyOptions(workers=workers, limits=Limits(max_bytes=max_size))
+    if len(bundles) > 1:
+        _verify_several(bundles, datas, nodes, chain, log_keys, offline, opts, notes,
+                        influx_url, database, auth, report, pdf, save_checkpoint, as_json,
+                        strict)
+        return
     try:
-        result = verify_bundle(data, nodes=list(nodes), chain=chain, offline=offline,
-                               log_key=log_key, options=opts, known_checkpoints=notes)
+        if len(log_keys) > 1:
+            from anchor.verify_multi import verify_bundles
+
+            result = _as_single(verify_bundles(
+                list(zip(_labels(bundles), datas, strict=True)), nodes=list(nodes),
+                chain=chain, offline=offline, log_keys=log_keys, options=opts,
+                known_checkpoints=notes))
+        else:
+            result = verify_bundle(datas[0], nodes=list(nodes), chain=chain, offline=offline,
+                                   log_key=log_keys[0] if log_keys else None, options=opts,
+                                   known_checkpoints=notes)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
     if influx_url:
         check_against_influx(result, influx_url, database, auth=auth)
     if report is not None:
-        from anchor.report import write_report
-
-        try:
-            files = write_report(result, report, pdf)
-        except (OSError, RuntimeError) as exc:
-            click.echo(f"error: could not write the report: {exc}", err=True)
-            sys.exit(2)
-        click.echo(f"report: {files.html}" + (f", {files.pdf} ({files.pdf_engine})"
-                                              if files.pdf else ""), err=True)
+        _write_report(result, report, pdf)
     if save_checkpoint is not None:
         _save_checkpoint(result, save_checkpoint)
     if as_json:
@@ -245,6 +313,58 @@ def verify_command(bundle: Path, nodes: tuple[str, ...], chain: str | None,
     else:
         click.echo(_human(result))
     if result.verdict == "fail" or (strict and result.verdict == "warn"):
+        sys.exit(1)
+
+
+def _write_report(result: VerificationResult | MultiResult, report: Path, pdf: bool) -> None:
+    """The HTML report (and its PDF) of one or several bundles; exit 2 if it cannot be written."""
+    from anchor.report import write_report
+
+    try:
+        files = write_report(result, report, pdf)
+    except (OSError, RuntimeError) as exc:
+        click.echo(f"error: could not write the report: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"report: {files.html}" + (f", {files.pdf} ({files.pdf_engine})"
+                                          if files.pdf else ""), err=True)
+
+
+def _verify_several(bundles: tuple[Path, ...], datas: list[bytes], nodes: tuple[str, ...],
+                    chain: str | None, log_keys: tuple[str, ...], offline: bool,
+                    opts: object, notes: list[bytes], influx_url: str | None,
+                    database: str, auth: InfluxAuth | None, report: Path | None, pdf: bool,
+                    save_checkpoint: Path | None, as_json: bool, strict: bool) -> None:
+    """``verify A B …``: each bundle on its own, then together (anchor.verify_multi)."""
+    from anchor.verify import UsageError, VerifyOptions
+    from anchor.verify_multi import check_union_against_influx, verify_bundles
+
+    assert isinstance(opts, VerifyOptions)
+    try:
+        multi = verify_bundles(list(zip(_labels(bundles), datas, strict=True)),
+                               nodes=list(nodes), chain=chain, offline=offline,
+                               log_keys=log_keys, options=opts, known_checkpoints=notes)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    if influx_url:
+        check_union_against_influx(multi, influx_url, database, auth=auth)
+    if report is not None:
+        _write_report(multi, report, pdf)
+    if save_checkpoint is not None:
+        if not multi.passed:
+            click.echo(f"not saving checkpoints to {save_checkpoint}: the verification "
+                       "failed", err=True)
+        else:
+            for n, b in enumerate(multi.bundles, 1):
+                # one file per bundle: a --known-checkpoint file holds one log's checkpoint
+                target = save_checkpoint.with_name(
+                    f"{save_checkpoint.stem}.{n}{save_checkpoint.suffix}")
+                click.echo(f"{b.label}:", err=True)
+                _save_checkpoint(b.result, target)
+    if as_json:
+        click.echo(json.dumps(multi.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(_human_multi(multi))
+    if multi.verdict == "fail" or (strict and multi.verdict == "warn"):
         sys.exit(1)
 
 

@@ -1,8 +1,11 @@
 """The inspector's report of a verification: HTML (inline SVG charts, no external resources),
 a PDF of the same page, and JSON.
 
-Everything shown comes from :class:`anchor.verify.VerificationResult`: the charts draw only
-readings whose message verified, so what an inspector hands on is what the evidence proves.
+Everything shown comes from :class:`anchor.verify.VerificationResult` (or, for several
+bundles, :class:`anchor.verify_combine.MultiResult`: one verdict, the charts and gaps of the
+union of the verified readings, then each bundle's log, checkpoints and anchors): the charts
+draw only readings whose message verified, so what an inspector hands on is what the evidence
+proves.
 Every string from the bundle is escaped (a bundle is hostile input, so is its farm name).
 """
 
@@ -20,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anchor.verify import (
     AnchorCheck,
@@ -30,10 +33,14 @@ from anchor.verify import (
     readings_in_scope,
 )
 
+if TYPE_CHECKING:
+    from anchor.verify_combine import MultiResult
+
 __all__ = [
     "ReportFiles",
     "explorer_url",
     "render_html",
+    "render_multi_html",
     "write_json",
     "write_pdf",
     "write_report",
@@ -289,15 +296,24 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") ->
 
 
 def _findings(result: VerificationResult) -> str:
-    if not result.findings:
+    return _finding_table(result.findings, with_bundles=False)
+
+
+def _finding_table(findings: Sequence[Any], with_bundles: bool) -> str:
+    if not findings:
         return "<p>No findings: every check passed.</p>"
     rows = []
-    for f in result.findings:
+    for f in findings:
         badge = (f'<span class="badge" style="background:{SEVERITY_COLORS[f.severity]}">'
                  f"{_e(f.severity)}</span>")
-        rows.append((badge, f"<code>{_e(f.code)}</code>", _e(f.gateway or ""),
-                     _e(f.message) + (f" ({f.count:,})" if f.count > 1 else "")))
-    return _table(("severity", "finding", "gateway", "what it means"), rows, "findings")
+        row = [badge, f"<code>{_e(f.code)}</code>", _e(f.gateway or "")]
+        if with_bundles:
+            row.append("<br>".join(_e(b) for b in f.bundles))
+        row.append(_e(f.message) + (f" ({f.count:,})" if f.count > 1 else ""))
+        rows.append(row)
+    head = ("severity", "finding", "gateway", *(("bundle(s)",) if with_bundles else ()),
+            "what it means")
+    return _table(head, rows, "findings")
 
 
 def _gateways(result: VerificationResult) -> str:
@@ -428,6 +444,107 @@ dl.meta dt { color: #57606a; } dl.meta dd { margin: 0; }
 """
 
 
+def _known(result: VerificationResult) -> str:
+    return "<br>".join(
+        f"#{k.number} size {k.size if k.size is not None else '?'}: "
+        + (f'<span class="ok">{_e(k.detail)}, consistent</span>' if k.status == "linked"
+           else f'<span class="bad">{_e(k.status)}: {_e(k.detail[:200])}</span>')
+        for k in result.known_checkpoints)
+
+
+def _log_key(result: VerificationResult) -> str:
+    return f"<code>{_e(result.log_key)}</code> " + (
+        '<span class="ok">(pinned by the inspector)</span>' if result.log_key_pinned
+        else '<span class="warn">(taken from the bundle, not pinned)</span>')
+
+
+def _combined_gateways(multi: MultiResult) -> str:
+    rows = [
+        (f"<code>{_e(g.gateway)}</code>", _e(g.farm or "?"), _e(g.field or "?"),
+         f"{g.verified_messages:,}",
+         "<br>".join(f"{_e(label)}: {n:,}" for label, n in g.bundles.items()),
+         f"{g.readings:,}", "–" if g.first_seq is None else f"{g.first_seq}–{g.last_seq}",
+         f"{len(g.gaps)} ({g.missing_messages:,} msg)", f"{g.logged_twice:,}",
+         f'<span class="bad">{g.conflicts:,}</span>' if g.conflicts else "0")
+        for g in multi.combined.gateways
+    ]
+    return _table(("gateway", "farm", "field", "distinct messages verified",
+                   "held by bundle", "readings", "seq", "gaps over all bundles",
+                   "logged twice", "conflicting"), rows, "gateways")
+
+
+def render_multi_html(multi: MultiResult, *,
+                      title: str = "fieldproof verification report") -> str:
+    """The report of several bundles: one verdict, the findings (each naming its bundles),
+    the gateways, charts and gaps of the union of the verified readings, then each bundle's
+    own log, findings, gateways, checkpoints and anchors."""
+    union = multi.union
+    s = union.scope
+    scope = ", ".join(f"{k} {s[k]}" for k in ("farm", "field", "gateway") if s.get(k)) or "all"
+    meta = [
+        ("Bundles", "<br>".join(
+            f"{_e(b.label)}: log <code>{_e(b.result.origin or '(unreadable)')}</code> — "
+            f'<span style="color:{VERDICT_COLORS[b.verdict]}">{VERDICT_LABELS[b.verdict]}'
+            "</span>" for b in multi.bundles)),
+        ("Scope (all bundles)", _e(scope)),
+        ("Period (all bundles)", f"{_e(_t(s.get('from')))} – {_e(_t(s.get('to')))}"),
+        ("Chain", "not checked (offline)" if multi.offline else _e(multi.chain or "none")),
+        ("Nodes asked", _e(", ".join(multi.nodes) or "none")),
+        ("Verified at", _e(_t(multi.verified_at))),
+    ]
+    parts = []
+    for n, b in enumerate(multi.bundles, 1):
+        r = b.result
+        bmeta = [("Evidence log", f"<code>{_e(r.origin or '(unreadable)')}</code>"),
+                 ("Log key", _log_key(r)),
+                 ("Scope", _e(", ".join(f"{k} {r.scope[k]}" for k in ("farm", "field",
+                                                                     "gateway")
+                                        if r.scope.get(k)) or "all")),
+                 ("Period", f"{_e(_t(r.scope.get('from')))} – {_e(_t(r.scope.get('to')))}"),
+                 ("Messages", f"{len(r.messages):,} verified of {r.total_messages:,}; "
+                              f"{r.verified_readings:,} readings; {r.registry_events} "
+                              "registry events")]
+        if r.known_checkpoints:
+            bmeta.append(("Known checkpoints", _known(r)))
+        notes = "".join(f"<li>{_e(x)}</li>" for x in r.bundle_notes)
+        parts.append(
+            f'<h2 id="bundle-{n}">Bundle {_e(b.label)}: '
+            f'<span style="color:{VERDICT_COLORS[b.verdict]}">{VERDICT_LABELS[b.verdict]}'
+            f"</span></h2>"
+            f'<dl class="meta">{"".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in bmeta)}</dl>'
+            + (f"<p>Exporter's notes (not evidence):</p><ul>{notes}</ul>" if notes else "")
+            + f"<h3>Findings of this bundle</h3>{_findings_of(b.findings)}"
+            f"<h3>Gateways in this log (gaps: what this log alone lacks)</h3>{_gateways(r)}"
+            f"<h3>Checkpoints and anchors</h3>{_anchors(r)}")
+    keys = " ".join(f"--log-key '{_e(b.result.log_key)}'" for b in multi.bundles
+                    if b.result.log_key)
+    body = f"""<div class="verdict" id="verdict" data-verdict="{multi.verdict}"
+style="background:{VERDICT_COLORS[multi.verdict]}"><h1>{VERDICT_LABELS[multi.verdict]}</h1>
+<p>{_e(multi.summary())}</p></div>
+<main>
+<dl class="meta">{"".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in meta)}</dl>
+<h2>Findings</h2>{_finding_table(multi.all_findings(), with_bundles=True)}
+<h2>Gateways over all bundles</h2>{_combined_gateways(multi)}
+<h2>Crop history (verified readings of all bundles; red bands: messages missing from every
+bundle, red ticks: missing values)</h2>
+{_charts(union)}
+<h2>Sequence gaps over all bundles</h2>{_gap_list(union)}
+{_influx(union)}
+{"".join(parts)}
+<h2>Check it yourself</h2>
+<p>Install fieldproof and run <code>fieldproof verify {" ".join(_e(b.label) for b in
+multi.bundles)} {keys} {"--chain " + _e(multi.chain) if multi.chain else ""} --node URL
+[--node URL …]</code> with chain nodes you choose. The bundle format is documented in
+docs/bundle.md, so you can also write your own verifier.</p>
+</main>"""
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>{body}</body></html>")
+
+
+def _findings_of(findings: Sequence[Any]) -> str:
+    return _finding_table(findings, with_bundles=False)
+
+
 def render_html(result: VerificationResult, *, title: str = "fieldproof verification report",
                 standalone: bool = True) -> str:
     """The report as one HTML page with inline CSS and SVG; nothing is fetched from outside.
@@ -453,11 +570,7 @@ def render_html(result: VerificationResult, *, title: str = "fieldproof verifica
                      "events"),
     ]
     if result.known_checkpoints:
-        meta.append(("Known checkpoints", "<br>".join(
-            f"#{k.number} size {k.size if k.size is not None else '?'}: "
-            + (f'<span class="ok">{_e(k.detail)}, consistent</span>' if k.status == "linked"
-               else f'<span class="bad">{_e(k.status)}: {_e(k.detail[:200])}</span>')
-            for k in result.known_checkpoints)))
+        meta.append(("Known checkpoints", _known(result)))
     notes = "".join(f"<li>{_e(n)}</li>" for n in result.bundle_notes)
     banner = (f'<div class="verdict" id="verdict" data-verdict="{result.verdict}" '
               f'style="background:{color}"><h1>{VERDICT_LABELS[result.verdict]}</h1>'
@@ -532,10 +645,13 @@ def write_pdf(html_path: Path, pdf_path: Path) -> str:
     return "chromium"
 
 
-def write_report(result: VerificationResult, path_html: Path | str, pdf: bool) -> ReportFiles:
+def write_report(result: VerificationResult | MultiResult, path_html: Path | str,
+                 pdf: bool) -> ReportFiles:
     """Write the HTML report and, with ``pdf``, the same page as PDF beside it (.pdf)."""
     path = Path(path_html)
-    path.write_text(render_html(result), encoding="utf-8")
+    page = (render_html(result) if isinstance(result, VerificationResult)
+            else render_multi_html(result))
+    path.write_text(page, encoding="utf-8")
     if not pdf:
         return ReportFiles(path, None, None)
     pdf_path = path.with_suffix(".pdf")

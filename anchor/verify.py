@@ -103,10 +103,16 @@ class Finding:
     message: str
     gateway: str | None = None
     count: int = 1
+    #: which input bundle(s) it comes from, in a verification of several (empty for one)
+    bundles: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"severity": self.severity, "code": self.code, "message": self.message,
-                "gateway": self.gateway, "count": self.count}
+        d: dict[str, Any] = {"severity": self.severity, "code": self.code,
+                             "message": self.message, "gateway": self.gateway,
+                             "count": self.count}
+        if self.bundles:  # only in a verification of several: one bundle's JSON is unchanged
+            d["bundles"] = list(self.bundles)
+        return d
 
 
 @dataclass(frozen=True)
@@ -245,13 +251,16 @@ class GatewaySummary:
     gaps: list[SeqGap] = dc_field(default_factory=list)
     outside_anchored: int = 0
     clock: Counter[str] = dc_field(default_factory=Counter)
+    #: every key (hex) the proven registry gives the gateway (enrollments, valid rotations):
+    #: compared across logs in a verification of several bundles; not in the JSON
+    keys: tuple[str, ...] = ()
 
     @property
     def missing_messages(self) -> int:
         return sum(g.size for g in self.gaps)
 
     def to_json(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("gaps", "clock")}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("gaps", "clock", "keys")}
         d["gaps"] = [g.__dict__ for g in self.gaps]
         d["missing_messages"] = self.missing_messages
         d["clock_anomalies"] = dict(self.clock)
@@ -279,6 +288,10 @@ class VerificationResult:
     verified_at: float = 0.0
     bundle_notes: list[str] = dc_field(default_factory=list)
     influx: Any = None  # anchor.report.InfluxComparison when --against-influx was used
+    #: the bundle's message entries (log index order), kept only when asked
+    #: (``keep_entries``): a verification of several bundles compares the bytes of messages
+    #: two logs both hold. Not in the JSON.
+    entries: Sequence[Entry] = ()
 
     @property
     def passed(self) -> bool:
@@ -671,23 +684,51 @@ def verify_bundle(
     options: VerifyOptions | None = None,
     now: float | None = None,
     known_checkpoints: Sequence[bytes] = (),
+    keep_entries: bool = False,
 ) -> VerificationResult:
     """Verify a bundle; see the module docstring. Raises :class:`UsageError` only for bad
     arguments, never for bad bundles or nodes: those are findings.
 
     ``known_checkpoints``: signed checkpoints (notes) of this log the inspector already trusts,
-    e.g. from an earlier audit; the bundle must be provably consistent with each."""
+    e.g. from an earlier audit; the bundle must be provably consistent with each.
+    ``keep_entries``: keep the message entries on the result (``entries``), for
+    :func:`verify_bundles`."""
+    pinned = parse_log_key(log_key) if log_key is not None else None
+    known = list(enumerate(known_checkpoints, 1))
+    return verify_one(data, nodes=nodes, chain=chain, offline=offline,
+                      pinned_for=lambda origin: pinned, known_for=lambda origin: known,
+                      options=options, now=now, keep_entries=keep_entries)
+
+
+def parse_log_key(text: str) -> Ed25519Verifier:
+    """A ``--log-key`` string as a verifier, or :class:`UsageError` saying what is wrong."""
+    try:
+        return Ed25519Verifier.from_vkey(text.strip())
+    except NoteError as exc:
+        raise UsageError(f"--log-key is not a verifier key (name+id+base64): {exc}") from None
+
+
+def verify_one(
+    data: bytes,
+    *,
+    nodes: Sequence[str],
+    chain: str | None,
+    offline: bool,
+    pinned_for: Callable[[str], Ed25519Verifier | None],
+    known_for: Callable[[str], Sequence[tuple[int, bytes]]],
+    options: VerifyOptions | None = None,
+    now: float | None = None,
+    keep_entries: bool = False,
+) -> VerificationResult:
+    """:func:`verify_bundle` with the pinned key and the known checkpoints chosen by the log
+    origin the bundle names (``pinned_for``, ``known_for``: numbered as the inspector gave
+    them), which is known only once the bundle is read: what a verification of several
+    bundles, each of another log, needs."""
     opts = options or VerifyOptions()
     started = time.perf_counter()
     now = time.time() if now is None else now
     if chain not in (None, "thor", "evm"):
         raise UsageError(f"--chain must be thor or evm, not {chain!r}")
-    pinned: Ed25519Verifier | None = None
-    if log_key is not None:
-        try:
-            pinned = Ed25519Verifier.from_vkey(log_key.strip())
-        except NoteError as exc:
-            raise UsageError(f"--log-key is not a verifier key (name+id+base64): {exc}") from None
 
     result = VerificationResult(offline=offline, nodes=list(nodes), verified_at=now)
     out = _Findings()
@@ -711,9 +752,11 @@ def verify_bundle(
         raise UsageError(f"the bundle is anchored on {chain}: give at least one --node URL to "
                          "ask (several independent ones are better), or --offline")
     result.chain = chain
+    if keep_entries:
+        result.entries = bundle.messages
     try:
-        _verify(bundle, result, out, pinned, chain, nodes, offline, opts, now,
-                known_checkpoints)
+        _verify(bundle, result, out, pinned_for(bundle.origin), chain, nodes, offline, opts,
+                now, known_for(bundle.origin))
     finally:
         result.findings = sorted(out.items, key=lambda f: ("error", "warning", "info").index(
             f.severity))
@@ -734,7 +777,7 @@ def _verify(
     offline: bool,
     opts: VerifyOptions,
     now: float,
-    known: Sequence[bytes] = (),
+    known: Sequence[tuple[int, bytes]] = (),
 ) -> None:
     s = bundle.scope
     result.scope = {"farm": s.farm, "field": s.field, "gateway": s.gateway,
@@ -821,7 +864,7 @@ def _verify(
     result.checkpoints = cps
     result.known_checkpoints = [
         _link_known(n, note, verifier, bundle.origin, cps, opened, out)
-        for n, note in enumerate(known, 1)
+        for n, note in known
     ]
 
     # where each entry is proven, and which anchor bounds it
@@ -921,6 +964,8 @@ def _verify(
                     g.public_key = ev.public_key.hex()
                 elif ev.event == "revoke" and g.revoked_index is None:
                     g.revoked_index = ev.index
+            g.keys = tuple(dict.fromkeys(ev.public_key.hex() for ev in timeline.get(gw, [])
+                                         if ev.event in ("enroll", "rotate")))
         return g
 
     for gw in timeline:
