@@ -482,8 +482,11 @@ def plain_payload_from_cbor(data: bytes) -> PlainPayload:
     """:func:`payload_from_cbor` as plain tuples: for callers that handle many messages and
     never need the objects (the verifier)."""
     fast = _payload_exact(data)
-    if fast is not None:
-        return fast
+    return fast if fast is not None else _payload_general_plain(data)
+
+
+def _payload_general_plain(data: bytes) -> PlainPayload:
+    """:func:`_payload_general` as plain tuples (what the exact reader must agree with)."""
     p = _payload_general(data)
     return p.gateway, p.seq, p.boot, tuple(
         (r.sensor, r.quantity, r.unit, r.value, r.time, r.missing_reason) for r in p.readings
@@ -496,7 +499,7 @@ def _payload_general(data: bytes) -> Payload:
     obj = _decode_fixed_schema(data, "payload")
     if not isinstance(obj, dict) or set(obj) != {"v", "gw", "seq", "boot", "e"}:
         raise MalformedMessage("payload must be a map with exactly v, gw, seq, boot, e")
-    if obj["v"] != WIRE_VERSION:
+    if type(obj["v"]) is not int or obj["v"] != WIRE_VERSION:  # not true, not 1.0: one encoding
         raise MalformedMessage(f"payload version {obj['v']!r} is not {WIRE_VERSION}")
     gateway, seq, boot, pack = obj["gw"], obj["seq"], obj["boot"], obj["e"]
     if not isinstance(gateway, str):
@@ -946,6 +949,8 @@ def decode_message(message: bytes, public_key: bytes, parsed: Sign1 | None = Non
 # --------------------------------------------------------------------------------------------
 
 MAX_RECEIPT_RANGES = 10_000
+#: the longest receipt: MAX_RECEIPT_RANGES ranges of two 19-digit numbers, with room to spare
+MAX_RECEIPT_BYTES = 512 * 1024
 
 
 def encode_receipt(collector: str, seqs: list[int]) -> bytes:
@@ -961,9 +966,11 @@ def encode_receipt(collector: str, seqs: list[int]) -> bytes:
 
 def decode_receipt(data: bytes, max_seqs: int = 1_000_000) -> tuple[str, list[int]]:
     """Parse a receipt; raise :class:`MalformedMessage` on anything unexpected."""
+    if len(data) > MAX_RECEIPT_BYTES:
+        raise MalformedMessage(f"receipt is {len(data)} bytes; the limit is {MAX_RECEIPT_BYTES}")
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: "[[[[..."
         raise MalformedMessage("receipt is not JSON") from None
     if (
         not isinstance(obj, dict)

@@ -183,6 +183,14 @@ class GatewayAgent:
         self._notify()
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        # paho re-raises a callback's exception in its network thread, which then ends: the
+        # gateway would go silent until restarted. No message may do that.
+        try:
+            self._handle_message(msg)
+        except Exception:
+            log.exception("ignoring a message on %s that could not be handled", msg.topic)
+
+    def _handle_message(self, msg: paho.MQTTMessage) -> None:
         if msg.topic == self.receipts_topic:
             try:
                 _, seqs = decode_receipt(bytes(msg.payload))

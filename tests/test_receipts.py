@@ -34,6 +34,8 @@ def test_ranges_are_compact() -> None:
         b'{"c": "x", "s": [[1, 1e3]]}',
         b'{"c": "x", "s": [[0, 99999999]]}',
         b"\xff\xfe",
+        b"[" * 5000,  # found by atheris: json.loads raised RecursionError past ~995 levels
+        b'{"c": "x", "s": [' + b"[1, 2]," * 100_000 + b"[3, 4]]}",  # over the size limit
     ],
 )
 def test_malformed_rejected(bad: bytes) -> None:
