@@ -38,7 +38,14 @@ class Point:
 
     def to_line(self) -> str:
         fields = ",".join(f"{_escape_key(k)}={field_value(v)}" for k, v in self.fields.items())
-        return f"{series_key(self.measurement, self.tags)} {fields} {self.time_ns}"
+        return f"{_series_key_cached(self.measurement, *self.tags.items())} {fields} {self.time_ns}"
+
+
+@lru_cache(maxsize=16384)
+def _series_key_cached(measurement: str, *tags: tuple[str, str]) -> str:
+    """:func:`series_key` remembered: derived series (dew point, GDD, ...) repeat their tags
+    on every message, and sorting and escaping them was ~6 % of a 10-reading message."""
+    return series_key(measurement, dict(tags))
 
 
 def series_key(measurement: str, tags: dict[str, str]) -> str:
