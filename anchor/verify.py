@@ -1129,6 +1129,21 @@ def _verify(
         checks.close()
 
 
+def clock_steps_back(msgs: Sequence[VerifiedMessage], tolerance_s: float,
+                     ) -> tuple[list[tuple[VerifiedMessage, VerifiedMessage]],
+                                list[tuple[VerifiedMessage, VerifiedMessage]]]:
+    """Consecutive messages of one gateway (``msgs`` in seq order) where its clock went back
+    more than ``tolerance_s`` within a boot, and where its boot counter went down."""
+    backwards: list[tuple[VerifiedMessage, VerifiedMessage]] = []
+    boots: list[tuple[VerifiedMessage, VerifiedMessage]] = []
+    for a, b in itertools.pairwise(msgs):
+        if b.boot < a.boot:
+            boots.append((a, b))
+        elif b.boot == a.boot and b.first_time < a.first_time - tolerance_s:
+            backwards.append((a, b))
+    return backwards, boots
+
+
 def _analyse_gateway(
     g: GatewaySummary,
     msgs: list[VerifiedMessage],
@@ -1187,8 +1202,6 @@ def _analyse_gateway(
     future: list[VerifiedMessage] = []
     past: list[VerifiedMessage] = []
     late: list[VerifiedMessage] = []
-    backwards: list[tuple[VerifiedMessage, VerifiedMessage]] = []
-    boots: list[tuple[VerifiedMessage, VerifiedMessage]] = []
     floor = PLAUSIBLE_EPOCH
     if g.enrolled_time is not None:
         floor = max(floor, g.enrolled_time - opts.enrollment_slack_s)
@@ -1200,11 +1213,7 @@ def _analyse_gateway(
             past.append(m)
         elif m.anchor_time is not None and m.anchor_time - m.first_time > opts.late_after_s:
             late.append(m)
-    for a, b in itertools.pairwise(msgs):
-        if b.boot < a.boot:
-            boots.append((a, b))
-        elif b.boot == a.boot and b.first_time < a.first_time - opts.backwards_tolerance_s:
-            backwards.append((a, b))
+    backwards, boots = clock_steps_back(msgs, opts.backwards_tolerance_s)
     if future:
         m = future[0]
         g.clock["future"] = len(future)

@@ -39,6 +39,8 @@ from anchor.verify import (
     Severity,
     VerificationResult,
     VerifiedMessage,
+    VerifyOptions,
+    clock_steps_back,
 )
 
 __all__ = [
@@ -195,7 +197,8 @@ def _payload_of(m: VerifiedMessage) -> tuple[Any, ...]:
 
 
 def combine(labels: Sequence[str], results: Sequence[VerificationResult],
-            content: Sequence[Callable[[int], bytes | None]] | None = None) -> Combined:
+            content: Sequence[Callable[[int], bytes | None]] | None = None,
+            backwards_tolerance_s: float = VerifyOptions().backwards_tolerance_s) -> Combined:
     """The analysis across bundles (module docstring). ``labels`` name the bundles in findings
     (the file names); ``content[i](index)`` gives bundle *i*'s message bytes at a log index
     (default: :func:`entry_bytes`), to tell a message logged twice from two messages with one
@@ -232,17 +235,20 @@ def combine(labels: Sequence[str], results: Sequence[VerificationResult],
         gateways.append(cg)
         per_bundle: Counter[int] = Counter()
         chosen: list[VerifiedMessage] = []
+        source: dict[int, int] = {}  # seq -> the bundle the chosen copy comes from
         for seq in sorted(seen.get(gw, {})):
             holders = seen[gw][seq]
             for i, _ in holders:
                 per_bundle[i] += 1
             chosen.append(holders[0][1])
+            source[seq] = holders[0][0]
             if len(holders) > 1:
                 _compare_copies(labels, results, getters, gw, seq, holders, cg, out)
         cg.bundles = {labels[i]: per_bundle[i] for i in readable
                       if any(g.gateway == gw for g in results[i].gateways) or per_bundle[i]}
         union.extend(chosen)
         _summarise(cg, chosen, labels, out)
+        _clock_across_logs(cg.gateway, chosen, source, labels, backwards_tolerance_s, out)
     scope = union_scope([results[i].scope for i in readable])
     return Combined(gateways, out.items, union, scope)
 
@@ -373,6 +379,27 @@ def _summarise(cg: CombinedGateway, msgs: Sequence[VerifiedMessage], labels: Seq
                     f"{_fmt_time(gap.before_time)}, in none of the {len(labels)} bundles: "
                     "lost, never sent, or withheld — the evidence cannot tell which",
                     cg.gateway, holders)
+
+
+def _clock_across_logs(gw: str, msgs: Sequence[VerifiedMessage], source: dict[int, int],
+                       labels: Sequence[str], tolerance_s: float, out: _Out) -> None:
+    """Clock and boot steps back between consecutive messages that sit in different logs:
+    each bundle alone sees only its own share, so a step across two logs is seen only here
+    (steps within one bundle are that bundle's own findings already)."""
+    backwards, boots = clock_steps_back(msgs, tolerance_s)
+    for code, pairs, what in (
+        ("clock_backwards", backwards, "its clock went backwards within a boot"),
+        ("boot_backwards", boots, "its boot counter went down while its sequence went up"),
+    ):
+        for a, b in pairs:
+            ia, ib = source[a.seq], source[b.seq]
+            if ia == ib:
+                continue
+            out.add("warning", code,
+                    f"{gw}: {what} between seq {a.seq} (boot {a.boot}, "
+                    f"{_fmt_time(a.first_time)}, in {labels[ia]}) and seq {b.seq} (boot "
+                    f"{b.boot}, {_fmt_time(b.first_time)}, in {labels[ib]}) — two logs, so "
+                    "neither bundle alone shows it", gw, (labels[ia], labels[ib]))
 
 
 # ----------------------------------------------------------------------------- the result

@@ -127,7 +127,8 @@ def verify_bundles(
                            "against them", bundles=all_labels))
 
     labels = [b.label for b in outcomes]
-    combined = combine(labels, [b.result for b in outcomes])
+    combined = combine(labels, [b.result for b in outcomes],
+                       backwards_tolerance_s=(options or VerifyOptions()).backwards_tolerance_s)
     multi = MultiResult(outcomes, combined, run + combined.findings,
                         union_result(combined, [b.result for b in outcomes]),
                         offline=offline, chain=_chain_of(outcomes, chain), nodes=list(nodes),

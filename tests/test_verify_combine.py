@@ -115,3 +115,36 @@ def test_unrelated_enrollment_keys_are_an_error_a_rotation_is_not() -> None:
     results[0].gateways[0].keys = (KEY, "cd" * 32)
     got = combine(labels, results, [c.get for c in contents])
     assert not [f for f in got.findings if f.severity == "error"]
+
+
+def test_clock_step_back_across_two_logs_is_found_only_by_the_union() -> None:
+    """Seq 1 and 3 in one log, seq 2 in the other, sampled before seq 1 within the same boot:
+    each bundle alone sees a clock that only moves forward; the union sees it step back, and
+    says which two logs hold the pair. A boot counter going down across logs likewise."""
+    labels, results, contents = _build(2, [[0, None], [None, 0], [0, None]])
+    step_back = results[1].messages[0]
+    t = 1_750_000_000.0 - 3600  # an hour before seq 1
+    results[1].messages[0] = VerifiedMessage(
+        step_back.index, GW, 2, 1,
+        (VerifiedReading("station", "soil_moisture", "/", 0.3, t, ""),), True, int(t) + 600)
+    combined = combine(labels, results, [c.get for c in contents])
+    found = [f for f in combined.findings if f.code == "clock_backwards"]
+    assert len(found) == 1
+    assert set(found[0].bundles) == {"b0.fpb", "b1.fpb"}
+    assert "seq 1" in found[0].message and "seq 2" in found[0].message
+
+    labels, results, contents = _build(2, [[0, None], [None, 0]])
+    m = results[1].messages[0]
+    results[1].messages[0] = VerifiedMessage(m.index, GW, m.seq, 0, m.readings, True,
+                                             m.anchor_time)  # boot 1 -> 0
+    combined = combine(labels, results, [c.get for c in contents])
+    assert [f.code for f in combined.findings if f.code.endswith("_backwards")] == [
+        "boot_backwards"]
+
+    # within one log: that bundle's own finding, not repeated by the union
+    labels, results, contents = _build(2, [[0, None], [0, None]])
+    m = results[0].messages[1]
+    results[0].messages[1] = VerifiedMessage(m.index, GW, m.seq, 0, m.readings, True,
+                                             m.anchor_time)
+    combined = combine(labels, results, [c.get for c in contents])
+    assert not [f for f in combined.findings if f.code.endswith("_backwards")]
