@@ -21,7 +21,7 @@ import click
 from anchor.bundle import Limits
 
 if TYPE_CHECKING:
-    from anchor.verify import InfluxAuth, VerificationResult
+    from anchor.verify import InfluxAuth, VerificationResult, VerifyOptions
     from anchor.verify_combine import MultiResult
 
 __all__ = ["export_command", "parse_time", "verify_command"]
@@ -331,14 +331,13 @@ def _write_report(result: VerificationResult | MultiResult, report: Path, pdf: b
 
 def _verify_several(bundles: tuple[Path, ...], datas: list[bytes], nodes: tuple[str, ...],
                     chain: str | None, log_keys: tuple[str, ...], offline: bool,
-                    opts: object, notes: list[bytes], influx_url: str | None,
+                    opts: VerifyOptions, notes: list[bytes], influx_url: str | None,
                     database: str, auth: InfluxAuth | None, report: Path | None, pdf: bool,
                     save_checkpoint: Path | None, as_json: bool, strict: bool) -> None:
     """``verify A B …``: each bundle on its own, then together (anchor.verify_multi)."""
-    from anchor.verify import UsageError, VerifyOptions
+    from anchor.verify import UsageError
     from anchor.verify_multi import check_union_against_influx, verify_bundles
 
-    assert isinstance(opts, VerifyOptions)
     try:
         multi = verify_bundles(list(zip(_labels(bundles), datas, strict=True)),
                                nodes=list(nodes), chain=chain, offline=offline,
@@ -368,12 +367,9 @@ def _verify_several(bundles: tuple[Path, ...], datas: list[bytes], nodes: tuple[
         sys.exit(1)
 
 
-def _save_checkpoint(result: object, path: Path) -> None:
+def _save_checkpoint(result: VerificationResult, path: Path) -> None:
     """Write the newest valid checkpoint that a verified anchor covers (the strongest one to
     hold the operator to next time) — only when the bundle passed."""
-    from anchor.verify import VerificationResult
-
-    assert isinstance(result, VerificationResult)
     if not result.passed:
         click.echo(f"not saving a checkpoint to {path}: the bundle failed", err=True)
         return

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 from anchor import merkle
 from anchor.bundle import AnchorRef, Bundle, BundleError, Entry, Limits, decode_bundle
@@ -1129,6 +1129,35 @@ def _verify(
         checks.close()
 
 
+class MessageCounts(Protocol):
+    """What a per-gateway summary counts over its verified messages (one bundle's
+    :class:`GatewaySummary`, or the union's in anchor.verify_combine)."""
+
+    verified_messages: int
+    readings: int
+    missing_values: int
+    first_seq: int | None
+    last_seq: int | None
+    first_time: float | None
+    last_time: float | None
+    gaps: list[SeqGap]
+
+
+def count_messages(target: MessageCounts, msgs: Sequence[VerifiedMessage]) -> None:
+    """Fill ``target``'s counts, seq and time span and sequence gaps from one gateway's
+    verified messages (``msgs`` in seq order, each seq once)."""
+    target.verified_messages = len(msgs)
+    if not msgs:
+        return
+    target.readings = sum(len(m.readings) for m in msgs)
+    target.missing_values = sum(1 for m in msgs for r in m.readings if r.value is None)
+    target.first_seq, target.last_seq = msgs[0].seq, msgs[-1].seq
+    target.first_time = min(m.first_time for m in msgs)
+    target.last_time = max(m.last_time for m in msgs)
+    target.gaps = [SeqGap(a.seq + 1, b.seq - 1, a.last_time, b.first_time)
+                   for a, b in itertools.pairwise(msgs) if b.seq > a.seq + 1]
+
+
 def clock_steps_back(msgs: Sequence[VerifiedMessage], tolerance_s: float,
                      ) -> tuple[list[tuple[VerifiedMessage, VerifiedMessage]],
                                 list[tuple[VerifiedMessage, VerifiedMessage]]]:
@@ -1171,23 +1200,15 @@ def _analyse_gateway(
             continue
         dedup.append(m)
     msgs = dedup
-    g.verified_messages = len(msgs)
+    count_messages(g, msgs)
     if not msgs:
         return
-    g.readings = sum(len(m.readings) for m in msgs)
-    g.missing_values = sum(1 for m in msgs for r in m.readings if r.value is None)
-    g.first_seq, g.last_seq = msgs[0].seq, msgs[-1].seq
-    g.first_time = min(m.first_time for m in msgs)
-    g.last_time = max(m.last_time for m in msgs)
-    for a, b in itertools.pairwise(msgs):
-        if b.seq > a.seq + 1:
-            gap = SeqGap(a.seq + 1, b.seq - 1, a.last_time, b.first_time)
-            g.gaps.append(gap)
-            out.add("warning", "sequence_gap",
+    for gap in g.gaps:
+        out.add("warning", "sequence_gap",
                     f"{gw} is missing seq {gap.first_missing}–{gap.last_missing} ({gap.size} "
-                    f"message(s)) between {_fmt_time(gap.after_time)} and "
-                    f"{_fmt_time(gap.before_time)}: lost, never sent, or withheld — the evidence "
-                    "cannot tell which", gw)
+                f"message(s)) between {_fmt_time(gap.after_time)} and "
+                f"{_fmt_time(gap.before_time)}: lost, never sent, or withheld — the evidence "
+                "cannot tell which", gw)
     outside = [m for m in msgs if not m.anchored]
     g.outside_anchored = len(outside)
     if outside:

@@ -23,7 +23,6 @@ whose checkpoints of one size have different roots (``log_fork``, error).
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ from anchor.verify import (
     VerifiedMessage,
     VerifyOptions,
     clock_steps_back,
+    count_messages,
 )
 
 __all__ = [
@@ -360,25 +360,15 @@ def _compare_copies(labels: Sequence[str], results: Sequence[VerificationResult]
 def _summarise(cg: CombinedGateway, msgs: Sequence[VerifiedMessage], labels: Sequence[str],
                out: _Out) -> None:
     """Counts and sequence gaps of one gateway over the union (``msgs`` in seq order)."""
-    cg.verified_messages = len(msgs)
-    if not msgs:
-        return
-    cg.readings = sum(len(m.readings) for m in msgs)
-    cg.missing_values = sum(1 for m in msgs for r in m.readings if r.value is None)
-    cg.first_seq, cg.last_seq = msgs[0].seq, msgs[-1].seq
-    cg.first_time = min(m.first_time for m in msgs)
-    cg.last_time = max(m.last_time for m in msgs)
+    count_messages(cg, msgs)
     holders = list(cg.bundles)
-    for a, b in itertools.pairwise(msgs):
-        if b.seq > a.seq + 1:
-            gap = SeqGap(a.seq + 1, b.seq - 1, a.last_time, b.first_time)
-            cg.gaps.append(gap)
-            out.add("warning", "sequence_gap",
-                    f"{cg.gateway} is missing seq {gap.first_missing}–{gap.last_missing} "
-                    f"({gap.size} message(s)) between {_fmt_time(gap.after_time)} and "
-                    f"{_fmt_time(gap.before_time)}, in none of the {len(labels)} bundles: "
-                    "lost, never sent, or withheld — the evidence cannot tell which",
-                    cg.gateway, holders)
+    for gap in cg.gaps:
+        out.add("warning", "sequence_gap",
+                f"{cg.gateway} is missing seq {gap.first_missing}–{gap.last_missing} "
+                f"({gap.size} message(s)) between {_fmt_time(gap.after_time)} and "
+                f"{_fmt_time(gap.before_time)}, in none of the {len(labels)} bundles: "
+                "lost, never sent, or withheld — the evidence cannot tell which",
+                cg.gateway, holders)
 
 
 def _clock_across_logs(gw: str, msgs: Sequence[VerifiedMessage], source: dict[int, int],
