@@ -40,7 +40,7 @@ log = logging.getLogger("fieldproof.collector")
 QUANTITY_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 #: measurement names the collector writes itself; a gateway may not use them as quantities
 RESERVED_MEASUREMENTS = (
-    frozenset({"gateway_status", "collector_stats", "quarantine", "anchor_state"})
+    frozenset({"gateway_status", "collector_stats", "quarantine", "anchor_state", "status_ignored"})
     | DERIVED_MEASUREMENTS
 )
 QUARANTINE_REASONS = (
@@ -153,10 +153,16 @@ class QuarantineLog:
     MAX_TRACKED = 10_000
 
     def __init__(
-        self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+        self,
+        interval_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        action: str = "quarantined",
+        noun: str = "message",
     ) -> None:
         self.interval_s = interval_s
         self.clock = clock
+        self.action = action  # what happened to them: "quarantined", "ignored"
+        self.noun = noun  # what they are: "message", "status message"
         self._last: dict[tuple[str, str | None], float] = {}  # when a line was last logged
         self._held: dict[tuple[str, str | None], tuple[int, Rejected]] = {}  # not logged yet
 
@@ -188,19 +194,24 @@ class QuarantineLog:
     def _log(self, n: int, first: Rejected, held: int, last: float | None, now: float) -> None:
         source = first.gateway or f"topic {first.incoming.topic!r}"
         since = f"since the previous such line {now - last:.0f} s ago" if last is not None else ""
+        what = f"{self.noun}(s)"
         if n:
             log.warning(
-                "quarantined %d message(s) from %s as %s, first: %s%s",
+                "%s %d %s from %s as %s, first: %s%s",
+                self.action,
                 n,
+                what,
                 source,
                 first.reason,
                 first.detail,
-                f"; {held} more were quarantined {since}" if held else "",
+                f"; {held} more were {self.action} {since}" if held else "",
             )
         else:
             log.warning(
-                "quarantined %d more message(s) from %s as %s %s, first: %s",
+                "%s %d more %s from %s as %s %s, first: %s",
+                self.action,
                 held,
+                what,
                 source,
                 first.reason,
                 since,

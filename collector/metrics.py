@@ -32,6 +32,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from collector.ingest import QUARANTINE_REASONS
 from collector.seqranges import ReceivedRanges
+from collector.status import STATUS_IGNORED_REASONS, StatusBoard
 from fieldproof.config import CollectorConfig
 
 log = logging.getLogger("fieldproof.metrics")
@@ -55,7 +56,7 @@ class CollectorLike(Protocol):
     def lag_s(self) -> float: ...
     def backlog(self) -> int: ...
     @property
-    def status(self) -> dict[str, dict[str, Any]]: ...
+    def status(self) -> StatusBoard: ...
     @property
     def ingestor(self) -> _Ingestor: ...
     @property
@@ -292,15 +293,24 @@ class CollectorMetrics(PromCollector):
             "Seconds since a gateway's last status message",
             labels=["gateway"],
         )
-        for gw, st in sorted(c.status.items()):
-            online.add_metric([gw], int(bool(st.get("online"))))
-            if isinstance(st.get("spool_depth"), int):
-                depth.add_metric([gw], st["spool_depth"])
-            if isinstance(st.get("_received"), float):
-                seen.add_metric([gw], now - st["_received"])
+        for gw, st in sorted(c.status.latest.items()):
+            online.add_metric([gw], int(st.status.online))
+            if st.status.spool_depth is not None:
+                depth.add_metric([gw], st.status.spool_depth)
+            seen.add_metric([gw], now - st.received_at)
         yield online
         yield depth
         yield seen
+        ignored = CounterMetricFamily(
+            "fieldproof_status_ignored",
+            "Gateway status messages ignored since the collector started, by reason "
+            "(too_large, invalid_json, bad_field: the gateway sent something that is not a "
+            "status; unknown_gateway: no registered gateway has the topic)",
+            labels=["reason"],
+        )
+        for reason in STATUS_IGNORED_REASONS:
+            ignored.add_metric([reason], c.status.ignored.get(reason, 0))
+        yield ignored
         left = self.crl_seconds_left()
         if left is not None:
             yield GaugeMetricFamily(

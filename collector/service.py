@@ -8,7 +8,6 @@ persistent session, not in our memory. Telegraf's ack-after-write tracking, with
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -31,9 +30,10 @@ from collector.mqtt_client import Delivery, IngestClient
 from collector.points import Point
 from collector.registry import Registry
 from collector.seqranges import ReceivedRanges
+from collector.status import StatusBoard
 from collector.store import CollectorStore, open_db
 from fieldproof.config import CollectorConfig
-from fieldproof.mqtt import gateway_from_topic, make_client, receipts_topic
+from fieldproof.mqtt import make_client, receipts_topic
 from fieldproof.wire import encode_receipt
 
 log = logging.getLogger("fieldproof.collector")
@@ -67,7 +67,8 @@ class Collector:
         self.inbox: deque[Delivery] = deque()
         self._wake = threading.Event()
         self.connected = threading.Event()
-        self.status: dict[str, dict[str, Any]] = {}
+        self.status = StatusBoard(config.mqtt.topic_prefix, self.ingestor.devices.get)
+        self._stats_failing = False  # log a failing stats write once, not every interval
         self.lag_s = 0.0
         self._interval_quarantine: Counter[str] = Counter()
         prefix = config.mqtt.topic_prefix
@@ -157,22 +158,11 @@ class Collector:
         self._wake.clear()
         return [inbox.popleft() for _ in range(min(limit, len(inbox)))]
 
-    def _handle_status(self, items: list[Delivery]) -> None:
-        for item in items:
-            parsed = gateway_from_topic(self.config.mqtt.topic_prefix, item.topic)
-            try:
-                status = json.loads(item.payload) if item.payload else {"online": False}
-            except (ValueError, UnicodeDecodeError):
-                log.warning("unreadable status message on %s", item.topic)
-                continue
-            if parsed and isinstance(status, dict):
-                status["_received"] = item.received_at
-                self.status[parsed[0]] = status
-
     def _process(self, batch: list[Delivery]) -> None:
         readings = [b for b in batch if b.topic.endswith("/readings")]
-        others = [b for b in batch if not b.topic.endswith("/readings")]
-        self._handle_status([b for b in others if b.topic.endswith("/status")])
+        self.status.take(
+            (b.topic, b.payload, b.received_at) for b in batch if b.topic.endswith("/status")
+        )
         delay = 0.5
         while readings:
             try:
@@ -225,7 +215,7 @@ class Collector:
                     )
                     self.stop_event.wait(1.0)
             if time.monotonic() >= next_stats:
-                self.write_stats()
+                self.write_stats()  # never raises: stats must not end ingestion
                 next_stats = time.monotonic() + self.config.stats_interval_s
             self.maybe_checkpoint()
 
@@ -271,33 +261,7 @@ class Collector:
                 Point("quarantine", {"collector": cid, "reason": reason}, {"count": n}, now_ns)
             )
         points.extend(self.anchor_points(now_ns))
-        for gw, st in self.status.items():
-            device = self.ingestor.devices.get(gw)
-            if device is None:
-                continue
-            sensors = st.get("sensors")
-            errors = 0
-            if isinstance(sensors, dict):
-                errors = sum(
-                    int(s.get("errors", 0)) for s in sensors.values() if isinstance(s, dict)
-                )
-            last_pub = float(st.get("last_publish") or 0)
-            points.append(
-                Point(
-                    "gateway_status",
-                    {"farm": device.farm, "field": device.field, "gateway": gw},
-                    {
-                        "online": int(bool(st.get("online"))),
-                        "uptime_s": float(st.get("uptime_s", 0)),
-                        "spool_depth": int(st.get("spool_depth", 0)),
-                        "sensor_errors": errors,
-                        "last_publish_age_s": time.time() - last_pub if last_pub else -1.0,
-                        "clock_ok": _clock_ok(st),
-                        "version": str(st.get("version", "")),
-                    },
-                    now_ns,
-                )
-            )
+        points.extend(self.status.points(cid, now_ns))
         return points
 
     def anchor_points(self, now_ns: int) -> list[Point]:
@@ -336,11 +300,22 @@ class Collector:
         return points
 
     def write_stats(self) -> None:
+        """Write the collector's own series. Never raises: the stats path is not allowed to
+        end or stall ingestion (a failure is logged once, and again once it recovers)."""
         try:
             self.writer.write([p.to_line() for p in self.stats_points()])
             self._interval_quarantine.clear()
         except (InfluxUnavailable, ValueError) as exc:
             log.debug("stats not written: %s", exc)
+            return
+        except Exception:
+            if not self._stats_failing:
+                log.exception("collector stats not written; ingestion goes on")
+            self._stats_failing = True
+            return
+        if self._stats_failing:
+            log.info("collector stats written again")
+        self._stats_failing = False
 
     # ------------------------------------------------------------------ life cycle
 
@@ -373,15 +348,3 @@ class Collector:
 
     def stop(self) -> None:
         self.stop_event.set()
-
-
-def _clock_ok(status: dict[str, Any]) -> int:
-    """1 when the gateway says its clock is plausible and NTP-synchronised, and its clock
-    agrees with ours to within two minutes when the status was received."""
-    state = status.get("clock_state")
-    if isinstance(state, dict) and not (state.get("plausible") and state.get("synced")):
-        return 0
-    clock, received = status.get("clock"), status.get("_received")
-    if isinstance(clock, int | float) and isinstance(received, int | float):
-        return int(abs(clock - received) < 120)
-    return 0

@@ -22,7 +22,6 @@ inside the spool transaction, so there is nothing to publish until that commits.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -40,6 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from fieldproof import __version__
 from fieldproof.config import GatewayConfig
+from fieldproof.formats.status import MAX_SENSORS, clip_text, encode_status
 from fieldproof.keys import load_key_file
 from fieldproof.mqtt import make_client, readings_topic, receipts_topic, status_topic
 from fieldproof.wire import (
@@ -145,7 +145,7 @@ class GatewayAgent:
         self.client = make_client(config.mqtt, self.gateway_id)
         self.client.max_inflight_messages_set(config.inflight_window)
         self.client.max_queued_messages_set(0)
-        self.client.will_set(self.status_topic, json.dumps(self._status(online=False)), 1, True)
+        self.client.will_set(self.status_topic, self._status(online=False), 1, True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
@@ -240,7 +240,8 @@ class GatewayAgent:
 
     # ---------------------------------------------------------------- status
 
-    def _status(self, online: bool) -> dict[str, Any]:
+    def _status(self, online: bool) -> bytes:
+        """The status message, built through the model every collector reads it with."""
         status: dict[str, Any] = {
             "gateway": self.gateway_id,
             "online": online,
@@ -258,29 +259,36 @@ class GatewayAgent:
                 held_in_memory=len(self._unspooled),
                 unspooled_dropped_readings=self.unspooled_dropped_readings,
                 sensors={
-                    s.name: {"errors": sum(s.errors.values()), "last_error": s.last_error}
-                    for s in self.sensors
+                    clip_text(s.name): {
+                        "errors": sum(s.errors.values()),
+                        "last_error": clip_text(s.last_error),
+                    }
+                    for s in self.sensors[:MAX_SENSORS]
                 },
             )
             if self._spool_failure is not None:
-                status["spool_error"] = self._spool_failure
+                status["spool_error"] = clip_text(self._spool_failure)
             try:
                 st = self.spool.stats()
             except SpoolError as exc:
-                status["spool_error"] = exc.reason
+                status["spool_error"] = clip_text(exc.reason)
             else:
                 status.update(
                     spool_depth=st.depth,
                     unconfirmed=st.unconfirmed,
-                    spool_oldest_age_s=round(st.oldest_age_s, 1),
+                    spool_oldest_age_s=max(0.0, round(st.oldest_age_s, 1)),  # clock stepped back
                     dropped_messages=st.dropped_messages,
                     next_seq=st.next_seq,
                 )
-        return status
+        try:
+            return encode_status(status)
+        except ValueError as exc:  # a bug here must not silence the gateway: say the minimum
+            log.error("status not sent in full (%s); sending online/version only", exc)
+            return encode_status({k: status[k] for k in ("gateway", "online", "version")})
 
     def publish_status(self) -> None:
         self._publish_tracked(
-            self.status_topic, json.dumps(self._status(online=True)).encode(), None, retain=True
+            self.status_topic, self._status(online=True), None, retain=True
         )
 
     # ---------------------------------------------------------------- sampling
@@ -567,9 +575,7 @@ class GatewayAgent:
         self._notify()
         self._close_spool()
         if self._connected:
-            info = self.client.publish(
-                self.status_topic, json.dumps(self._status(online=False)), 1, True
-            )
+            info = self.client.publish(self.status_topic, self._status(online=False), 1, True)
             info.wait_for_publish(2.0)
         self.client.disconnect()
         self.client.loop_stop()

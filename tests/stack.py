@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,6 +213,18 @@ def make_stack(tmp_path: Path) -> Stack:
     broker.start()
     influx.start()
     return Stack(tmp_path, broker, influx)
+
+
+@contextlib.contextmanager
+def started_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A broker and InfluxDB started in ``tmp_path``; every process stopped afterwards."""
+    s = make_stack(tmp_path)
+    try:
+        yield s
+    finally:
+        s.shutdown()
+        s.broker.stop()
+        s.influx.stop()
 
 
 def fill_disk(path: Path) -> None:

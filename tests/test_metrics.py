@@ -77,7 +77,12 @@ def collector(tmp_path: Path) -> Iterator[Collector]:
         row = anchors.create(cfg.log_origin, 2, b"\x00" * 32, b"rec", cp.note, None, time.time())
         anchors.update(row.id, state=AnchorState.FINALIZED, finalized_at=time.time())
         anchors.create(cfg.log_origin, 4, b"\x01" * 32, b"rec", cp.note, None, time.time())
-    c.status[gw] = {"online": True, "spool_depth": 7, "_received": time.time()}
+    c.status.take(
+        [
+            (f"fieldproof/v1/{gw}/status", b'{"online": true, "spool_depth": 7}', time.time()),
+            (f"fieldproof/v1/{gw}/status", b'{"online": true, "spool_depth": []}', time.time()),
+        ]
+    )
     c.lag_s = 1.5
     c.connected.set()
     try:
@@ -120,6 +125,8 @@ def test_metrics_report_what_the_database_holds(collector: Collector) -> None:
     assert m["fieldproof_devices"][(("status", "revoked"),)] == 1
     (gw_labels,) = m["fieldproof_gateway_spool_messages"]
     assert m["fieldproof_gateway_spool_messages"][gw_labels] == 7
+    ignored = m["fieldproof_status_ignored_total"]
+    assert ignored[(("reason", "bad_field"),)] == 1 and ignored[(("reason", "too_large"),)] == 0
     assert 29 * 86400 < m["fieldproof_crl_expiry_seconds"][()] <= 30 * 86400
 
 

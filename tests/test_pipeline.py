@@ -22,20 +22,15 @@ from collector.store import open_db
 from fieldproof import wire
 from fieldproof.config import load_collector_config
 from fieldproof.keys import load_key_file
-from tests.stack import Stack, make_stack, wait_until
+from tests.stack import Stack, started_stack, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = make_stack(tmp_path)
-    try:
+    with started_stack(tmp_path) as s:
         yield s
-    finally:
-        s.shutdown()
-        s.broker.stop()
-        s.influx.stop()
 
 
 def assert_all_delivered(stack: Stack) -> None:
