@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from collector.cli_common import config_option, load_config_or_exit
+from fieldproof.cli_common import config_option, load_config_or_exit
 
 
 @click.group("anchor")
@@ -26,7 +26,7 @@ def anchor_group() -> None:
 def run_command(config_path: Path | None, once: bool) -> None:
     """Anchor the newest checkpoint every [anchor] interval_s, until SIGTERM/Ctrl-C."""
     from anchor.anchoring import AnchorError
-    from anchor.evm import EvmAnchorError
+    from anchor.evm_reader import EvmAnchorError
     from anchor.service import AnchorService, AnchorSetupError
 
     try:

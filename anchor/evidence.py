@@ -15,14 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anchor.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from anchor.logkey import load_or_create_log_key
 from anchor.logstore import MerkleLog, SqliteLogStore
-from anchor.note import Ed25519Signer, Ed25519Verifier
-from fieldproof.wire import decode_deterministic, encode_deterministic
-
-REGISTRY_EVENT_TYPE = "fieldproof/registry/v1"
-REGISTRY_EVENTS = ("enroll", "revoke")
+from fieldproof.formats.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from fieldproof.formats.note import Ed25519Signer, Ed25519Verifier
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -44,43 +40,6 @@ class StoredCheckpoint:
     checkpoint: Checkpoint
     note: bytes
     created_at: float
-
-
-def registry_event(
-    event: str,
-    gateway: str,
-    *,
-    public_key: bytes = b"",
-    farm: str = "",
-    field: str = "",
-    location: str = "",
-    at: float | None = None,
-) -> bytes:
-    """A registry change as a log entry (deterministic CBOR)."""
-    if event not in REGISTRY_EVENTS:
-        raise ValueError(f"registry event must be one of {REGISTRY_EVENTS}")
-    body: dict[str, Any] = {
-        "t": REGISTRY_EVENT_TYPE,
-        "event": event,
-        "gw": gateway,
-        "time": float(time.time() if at is None else at),
-    }
-    if event == "enroll":
-        body.update(pk=public_key, farm=farm, field=field, location=location)
-    return encode_deterministic(body)
-
-
-def parse_registry_event(entry: bytes) -> dict[str, Any] | None:
-    """The event in a log entry, or None when the entry is not a registry event."""
-    if not entry or entry[0] == 0xD2:
-        return None
-    try:
-        obj = decode_deterministic(entry, "registry event")
-    except ValueError:
-        return None
-    if not isinstance(obj, dict) or obj.get("t") != REGISTRY_EVENT_TYPE:
-        return None
-    return obj
 
 
 class EvidenceLog:

@@ -1,8 +1,9 @@
 """Anchor signed checkpoints on any EVM chain through web3.py, and read anchors back.
 
-One transaction per checkpoint: value 0, calldata = the 78-byte :mod:`anchor.record` record (the
-same bytes the VeChainThor clause carries), sent to a configurable address, by default the sender
-itself, so no contract is needed and any EVM chain works.
+One transaction per checkpoint: value 0, calldata = the 78-byte anchor record
+(:mod:`fieldproof.formats.anchor_record`, the same bytes the VeChainThor clause carries), sent to
+a configurable address, by default the sender itself, so no contract is needed and any EVM
+chain works.
 
 :class:`EvmAnchorer` is a restartable state machine kept in SQLite. Every ``step()`` polls what is
 in flight, then submits the newest checkpoint not yet anchored. An anchor goes
@@ -28,77 +29,43 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
-import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress, HexStr
 from hexbytes import HexBytes
-from web3 import HTTPProvider, Web3
+from web3 import Web3
 from web3.exceptions import (
-    BadResponseFormat,
-    BlockNotFound,
     ContractLogicError,
-    ProviderConnectionError,
-    RequestTimedOut,
-    TooManyRequests,
     TransactionNotFound,
     Web3RPCError,
-    Web3ValueError,
 )
-from web3.middleware import ExtraDataToPOAMiddleware
 from web3.types import Wei
 
-from anchor.record import AnchorRecord, RecordError
+from anchor.evm_reader import (
+    EvmAnchorError,
+    EvmConfigError,
+    FinalityMode,
+    NodeUnavailableError,
+    ask_node,
+    check_chain_id,
+    connect,
+    final_block_number,
+    rpc_message,
+)
+from fieldproof.formats.anchor_record import AnchorRecord
 
 log = logging.getLogger("fieldproof.anchor.evm")
 
 State = Literal["pending", "included", "finalized", "failed"]
-FinalityMode = Literal["auto", "finalized", "confirmations"]
 FeeMode = Literal["auto", "eip1559", "legacy"]
 
 _T = TypeVar("_T")
 
-# Errors that mean "the node could not be asked right now": retry later, change nothing.
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    requests.exceptions.RequestException,
-    ProviderConnectionError,
-    TooManyRequests,
-    RequestTimedOut,
-    BadResponseFormat,
-    ConnectionError,
-    TimeoutError,
-)
-
-
-class EvmAnchorError(Exception):
-    """Base class of everything this module raises on purpose."""
-
-
-class NodeUnavailableError(EvmAnchorError):
-    """The JSON-RPC node did not answer; nothing was changed, try again later."""
-
-
-class ChainIdMismatchError(EvmAnchorError):
-    """The node serves another chain than configured: fix the node URL or the chain id."""
-
-
-class EvmConfigError(EvmAnchorError):
-    """The configuration cannot work with this node or key; the message says what to change."""
-
-
 class CheckpointConflictError(EvmAnchorError):
     """A checkpoint of the same log and size with a *different* root was anchored before:
     the log forked or was rewritten. Never resolved automatically."""
-
-
-class AnchorNotFoundError(EvmAnchorError):
-    """The transaction is unknown to the node, not yet in a block, or reverted."""
-
-
-class NotAnAnchorError(EvmAnchorError):
-    """The transaction exists but its calldata is not a fieldproof anchor record."""
 
 
 @dataclass(frozen=True)
@@ -198,18 +165,6 @@ class StepReport:
     changed: list[tuple[int, State, State]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
-
-
-class AnchorOnChain(NamedTuple):
-    """An anchor as a verifier reads it from a node."""
-
-    record: AnchorRecord
-    block_number: int
-    block_hash: str
-    timestamp: int
-    finalized: bool
-    sender: ChecksumAddress
-    tx_hash: HexStr
 
 
 _SCHEMA = """
@@ -409,107 +364,6 @@ class EvmAnchorStore:
                        (reason, time.time(), anchor_id))
 
 
-def connect(url: str, timeout_s: float = 10.0) -> Web3:
-    """A Web3 client for one JSON-RPC URL, without web3's own retries (``step`` retries), and
-    tolerant of proof-of-authority chains whose blocks carry long ``extraData``."""
-    provider = HTTPProvider(url, request_kwargs={"timeout": timeout_s},
-                            exception_retry_configuration=None)
-    w3 = Web3(provider)
-    w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
-    return w3
-
-
-def _rpc_message(exc: Web3RPCError) -> str:
-    resp = getattr(exc, "rpc_response", None)
-    if isinstance(resp, dict) and isinstance(resp.get("error"), dict):
-        return str(resp["error"].get("message", exc))
-    return str(exc)
-
-
-def _ask(url: str, fn: Callable[[], _T]) -> _T:
-    try:
-        return fn()
-    except _TRANSIENT as exc:
-        raise NodeUnavailableError(f"EVM node {url} did not answer: {type(exc).__name__}") from exc
-
-
-def _check_chain_id(w3: Web3, url: str, expected: int) -> None:
-    actual = _ask(url, lambda: int(w3.eth.chain_id))
-    if actual != expected:
-        raise ChainIdMismatchError(
-            f"EVM node {url} serves chain id {actual}, but chain id {expected} is configured: "
-            "point the URL at a node of the intended chain or correct the chain id. "
-            "Nothing was signed or sent."
-        )
-
-
-def _final_height(w3: Web3, url: str, mode: FinalityMode, confirmations: int,
-                  head_number: int) -> int:
-    """Highest block number that counts as final under ``mode``."""
-    if mode != "confirmations":
-        try:
-            block = w3.eth.get_block("finalized")
-            return int(block["number"])
-        except (Web3RPCError, BlockNotFound, Web3ValueError, KeyError) as exc:
-            if mode == "finalized":
-                raise EvmConfigError(
-                    f"EVM node {url} does not serve the 'finalized' block tag ({exc}); "
-                    "configure finality='confirmations' with a confirmation count for this chain"
-                ) from None
-    return head_number - confirmations + 1
-
-
-def read_anchor(
-    source: str | Web3,
-    tx_hash: str | bytes,
-    *,
-    chain_id: int | None = None,
-    finality: FinalityMode = "auto",
-    confirmations: int = 12,
-) -> AnchorOnChain:
-    """Read and decode the anchor record of ``tx_hash`` from a node, for verifiers.
-
-    ``finalized`` is judged by the node's ``finalized`` tag (or ``confirmations``) and by the
-    block at that height still being the one holding the transaction. Pass ``chain_id`` to be
-    sure the node serves the chain the bundle names.
-    """
-    w3 = connect(source) if isinstance(source, str) else source
-    url = source if isinstance(source, str) else "(web3 client)"
-    if chain_id is not None:
-        _check_chain_id(w3, url, chain_id)
-    h = HexBytes(tx_hash)
-    hex_hash = "0x" + h.hex()
-    try:
-        tx = _ask(url, lambda: w3.eth.get_transaction(h))
-        receipt = _ask(url, lambda: w3.eth.get_transaction_receipt(h))
-    except TransactionNotFound:
-        raise AnchorNotFoundError(
-            f"transaction {hex_hash} is not in a block on the chain of {url} (unknown or pending)"
-        ) from None
-    if int(receipt["status"]) != 1:
-        raise AnchorNotFoundError(f"transaction {hex_hash} reverted: it anchors nothing")
-    try:
-        record = AnchorRecord.decode(bytes(tx["input"]))
-    except RecordError as exc:
-        raise NotAnAnchorError(
-            f"transaction {hex_hash} is not a fieldproof anchor: {exc}") from None
-    number = int(receipt["blockNumber"])
-    block_hash = bytes(receipt["blockHash"])
-    block = _ask(url, lambda: w3.eth.get_block(number))
-    canonical = bytes(block["hash"]) == block_hash
-    head = _ask(url, lambda: int(w3.eth.block_number))
-    final_height = _ask(url, lambda: _final_height(w3, url, finality, confirmations, head))
-    return AnchorOnChain(
-        record=record,
-        block_number=number,
-        block_hash="0x" + block_hash.hex(),
-        timestamp=int(block["timestamp"]),
-        finalized=canonical and number <= final_height,
-        sender=Web3.to_checksum_address(tx["from"]),
-        tx_hash=HexStr(hex_hash),
-    )
-
-
 @dataclass(frozen=True)
 class _Fees:
     max_fee: int | None = None
@@ -566,10 +420,10 @@ class EvmAnchorer:
         """
         report = StepReport()
         try:
-            _check_chain_id(self.w3, self.config.url, self.config.chain_id)
+            check_chain_id(self.w3, self.config.url, self.config.chain_id)
             head = self._call(lambda: self.w3.eth.get_block("latest"))
             head_number = int(head["number"])
-            final_height = self._call(lambda: _final_height(
+            final_height = self._call(lambda: final_block_number(
                 self.w3, self.config.url, self.config.finality, self.config.confirmations,
                 head_number))
             for row in self.store.active(self.config.chain_id, self.sender):
@@ -580,13 +434,13 @@ class EvmAnchorer:
             report.error = f"{exc}; will retry on the next step, nothing is lost"
             log.warning("%s", report.error)
         except Web3RPCError as exc:  # the node answered, but with an error of its own
-            report.error = (f"EVM node {self.config.url} answered an error: {_rpc_message(exc)};"
+            report.error = (f"EVM node {self.config.url} answered an error: {rpc_message(exc)};"
                             " will retry on the next step, nothing is lost")
             log.warning("%s", report.error)
         return report
 
     def _call(self, fn: Callable[[], _T]) -> _T:
-        return _ask(self.config.url, fn)
+        return ask_node(self.config.url, fn)
 
     def _poll(self, row: AnchorRow, head: int, final_height: int, report: StepReport) -> None:
         found = self._find_receipt(row.id)
@@ -652,7 +506,7 @@ class EvmAnchorer:
         try:
             self._call(lambda: self.w3.eth.send_raw_transaction(attempt.raw))
         except Web3RPCError as exc:
-            msg = _rpc_message(exc)
+            msg = rpc_message(exc)
             low = msg.lower()
             if "already known" in low or "already imported" in low or "known transaction" in low:
                 pass
@@ -734,7 +588,7 @@ class EvmAnchorer:
             estimate = self._call(lambda: self.w3.eth.estimate_gas(
                 {"from": self.sender, "to": self.to, "value": Wei(0), "data": record}))
         except (Web3RPCError, ContractLogicError) as exc:
-            msg = _rpc_message(exc) if isinstance(exc, Web3RPCError) else str(exc.message)
+            msg = rpc_message(exc) if isinstance(exc, Web3RPCError) else str(exc.message)
             note = (f"checkpoint {newest.tree_size} not submitted: gas estimate failed "
                     f"({msg}); does {self.sender} have funds and does {self.to} "
                     "accept plain transactions?")

@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-from anchor.note import Ed25519Signer, NoteError, check_key_name, generate_key
+from fieldproof.formats.note import Ed25519Signer, NoteError, check_key_name, generate_key
 
 __all__ = ["LogKeyError", "load_or_create_log_key", "log_origin"]
 

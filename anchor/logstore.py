@@ -1,7 +1,7 @@
 """The evidence log's storage seam: where entries and perfect-subtree hashes live.
 
-Tree logic lives in `anchor.merkle` and `MerkleLog`; a store only keeps rows. `NodeStore`
-turns three storage primitives into an append, so a PostgreSQL store is a new subclass
+Tree logic lives in `fieldproof.formats.merkle` and `MerkleLog`; a store only keeps rows.
+`NodeStore` turns three storage primitives into an append, so a PostgreSQL store is a new subclass
 (about a hundred lines of SQL), not a rewrite.
 
 The collector appends in the SAME transaction as its dedupe/quarantine rows: `append` never
@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from anchor import merkle
-from anchor.merkle import NodeID
+from fieldproof.formats import merkle
+from fieldproof.formats.merkle import NodeID
 
 __all__ = [
     "LogCorruptError",

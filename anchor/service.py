@@ -18,8 +18,8 @@ from anchor import anchoring
 from anchor.evidence import EvidenceLog
 from anchor.thor import SecretKey
 from anchor.thor_client import ThorClient
-from collector.store import open_db
 from fieldproof.config import CollectorConfig
+from fieldproof.datadir import open_db
 
 if TYPE_CHECKING:  # web3 costs ~1 s to import: only an EVM anchorer or store loads it
     from anchor import evm

@@ -34,8 +34,8 @@ from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from anchor import merkle
 from anchor.logstore import MerkleLog, open_log
+from fieldproof.formats import merkle
 
 ENTRY_SIZE = 200  # about one signed SenML reading
 

@@ -39,12 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from anchor.evidence import EvidenceLog
-from anchor.export import export_bundle
-from anchor.verify import VerifyOptions, verify_bundle
+from collector.export import export_bundle
 from collector.registry import Registry
-from collector.store import AcceptedRow, CollectorStore, open_db
+from collector.store import AcceptedRow, CollectorStore
 from fieldproof.config import CollectorConfig
+from fieldproof.datadir import open_db
 from fieldproof.wire import Payload, Reading, encode_message, gateway_id_for, public_key_bytes
+from inspector.verify import VerifyOptions, verify_bundle
 
 QUANTITIES = (("soil_moisture", "/"), ("soil_temperature", "Cel"), ("air_temperature", "Cel"),
               ("air_humidity", "%RH"), ("soil_ec", "S/m"))

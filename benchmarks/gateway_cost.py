@@ -31,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 T_IMPORT = time.process_time()
 
-from fieldproof.config import GatewayConfig, MqttConfig  # noqa: E402
+from fieldproof.config import MqttConfig  # noqa: E402
 from fieldproof.keys import load_key_file  # noqa: E402
 from fieldproof.wire import Payload, Reading, encode_message  # noqa: E402
 from gateway.agent import GatewayAgent  # noqa: E402
+from gateway.config import GatewayConfig  # noqa: E402
 from gateway.sensors.simulated import SimulatedConfig  # noqa: E402
 from gateway.spool import Spool  # noqa: E402
 

@@ -798,7 +798,7 @@ def bench_registry_cache(sizes: list[int]) -> list[dict[str, Any]]:
     refresh of changed devices (every 5 s), with nothing and with ten devices changed."""
     from collector.ingest import RegistryCache
     from collector.registry import Registry
-    from collector.store import open_db
+    from fieldproof.datadir import open_db
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:

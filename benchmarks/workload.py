@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from anchor.evidence import EvidenceLog
 from collector.registry import Registry
-from collector.store import open_db
 from fieldproof.config import CollectorConfig
+from fieldproof.datadir import open_db
 from fieldproof.wire import Payload, Reading, encode_message, gateway_id_for, public_key_bytes
 
 QUANTITIES = (

@@ -16,7 +16,8 @@ from pathlib import Path
 from collector.agronomy import AgronomyConfig, AgronomyDeriver
 from collector.points import Point
 from collector.registry import Device
-from fieldproof.config import CollectorConfig, ConfigError
+from fieldproof.config import CollectorConfig
+from fieldproof.errors import ConfigError
 from fieldproof.wire import Payload
 
 

@@ -42,7 +42,7 @@ class BadRequest(ValueError):
 
 
 def _parse_time(text: str, what: str) -> float:
-    from anchor.inspect_cli import parse_time
+    from fieldproof.cli_common import parse_time
 
     try:
         return parse_time(text)
@@ -121,7 +121,7 @@ class InspectorServer:
     # ---------------------------------------------------------------- endpoints
 
     def scope(self) -> dict[str, Any]:
-        from anchor.export import list_scope
+        from collector.export import list_scope
 
         return {
             "origin": self.config.log_origin,
@@ -131,14 +131,14 @@ class InspectorServer:
         }
 
     def export(self, params: dict[str, Any]) -> bytes:
-        from anchor.export import export_bundle
+        from collector.export import export_bundle
 
         return export_bundle(self.config, **params)
 
     def verify(self, params: dict[str, Any]) -> dict[str, Any]:
-        from anchor.export import log_vkey
-        from anchor.report import render_html
-        from anchor.verify import VerifyOptions, verify_bundle
+        from collector.export import log_vkey
+        from inspector.report import render_html
+        from inspector.verify import VerifyOptions, verify_bundle
 
         data = self.export(params)
         offline = not self.nodes
@@ -200,8 +200,8 @@ def _handler(app: InspectorServer) -> type[BaseHTTPRequestHandler]:
             self._send(status, json.dumps(obj).encode(), "application/json")
 
         def do_GET(self) -> None:
-            from anchor.bundle import MEDIA_TYPE
-            from anchor.export import ExportError
+            from collector.export import ExportError
+            from fieldproof.formats.bundle import MEDIA_TYPE
 
             url = urlsplit(self.path)
             query = parse_qs(url.query, keep_blank_values=True)
@@ -254,7 +254,8 @@ def serve(
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
 def inspector_command(config_path: Path, host: str, port: int) -> None:
     """Serve the inspector page and export API of this collector."""
-    from fieldproof.config import ConfigError, load_collector_config
+    from fieldproof.config import load_collector_config
+    from fieldproof.errors import ConfigError
 
     try:
         config = load_collector_config(config_path)

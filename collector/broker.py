@@ -14,16 +14,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from collector.ca import (
-    CAError,
-    CertificateAuthority,
-    CertKind,
-    load_private_key,
-    make_csr,
-    new_tls_key,
-    write_private_key,
-)
+from collector.ca import CertificateAuthority, CertKind
 from fieldproof.services import Mosquitto
+from fieldproof.tls import CAError, load_private_key, make_csr, new_tls_key, write_private_key
 
 #: where the shipped files say the broker's configuration and certificates live
 DEPLOY_CONF_DIR = "/etc/fieldproof/mosquitto"

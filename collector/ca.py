@@ -21,12 +21,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import hashlib
 import ipaddress
 import json
 import os
 import re
-import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -39,11 +37,17 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
-    NoEncryption,
-    PrivateFormat,
-    load_pem_private_key,
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fieldproof.tls import (
+    CAError,
+    common_name,
+    fingerprint,
+    load_private_key,
+    new_tls_key,
+    write_private_key,
+)
 
 CA_KEY = "ca.key"
 CA_CERT = "ca.pem"
@@ -62,10 +66,6 @@ Clock = Callable[[], float]
 BACKDATE_S = 3600
 
 
-class CAError(RuntimeError):
-    """The CA cannot do what was asked; the message says what, where and what to do."""
-
-
 @dataclass(frozen=True)
 class IssuedCert:
     """One line of issued.json."""
@@ -81,77 +81,6 @@ class IssuedCert:
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
-
-
-# --------------------------------------------------------------------------------------------
-# Private key files (EC P-256 PEM, mode 0600) — shared with the gateway's TLS key
-# --------------------------------------------------------------------------------------------
-
-
-def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    """Write a key readable by its owner only; never overwrite an existing key."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise CAError(f"{path} already exists; refusing to overwrite a private key") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(path, 0o600)
-
-
-def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    """Load an EC key, refusing one that group or others can read."""
-    path = Path(path)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise CAError(f"no private key at {path}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise CAError(
-            f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); "
-            f"run 'chmod 600 {path}' and check who may have copied it"
-        )
-    try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError):
-        raise CAError(f"{path} is not an unencrypted PEM private key") from None
-    except OSError as exc:
-        raise CAError(f"cannot read {path}: {exc.strerror}") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise CAError(f"{path} is not an EC private key")
-    return key
-
-
-def new_tls_key() -> ec.EllipticCurvePrivateKey:
-    """P-256: every TLS stack (Mosquitto's OpenSSL, ESP32 mbedTLS, Python) speaks it."""
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def make_csr(key: ec.EllipticCurvePrivateKey, common_name: str) -> x509.CertificateSigningRequest:
-    """A CSR whose subject is only the CN (the CA decides everything else)."""
-    return (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .sign(key, hashes.SHA256())
-    )
-
-
-def fingerprint(cert: x509.Certificate) -> str:
-    """SHA-256 of the DER certificate, hex: what an operator reads out to pin a CA."""
-    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
-
-
-def common_name(name: x509.Name) -> str | None:
-    attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(attrs) != 1:
-        return None
-    value = attrs[0].value
-    return value if isinstance(value, str) else None
 
 
 def _utc(ts: float) -> dt.datetime:

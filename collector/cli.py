@@ -11,9 +11,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from collector.cli_common import config_option, load_config_or_exit, open_registry
+from collector.cli_common import open_registry
 from collector.registry import Registry, RegistryError, parse_public_key
-from collector.store import CollectorStore, DataDirLocked, open_db
+from collector.store import CollectorStore
+from fieldproof.cli_common import config_option, load_config_or_exit
+from fieldproof.datadir import DataDirLocked, open_db
 
 
 @click.group("collector")

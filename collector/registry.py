@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any, Protocol
 
-from anchor.evidence import registry_event
+from fieldproof.formats.registry_event import registry_event
 from fieldproof.wire import gateway_id_for
 
 _SCHEMA = """

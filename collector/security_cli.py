@@ -22,23 +22,15 @@ from typing import Any
 import click
 
 from collector.broker import issue_local_client, provision_broker_certs
-from collector.ca import (
-    CAError,
-    CertificateAuthority,
-    fingerprint,
-)
-from collector.cli_common import config_option, load_config_or_exit, open_registry
-from collector.enrollment import (
-    Enroller,
-    EnrollmentError,
-    TokenStore,
-    ca_dir,
-    parse_request,
-    start_enrollment_server,
-)
+from collector.ca import CertificateAuthority
+from collector.cli_common import open_registry
+from collector.enrollment import Enroller, TokenStore, ca_dir, start_enrollment_server
 from collector.registry import RegistryError
-from collector.store import open_db
+from fieldproof.cli_common import config_option, load_config_or_exit
 from fieldproof.config import CollectorConfig
+from fieldproof.datadir import open_db
+from fieldproof.formats.enrollment import EnrollmentError, parse_request
+from fieldproof.tls import CAError, fingerprint
 
 
 def _enroller(cfg: CollectorConfig) -> Enroller:

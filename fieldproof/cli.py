@@ -8,6 +8,7 @@ them all to show their help lines)."""
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
@@ -19,9 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("gateway.cli", "gateway_group"),
     "collector": ("collector.cli", "collector_group"),
     "anchor": ("anchor.cli", "anchor_group"),
-    "export": ("anchor.inspect_cli", "export_command"),
-    "verify": ("anchor.inspect_cli", "verify_command"),
-    "demo": ("fieldproof.demo", "demo_command"),
+    "export": ("collector.export_cli", "export_command"),
+    "verify": ("inspector.cli", "verify_command"),
+    "demo": ("demo", "demo_command"),
 }
 
 
@@ -57,5 +58,31 @@ def cli(log_level: str, log_format: str) -> None:
     setup_logging(log_level, log_format)
 
 
+#: the extra (pyproject.toml) each command's room needs: what to install when a package is missing
+EXTRAS = {
+    "gateway": "gateway",
+    "collector": "collector",
+    "export": "collector",
+    "anchor": "anchor",
+    "verify": "inspector",
+    "demo": "all",
+}
+
+
+ROOMS = frozenset({"fieldproof", "gateway", "collector", "anchor", "inspector", "demo"})
+
+
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in ROOMS:
+            raise  # our own code is missing: a broken install, not a role's choice
+        # a role's install lacks another role's packages (a gateway has no web3): say which
+        # extra brings them, not a traceback
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        extra = EXTRAS.get(command, "all")
+        raise SystemExit(
+            f"fieldproof {command}: this install lacks the Python package "
+            f"{exc.name or exc}; install the {extra!r} role: pip install 'fieldproof[{extra}]'"
+        ) from None

@@ -1,7 +1,9 @@
 """Configuration files: TOML validated by pydantic, with environment overrides.
 
-Every mistake is reported as ``file: key = value: what is allowed`` so a technician can fix it
-without reading code. Environment variables override the file, e.g.
+The base every room's config builds on (strict models, TOML loading, env overrides, the MQTT
+settings both ends share) and the server's config (collector and anchorer); the gateway's own
+is :mod:`gateway.config`. Every mistake is reported as ``file: key = value: what is allowed``
+so a technician can fix it without reading code. Environment variables override the file, e.g.
 ``FIELDPROOF_GATEWAY__MQTT__HOST=broker.farm`` or ``FIELDPROOF_COLLECTOR__INFLUX__URL=…``."""
 
 from __future__ import annotations
@@ -11,13 +13,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.sensors.base import SensorConfig, SensorConfigError, validate_sensor_table
-
-
-class ConfigError(ValueError):
-    """A configuration file is missing, unreadable or invalid; the message says where and why."""
+from fieldproof.errors import ConfigError
 
 
 class StrictModel(BaseModel):
@@ -43,58 +41,6 @@ class MqttConfig(StrictModel):
     tls: TlsConfig | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     topic_prefix: str = "fieldproof/v1"
-
-
-class GatewayConfig(StrictModel):
-    """``fieldproof gateway run`` settings."""
-
-    key_file: Path = Path("/var/lib/fieldproof/gateway.key")
-    data_dir: Path = Path("/var/lib/fieldproof")
-    farm: str = ""
-    field: str = ""
-    #: seconds between sampling rounds
-    interval_s: float = Field(default=60.0, gt=0, le=86_400)
-    #: sampling rounds signed together in one message (1 = send each round at once)
-    rounds_per_message: int = Field(default=1, ge=1, le=100)
-    #: unacked QoS 1 messages in flight at once (paho reuses ids past 65,535)
-    inflight_window: int = Field(default=200, ge=1, le=20_000)
-    #: most messages the spool keeps while offline; past it the oldest are dropped and counted
-    spool_max_messages: int = Field(default=2_000_000, ge=100)
-    status_interval_s: float = Field(default=30.0, gt=0)
-    #: resend published messages that no collector has confirmed after this long (doubles
-    #: while nothing is confirmed, up to 15 min)
-    confirm_timeout_s: float = Field(default=60.0, gt=0)
-    #: most messages published but not yet confirmed; past it, the gateway waits
-    max_unconfirmed: int = Field(default=20_000, ge=1)
-    mqtt: MqttConfig = MqttConfig()
-    sensors: list[SensorConfig] = Field(default_factory=list)
-    #: the collector's enrollment endpoint, e.g. https://collector.farm:8443 ('' = by file)
-    enrollment_url: str = ""
-
-    @field_validator("sensors", mode="before")
-    @classmethod
-    def _validate_sensors(cls, value: Any) -> list[SensorConfig]:
-        if not isinstance(value, list):
-            raise ValueError("sensors must be a list of [[sensors]] tables")
-        out = []
-        for i, table in enumerate(value):
-            if isinstance(table, SensorConfig):
-                out.append(table)
-                continue
-            if not isinstance(table, dict):
-                raise ValueError(f"sensors[{i}] must be a table")
-            try:
-                out.append(validate_sensor_table(i, table))
-            except SensorConfigError as exc:
-                raise ValueError(str(exc)) from None
-        names = [s.name for s in out]
-        if len(set(names)) != len(names):
-            raise ValueError(f"sensor names must be unique, got {names}")
-        return out
-
-    @property
-    def spool_path(self) -> Path:
-        return self.data_dir / "spool.sqlite"
 
 
 class InfluxConfig(StrictModel):
@@ -275,10 +221,6 @@ def load_model(model: type[M], path: Path | None, env_prefix: str) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source, data)) from None
-
-
-def load_gateway_config(path: Path | None) -> GatewayConfig:
-    return load_model(GatewayConfig, path, "FIELDPROOF_GATEWAY")
 
 
 def load_collector_config(path: Path | None) -> CollectorConfig:

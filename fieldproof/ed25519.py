@@ -9,14 +9,41 @@ kept there; signing is not on any hot path)."""
 
 from __future__ import annotations
 
-from nacl.bindings import crypto_sign_open
-from nacl.exceptions import BadSignatureError, CryptoError
+from collections.abc import Callable
+
+from fieldproof.errors import FormatError
+
+
+class _NeverRaised(Exception):
+    pass
+
+
+def _missing(signed: bytes, public_key: bytes) -> bytes:
+    raise ModuleNotFoundError(
+        "verifying Ed25519 signatures needs PyNaCl (libsodium): "
+        "pip install 'fieldproof[inspector]' (or [collector])",
+        name="nacl",
+    )
+
+
+def _libsodium() -> tuple[Callable[[bytes, bytes], bytes], type[Exception], type[Exception]]:
+    """libsodium's verify and its two errors; without PyNaCl (a gateway's install: it signs
+    and never verifies) a stand-in that says which extra to install when it is called."""
+    try:
+        from nacl.bindings import crypto_sign_open
+        from nacl.exceptions import BadSignatureError, CryptoError
+    except ImportError:
+        return _missing, _NeverRaised, _NeverRaised
+    return crypto_sign_open, BadSignatureError, CryptoError
+
+
+_open, _BadSignature, _CryptoError = _libsodium()
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 
 
-class InvalidEd25519Signature(ValueError):
+class InvalidEd25519Signature(FormatError):
     """The signature does not verify under the key (or the key/signature is unusable)."""
 
 
@@ -28,8 +55,8 @@ def verify(public_key: bytes, signature: bytes, data: bytes) -> None:
     if len(signature) != SIGNATURE_BYTES:
         raise InvalidEd25519Signature("an Ed25519 signature is 64 bytes")
     try:
-        crypto_sign_open(bytes(signature) + bytes(data), bytes(public_key))
-    except BadSignatureError:
+        _open(bytes(signature) + bytes(data), bytes(public_key))
+    except _BadSignature:
         raise InvalidEd25519Signature("signature does not verify with this key") from None
-    except CryptoError as exc:  # libsodium refused the key itself
+    except _CryptoError as exc:  # libsodium refused the key itself
         raise InvalidEd25519Signature(f"public key is not usable: {exc}") from None

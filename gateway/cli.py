@@ -10,9 +10,10 @@ from typing import Any
 
 import click
 
-from fieldproof.config import ConfigError, load_gateway_config
+from fieldproof.errors import ConfigError
 from fieldproof.keys import KeyFileError, create_key_file
 from fieldproof.wire import gateway_id_for, public_key_bytes
+from gateway.config import load_gateway_config
 
 
 class _GatewayGroup(click.Group):

@@ -26,9 +26,10 @@ import click
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from fieldproof.config import ConfigError, GatewayConfig, load_gateway_config
+from fieldproof.errors import ConfigError
 from fieldproof.keys import KeyFileError, create_key_file, load_key_file, write_private_file
 from fieldproof.wire import public_key_bytes
+from gateway.config import GatewayConfig, load_gateway_config
 
 # re-exported: these lived here before gateway.identity
 from gateway.identity import TlsPaths as TlsPaths
@@ -78,8 +79,8 @@ def make_request(
 ) -> tuple[bytes, str]:
     """Create the TLS key (first time only) and CSR, sign the request, remember what is
     needed to check the answer. Returns (request bytes, gateway id)."""
-    from collector.ca import load_private_key, make_csr, new_tls_key, write_private_key
-    from collector.enrollment import EnrollmentError, build_request, parse_token
+    from fieldproof.formats.enrollment import EnrollmentError, build_request, parse_token
+    from fieldproof.tls import load_private_key, make_csr, new_tls_key, write_private_key
 
     key = load_key_file(cfg.key_file)
     gw = gateway_identity(cfg, key)
@@ -142,8 +143,8 @@ def install_response(
     (and the CA certificate, when none is installed yet)."""
     from cryptography import x509
 
-    from collector.ca import CAError, common_name, fingerprint, load_private_key
-    from collector.enrollment import EnrollmentError, check_response_mac, parse_response
+    from fieldproof.formats.enrollment import EnrollmentError, check_response_mac, parse_response
+    from fieldproof.tls import CAError, common_name, fingerprint, load_private_key
 
     resp = parse_response(data)
     key = load_key_file(cfg.key_file)
@@ -254,7 +255,7 @@ def _http_verify(cfg: GatewayConfig) -> ssl.SSLContext | bool:
 def post_request(cfg: GatewayConfig, url: str, raw: bytes) -> tuple[int, bytes]:
     import httpx
 
-    from collector.enrollment import EnrollmentError
+    from fieldproof.formats.enrollment import EnrollmentError
 
     try:
         r = httpx.post(
@@ -277,7 +278,7 @@ def fetch_response(
 ) -> tuple[int, bytes]:
     import httpx
 
-    from collector.enrollment import EnrollmentError
+    from fieldproof.formats.enrollment import EnrollmentError
 
     try:
         r = httpx.get(
@@ -334,7 +335,7 @@ def rotate_key(cfg: GatewayConfig, now: float | None = None) -> tuple[bytes, str
     from the spool's next sequence number on; everything before stays signed by the old key,
     which the collector keeps for exactly those. Returns (rotation request, gateway id,
     first seq of the new key, where the old key was moved)."""
-    from collector.enrollment import EnrollmentError, build_rotation
+    from fieldproof.formats.enrollment import EnrollmentError, build_rotation
 
     old = load_key_file(cfg.key_file)
     gw = gateway_identity(cfg, old)
@@ -421,8 +422,8 @@ def enroll_command(
     With a token and the endpoint reachable, the answer comes back at once and is installed.
     Otherwise give the request file to the operator ('fieldproof collector devices approve
     FILE') and install the answer with 'fieldproof gateway enroll-install'."""
-    from collector.ca import CAError
-    from collector.enrollment import EnrollmentError
+    from fieldproof.formats.enrollment import EnrollmentError
+    from fieldproof.tls import CAError
 
     cfg = _load(config_path)
     try:
@@ -465,7 +466,7 @@ def enroll_install_command(
     config_path: Path, url: str | None, ca_fingerprint: str | None, response: Path | None
 ) -> None:
     """Install the collector's answer (a file, or fetched with --url)."""
-    from collector.enrollment import EnrollmentError
+    from fieldproof.formats.enrollment import EnrollmentError
 
     cfg = _load(config_path)
     try:
@@ -503,7 +504,7 @@ def rotate_key_command(config_path: Path, out: Path | None) -> None:
     The old key is kept aside; the collector keeps verifying what it signed before. Give the
     request file to the operator: 'fieldproof collector devices rotate FILE'. Until then the
     collector quarantines new messages and the gateway resends them afterwards."""
-    from collector.enrollment import EnrollmentError
+    from fieldproof.formats.enrollment import EnrollmentError
 
     cfg = _load(config_path)
     if service_active():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fieldproof.config import GatewayConfig
 from fieldproof.wire import gateway_id_for, public_key_bytes
+from gateway.config import GatewayConfig
 
 
 @dataclass(frozen=True)

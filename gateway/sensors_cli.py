@@ -37,7 +37,7 @@ SensorLoader = Callable[[Path | None], list[SensorConfig]]
 
 def load_from_gateway_config(path: Path | None) -> list[SensorConfig]:
     """The ``[[sensors]]`` of the gateway config (``--config`` or its default location)."""
-    from fieldproof.config import load_gateway_config
+    from gateway.config import load_gateway_config
 
     return list(load_gateway_config(path).sensors)
 

@@ -1,7 +1,7 @@
 """The gateway's durable outbox: a signed message is in here before it is sent, and leaves only
 when a collector confirms it has it durably (a receipt), not merely on the broker's PUBACK.
 
-Why not delete on PUBACK (as DESIGN first said): a PUBACK means the broker has the message, and
+Why not delete on PUBACK (as the first design said): a PUBACK means the broker has the message, and
 brokers lose messages a collector has not yet taken — Mosquitto 2.0 drops shared-subscription
 traffic for offline sessions after a restart, and a crashed broker loses what it had not saved.
 So each message goes unsent → published (PUBACK seen) → confirmed (receipt) and is resent if no

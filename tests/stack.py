@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.cli_common import open_registry
-from collector.store import CollectorStore, open_db
-from fieldproof.config import load_collector_config
-from fieldproof.demo import (
+from collector.store import CollectorStore
+from demo import (
     DemoGateway,
     influx_counts,
     spool_counts,
     write_collector_config,
     write_gateway,
 )
+from fieldproof.config import load_collector_config
+from fieldproof.datadir import open_db
 from fieldproof.keys import load_key_file
 from fieldproof.mqtt import wait_for_retained
 from fieldproof.services import InfluxDB, Mosquitto

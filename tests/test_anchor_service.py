@@ -15,12 +15,12 @@ from click.testing import CliRunner
 from anchor import thor
 from anchor.devchain import DevChain
 from anchor.evidence import EvidenceLog
-from anchor.evm import read_anchor
-from anchor.record import AnchorRecord
+from anchor.evm_reader import read_anchor
 from anchor.service import AnchorService, anchor_views
-from collector.store import open_db
 from fieldproof.cli import cli
 from fieldproof.config import load_collector_config
+from fieldproof.datadir import open_db
+from fieldproof.formats.anchor_record import AnchorRecord
 from tests.thornode import ThorNode, funded
 
 KEY_HEX = "7582be841ca040aa940fff6c05773129e135623e41acce3e0b8ba520dc1ae26a"

@@ -38,10 +38,10 @@ from anchor.anchoring import (
     load_key_file,
     retry_failed,
     run_forever,
-    verify_anchor,
 )
-from anchor.record import AnchorRecord
 from anchor.thor_client import NodeUnreachable, ThorClient
+from anchor.thor_reader import AnchorVerificationError, verify_anchor
+from fieldproof.formats.anchor_record import AnchorRecord
 from tests.thornode import ThorNode, funded
 
 KEY = thor.SecretKey(
@@ -55,7 +55,7 @@ ORIGIN = "farm.example/fieldproof/log"
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Same shape as anchor.checkpoint.Checkpoint (written elsewhere)."""
+    """Same shape as fieldproof.formats.checkpoint.Checkpoint (written elsewhere)."""
 
     origin: str
     size: int
@@ -578,22 +578,22 @@ def test_verify_anchor_refuses_what_does_not_match(
     a = make(store, client, log, clock)
     cp = log.publish(6)
     tx_id = ok(a.step()).submitted[0]
-    with pytest.raises(AnchorError, match="not in a block"):
+    with pytest.raises(AnchorVerificationError, match="not in a block"):
         verify_anchor(client, tx_id, ORIGIN, 6, cp.root_hash)
     node.mine()
-    with pytest.raises(AnchorError, match="not finalized yet"):
+    with pytest.raises(AnchorVerificationError, match="not finalized yet"):
         verify_anchor(client, tx_id, ORIGIN, 6, cp.root_hash)
     assert not verify_anchor(
         client, tx_id, ORIGIN, 6, cp.root_hash, require_finalized=False
     ).finalized
     node.mine(3)
-    with pytest.raises(AnchorError, match="no anchor record"):
+    with pytest.raises(AnchorVerificationError, match="no anchor record"):
         verify_anchor(client, tx_id, ORIGIN, 7, cp.root_hash)
-    with pytest.raises(AnchorError, match="no anchor record"):
+    with pytest.raises(AnchorVerificationError, match="no anchor record"):
         verify_anchor(client, tx_id, "other.example/log", 6, cp.root_hash)
-    with pytest.raises(AnchorError, match="genesis"):
+    with pytest.raises(AnchorVerificationError, match="genesis"):
         verify_anchor(client, tx_id, ORIGIN, 6, cp.root_hash, genesis_id="0x" + "00" * 32)
-    with pytest.raises(AnchorError, match="not on this node's chain"):
+    with pytest.raises(AnchorVerificationError, match="not on this node's chain"):
         verify_anchor(client, "0x" + "00" * 32, ORIGIN, 6, cp.root_hash)
     assert verify_anchor(client, tx_id, ORIGIN, 6, cp.root_hash).finalized
 
@@ -724,7 +724,7 @@ def test_config_is_checked() -> None:
 def test_accepts_the_logs_checkpoint_type(
     store: AnchorStore, client: ThorClient, node: ThorNode, clock: Clock
 ) -> None:
-    from anchor.checkpoint import Checkpoint as LogCheckpoint
+    from fieldproof.formats.checkpoint import Checkpoint as LogCheckpoint
 
     class Source:
         def latest_checkpoint(self) -> tuple[LogCheckpoint, bytes]:

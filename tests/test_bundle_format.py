@@ -1,6 +1,6 @@
-"""The bundle format (anchor/bundle.py): what export writes reads back, and hostile bytes of
-every kind are refused with a BundleError that says why — and the verifier turns that into a
-failing finding, never a crash and never a pass."""
+"""The bundle format (fieldproof/formats/bundle.py): what export writes reads back, and hostile
+bytes of every kind are refused with a BundleError that says why — and the verifier turns that
+into a failing finding, never a crash and never a pass."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from anchor.bundle import (
+from collector.export import ExportError, build_bundle, export_bundle
+from fieldproof.formats.bundle import (
     BUNDLE_FORMAT,
     BundleError,
     Limits,
     decode_bundle,
     encode_bundle,
 )
-from anchor.export import ExportError, build_bundle, export_bundle
-from anchor.verify import verify_bundle
+from inspector.verify import verify_bundle
 from tests.test_bundle_support import Farm, rewrite
 
 T0 = 1_750_000_000.0

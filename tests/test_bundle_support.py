@@ -23,14 +23,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from anchor import thor
 from anchor.anchoring import AnchorConfig, Anchorer, AnchorState, AnchorStore
-from anchor.checkpoint import Checkpoint
 from anchor.devchain import DevChain
 from anchor.evidence import EvidenceLog
 from anchor.evm import CheckpointRef, EvmAnchorer, EvmConfig
 from anchor.thor_client import ThorClient
 from collector.registry import Registry
-from collector.store import AcceptedRow, CollectorStore, open_db
+from collector.store import AcceptedRow, CollectorStore
 from fieldproof.config import CollectorConfig
+from fieldproof.datadir import open_db
+from fieldproof.formats.checkpoint import Checkpoint
 from fieldproof.wire import Payload, Reading, encode_message, gateway_id_for, public_key_bytes
 
 THOR_KEY = thor.SecretKey(

@@ -15,16 +15,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anchor import merkle
-from anchor.checkpoint import (
+from anchor.logkey import LogKeyError, load_or_create_log_key, log_origin
+from fieldproof.formats import merkle
+from fieldproof.formats.checkpoint import (
     Checkpoint,
     CheckpointError,
     open_checkpoint,
     parse_checkpoint,
     sign_checkpoint,
 )
-from anchor.logkey import LogKeyError, load_or_create_log_key, log_origin
-from anchor.note import (
+from fieldproof.formats.note import (
     MAX_SIGNATURES,
     Ed25519Signer,
     Ed25519Verifier,

@@ -10,14 +10,16 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from anchor.evidence import EvidenceLog, parse_registry_event
+from anchor.evidence import EvidenceLog
 from collector.influx import V1Writer
 from collector.ingest import Incoming, Ingestor
 from collector.registry import Registry
-from collector.store import CollectorStore, open_db
+from collector.store import CollectorStore
 from fieldproof import wire
 from fieldproof.cli import cli
 from fieldproof.config import InfluxConfig, load_collector_config
+from fieldproof.datadir import open_db
+from fieldproof.formats.registry_event import parse_registry_event
 from fieldproof.keys import load_key_file
 from fieldproof.services import InfluxDB
 

@@ -19,8 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from collector.registry import Registry
-from collector.store import LOCK_FILE, CollectorStore, DataDirLocked, open_db
+from collector.store import CollectorStore
 from fieldproof.cli import cli
+from fieldproof.datadir import LOCK_FILE, DataDirLocked, open_db
 from fieldproof.wire import Ed25519PrivateKey, gateway_id_for, public_key_bytes
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +29,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HOLDER = """
 import sys
 from pathlib import Path
-from collector.store import open_db
+from fieldproof.datadir import open_db
 db = open_db(Path(sys.argv[1]), lock=True)
 print("locked", flush=True)
 sys.stdin.read()  # hold the lock until killed or stdin closes

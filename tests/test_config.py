@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fieldproof.config import ConfigError, load_collector_config, load_gateway_config
+from fieldproof.config import load_collector_config
+from fieldproof.errors import ConfigError
+from gateway.config import load_gateway_config
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -52,13 +52,14 @@ from collector.agronomy import DERIVED_MEASUREMENTS
 from collector.agronomy_hook import load_agronomy_config
 from collector.cli_common import open_registry
 from collector.points import Point
+from demo import READING_MEASUREMENTS, DemoGateway
 from fieldproof import __version__
-from fieldproof.config import GatewayConfig, load_collector_config, load_gateway_config
-from fieldproof.demo import READING_MEASUREMENTS, DemoGateway
+from fieldproof.config import load_collector_config
 from fieldproof.keys import load_key_file
 from fieldproof.services import InfluxDB
 from fieldproof.wire import public_key_bytes
 from gateway.agent import GatewayAgent
+from gateway.config import GatewayConfig, load_gateway_config
 from gateway.sensors.simulated import SimulatedSensor
 from tests.stack import Stack, make_stack, wait_until
 

@@ -19,16 +19,13 @@ import pytest
 from click.testing import CliRunner, Result
 from cryptography import x509
 
-from anchor.evidence import EvidenceLog, parse_registry_event
+from anchor.evidence import EvidenceLog
 from collector.broker import SecureMosquitto, provision_broker_certs
-from collector.ca import CAError, CertificateAuthority, load_crl, make_csr, new_tls_key
+from collector.ca import CertificateAuthority, load_crl
 from collector.enrollment import (
     Enroller,
-    EnrollmentError,
     PendingApproval,
     TokenStore,
-    build_request,
-    parse_request,
     start_enrollment_server,
     verify_with_key_history,
 )
@@ -41,17 +38,17 @@ from collector.security_cli import (
     rotate_command,
     token_create_command,
 )
-from collector.store import CollectorStore, open_db
+from collector.store import CollectorStore
+from demo import spool_counts
 from fieldproof import wire
-from fieldproof.config import (
-    CollectorConfig,
-    GatewayConfig,
-    load_collector_config,
-    load_gateway_config,
-)
-from fieldproof.demo import spool_counts
+from fieldproof.config import CollectorConfig, load_collector_config
+from fieldproof.datadir import open_db
+from fieldproof.formats.enrollment import EnrollmentError, build_request, parse_request
+from fieldproof.formats.registry_event import parse_registry_event
 from fieldproof.keys import create_key_file, load_key_file
 from fieldproof.services import InfluxDB
+from fieldproof.tls import CAError, make_csr, new_tls_key
+from gateway.config import GatewayConfig, load_gateway_config
 from gateway.enroll import (
     enroll_command,
     enroll_install_command,

@@ -28,20 +28,22 @@ from web3 import Web3
 
 from anchor.devchain import DevChain, DevChainError, ensure_installed
 from anchor.evm import (
-    AnchorNotFoundError,
-    ChainIdMismatchError,
     CheckpointConflictError,
     CheckpointRef,
     EvmAnchorer,
     EvmAnchorStore,
     EvmConfig,
+    StepReport,
+)
+from anchor.evm_reader import (
+    AnchorNotFoundError,
+    ChainIdMismatchError,
     EvmConfigError,
     NotAnAnchorError,
-    StepReport,
     connect,
     read_anchor,
 )
-from anchor.record import RECORD_SIZE, AnchorRecord
+from fieldproof.formats.anchor_record import RECORD_SIZE, AnchorRecord
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ After each, the invariant is checked the same way (``check_invariants``):
   receipt arrives (``ReceiptAuditor``);
 * every checkpoint's signature verifies, its root is the root of the entries it covers, and
   consistency proofs hold between every pair of checkpoints
-  (``anchor.merkle.verify_consistency`` over ``EvidenceLog.checkpoints()``).
+  (``fieldproof.formats.merkle.verify_consistency`` over ``EvidenceLog.checkpoints()``).
 
 A kill -9 is a process crash: the kernel keeps what was written. A real power cut also loses
 the page cache; SQLite's WAL with synchronous=FULL is what covers that, and it cannot be shown
@@ -54,16 +54,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 import gateway.agent
 import gateway.spool
-from anchor import merkle
 from anchor.evidence import EvidenceLog
 from collector.registry import Registry
-from collector.store import open_db
+from demo import DemoGateway, write_gateway
 from fieldproof import wire
-from fieldproof.config import CollectorConfig, load_collector_config, load_gateway_config
-from fieldproof.demo import DemoGateway, write_gateway
+from fieldproof.config import CollectorConfig, load_collector_config
+from fieldproof.datadir import open_db
+from fieldproof.formats import merkle
 from fieldproof.keys import load_key_file
 from fieldproof.mqtt import wait_for_retained
 from gateway.agent import GatewayAgent
+from gateway.config import load_gateway_config
 from tests.stack import PROJECT_ROOT, Stack, fill_disk, make_stack, wait_until
 
 pytestmark = pytest.mark.integration
@@ -775,7 +776,7 @@ def test_duplicate_collector_with_the_same_configuration(stack: Stack) -> None:
 
 # A collector with an (injected) bug: anything from one chosen gateway makes the message path
 # raise an exception nobody anticipated — the stand-in for the next OverflowError or encoder
-# error a fuzzer finds. DESIGN: bad messages are quarantined with a reason, counted, and never
+# error a fuzzer finds. The design: bad messages are quarantined with a reason, counted, and never
 # stop the loop.
 BUGGY_COLLECTOR = r"""
 import os, sys

@@ -37,7 +37,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from anchor import merkle
 from anchor.evidence import EvidenceLog
 from collector.influx import V1Writer
 from collector.ingest import (
@@ -51,9 +50,11 @@ from collector.ingest import (
     Verified,
 )
 from collector.registry import Registry
-from collector.store import CollectorStore, open_db
+from collector.store import CollectorStore
 from fieldproof import wire
 from fieldproof.config import InfluxConfig
+from fieldproof.datadir import open_db
+from fieldproof.formats import merkle
 from fieldproof.services import InfluxDB
 
 pytestmark = pytest.mark.integration

@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from anchor.bundle import MEDIA_TYPE, decode_bundle
-from anchor.report import VERDICT_COLORS, write_report
-from anchor.verify import verify_bundle
 from collector.api import InspectorServer
+from fieldproof.formats.bundle import MEDIA_TYPE, decode_bundle
+from inspector.report import VERDICT_COLORS, write_report
+from inspector.verify import verify_bundle
 from tests.test_bundle_support import THOR_KEY, Farm, anchor_thor
 from tests.thornode import ThorNode, funded
 

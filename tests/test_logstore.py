@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anchor import merkle
 from anchor.logstore import (
     LogCorruptError,
     LogError,
@@ -24,6 +23,7 @@ from anchor.logstore import (
     SqliteLogStore,
     open_log,
 )
+from fieldproof.formats import merkle
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

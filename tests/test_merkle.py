@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anchor import merkle
-from anchor.merkle import (
+from fieldproof.formats import merkle
+from fieldproof.formats.merkle import (
     EMPTY_ROOT,
     ProofError,
     leaf_hash,

@@ -15,12 +15,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from anchor import merkle
-from anchor.checkpoint import open_checkpoint
-from anchor.evidence import EvidenceLog, parse_registry_event
-from collector.store import open_db
+from anchor.evidence import EvidenceLog
 from fieldproof import wire
 from fieldproof.config import load_collector_config
+from fieldproof.datadir import open_db
+from fieldproof.formats import merkle
+from fieldproof.formats.checkpoint import open_checkpoint
+from fieldproof.formats.registry_event import parse_registry_event
 from fieldproof.keys import load_key_file
 from tests.stack import Stack, started_stack, wait_until
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from collector.ingest import RegistryCache
 from collector.registry import Registry
-from collector.store import open_db
+from fieldproof.datadir import open_db
 from fieldproof.wire import Ed25519PrivateKey, gateway_id_for, public_key_bytes
 
 OLD_SCHEMA = """

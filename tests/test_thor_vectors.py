@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anchor import thor
-from anchor.record import AnchorRecord
+from fieldproof.formats.anchor_record import AnchorRecord
 
 # VIP-191 vector from github.com/vechain/thor tx/transaction_test.go TestDelegatedTx
 # @ 65b8e042247c0c47444d333cbf1a91aaf85e0bcf (LGPL-3.0); tx_vectors.json has no delegated tx.

@@ -1,11 +1,11 @@
-"""The verifier's batched message checks (anchor/verify_batch.py).
+"""The verifier's batched message checks (inspector/batch.py).
 
 :class:`ProvenNodes` shares work between inclusion proofs into one checkpoint; it must give
-exactly the answer of the full RFC 9162 check (anchor.merkle.verify_inclusion over the proof
-the bundle's subtree table yields) for every leaf, in any order, whatever the table holds —
-including tables with a wrong, missing or extra hash, where a shortcut that remembered too
+exactly the answer of the full RFC 9162 check (fieldproof.formats.merkle.verify_inclusion over
+the proof the bundle's subtree table yields) for every leaf, in any order, whatever the table
+holds — including tables with a wrong, missing or extra hash, where a shortcut that remembered too
 much would accept a leaf the full check refuses. The reference is the RFC vectors' own
-implementation in anchor.merkle, itself proven on ../shared/vectors/merkle.
+implementation in fieldproof.formats.merkle, itself proven on ../shared/vectors/merkle.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from anchor import merkle
-from anchor.verify_batch import (
+from fieldproof.formats import merkle
+from fieldproof.wire import Payload, Reading, encode_message, gateway_id_for, public_key_bytes
+from inspector.batch import (
     BAD_SIGNATURE,
     NOT_A_MESSAGE,
     OK,
@@ -31,7 +32,6 @@ from anchor.verify_batch import (
     inclusion_problem,
     key_at,
 )
-from fieldproof.wire import Payload, Reading, encode_message, gateway_id_for, public_key_bytes
 
 
 def _tree(n: int, seed: int = 0) -> tuple[list[bytes], bytes, dict[tuple[int, int], bytes]]:
@@ -190,13 +190,13 @@ def test_pool_gives_the_serial_answers(other_thread: bool) -> None:
     import threading
     from pathlib import Path
 
-    from anchor import verify_batch
+    from inspector import batch as verify_batch
 
     if not other_thread:
         # a fresh interpreter: in the suite's process other tests leave daemon threads behind
         code = (
             "import threading\n"
-            "from anchor import verify_batch\n"
+            "from inspector import batch as verify_batch\n"
             "from tests.test_verify_batch import _pool_matches_serial\n"
             "assert threading.active_count() == 1\n"
             "assert verify_batch._start_method() == 'fork', verify_batch._start_method()\n"
@@ -218,7 +218,7 @@ def test_pool_gives_the_serial_answers(other_thread: bool) -> None:
 
 
 def _pool_matches_serial() -> None:
-    from anchor import verify_batch
+    from inspector import batch as verify_batch
 
     msgs, events, _ = _messages(verify_batch.PARALLEL_MIN + 300)
     n = len(msgs)
@@ -238,7 +238,7 @@ def _pool_matches_serial() -> None:
 def test_workers_start_at_once_and_stop_when_abandoned() -> None:
     """The pool starts when the checks are made (the verifier asks chain nodes meanwhile) and
     is stopped by close() even when no answer was read (an error while asking the nodes)."""
-    from anchor import verify_batch
+    from inspector import batch as verify_batch
 
     msgs, events, _ = _messages(verify_batch.PARALLEL_MIN)
     jobs = [(i, m, -1) for i, m in enumerate(msgs)]

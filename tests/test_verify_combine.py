@@ -1,4 +1,4 @@
-"""The analysis across bundles (anchor/verify_combine.py) on generated message sets: it is a
+"""The analysis across bundles (inspector/combine.py) on generated message sets: it is a
 pure function of verified results, so no service is needed. A gateway's seqs 1..n are spread
 over a few logs (each seq in none, one or several), some copies with other signed content;
 whatever the spread, the union's gaps, copies and conflicts must be exactly what was made."""
@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anchor.verify import GatewaySummary, VerificationResult, VerifiedMessage, VerifiedReading
-from anchor.verify_combine import combine
+from inspector.combine import combine
+from inspector.verify import GatewaySummary, VerificationResult, VerifiedMessage, VerifiedReading
 
 GW = "gw-0123456789abcdef"
 KEY = "ab" * 32

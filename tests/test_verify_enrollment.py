@@ -18,17 +18,18 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from anchor.export import export_bundle
-from anchor.verify import VerificationResult, verify_bundle
-from collector.ca import CertificateAuthority, make_csr, new_tls_key
-from collector.enrollment import (
+from collector.ca import CertificateAuthority
+from collector.enrollment import Enroller
+from collector.export import export_bundle
+from fieldproof.formats.enrollment import (
     REQUEST_TYPE,
-    Enroller,
     build_request,
     build_rotation,
     registry_entry,
 )
+from fieldproof.tls import make_csr, new_tls_key
 from fieldproof.wire import encode_deterministic, gateway_id_for, public_key_bytes, sign1
+from inspector.verify import VerificationResult, verify_bundle
 from tests.test_bundle_support import Farm, Gateway
 
 NOW = time.time()

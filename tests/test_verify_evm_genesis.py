@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from anchor.bundle import BundleError, decode_bundle, encode_bundle
 from anchor.devchain import DevChain
-from anchor.export import evm_genesis_of, export_bundle
-from anchor.verify import VerificationResult, verify_bundle
+from collector.export import evm_genesis_of, export_bundle
 from fieldproof.config import AnchorSettings
+from fieldproof.formats.bundle import BundleError, decode_bundle, encode_bundle
+from inspector.verify import VerificationResult, verify_bundle
 from tests.test_bundle_support import Farm, LyingProxy, evm_anchor, rewrite, rewrite_json
 
 NOW = time.time()

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from anchor.export import export_bundle
-from anchor.note import generate_key
-from anchor.verify import UsageError, VerificationResult, VerifyOptions, verify_bundle
+from collector.export import export_bundle
 from collector.registry import Registry
 from collector.store import message_digest
+from fieldproof.formats.note import generate_key
 from fieldproof.services import free_port
 from fieldproof.wire import encode_deterministic, gateway_id_for, public_key_bytes
+from inspector.verify import UsageError, VerificationResult, VerifyOptions, verify_bundle
 from tests.test_bundle_support import THOR_KEY, Farm, Gateway, anchor_thor, rewrite
 from tests.thornode import ThorNode, funded
 

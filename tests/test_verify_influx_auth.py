@@ -26,10 +26,10 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from anchor.export import export_bundle
-from anchor.inspect_cli import verify_command
-from anchor.verify import InfluxAuth, UsageError, check_against_influx, verify_bundle
+from collector.export import export_bundle
 from fieldproof.services import InfluxDB
+from inspector.cli import verify_command
+from inspector.verify import InfluxAuth, UsageError, check_against_influx, verify_bundle
 from tests.test_bundle_support import Farm
 
 NOW = time.time()

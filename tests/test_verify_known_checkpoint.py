@@ -20,11 +20,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from anchor.bundle import decode_bundle
-from anchor.export import ExportError, build_bundle, export_bundle
-from anchor.inspect_cli import export_command, verify_command
-from anchor.note import generate_key
-from anchor.verify import VerificationResult, verify_bundle
+from collector.export import ExportError, build_bundle, export_bundle
+from collector.export_cli import export_command
+from fieldproof.formats.bundle import decode_bundle
+from fieldproof.formats.note import generate_key
+from inspector.cli import verify_command
+from inspector.verify import VerificationResult, verify_bundle
 from tests.test_bundle_support import THOR_KEY, Farm, anchor_thor, rewrite
 from tests.thornode import ThorNode, funded
 
@@ -149,7 +150,7 @@ def test_rewritten_history_conflicts_with_the_known_checkpoint(tmp_path: Path, f
 def test_a_checkpoint_of_another_log_key_is_refused(farm: Farm, node: ThorNode) -> None:
     known = _history(farm, node)
     other = generate_key(farm.config.log_origin)
-    from anchor.checkpoint import open_checkpoint, sign_checkpoint
+    from fieldproof.formats.checkpoint import open_checkpoint, sign_checkpoint
 
     cp = open_checkpoint(known, farm.evidence.verifier())
     forged = sign_checkpoint(cp, other)

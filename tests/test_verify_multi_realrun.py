@@ -23,20 +23,21 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from anchor.bundle import decode_bundle
 from anchor.evidence import EvidenceLog
-from anchor.export import export_bundle
-from anchor.inspect_cli import verify_command
 from anchor.logkey import load_or_create_log_key
-from anchor.note import generate_key
-from anchor.verify import VerificationResult, VerifiedMessage, verify_bundle
-from anchor.verify_multi import verify_bundles
 from collector.cli_common import open_registry
-from collector.store import AcceptedRow, CollectorStore, open_db
+from collector.export import export_bundle
+from collector.store import AcceptedRow, CollectorStore
 from fieldproof.config import CollectorConfig, load_collector_config
+from fieldproof.datadir import open_db
+from fieldproof.formats.bundle import decode_bundle
+from fieldproof.formats.note import generate_key
 from fieldproof.keys import load_key_file
 from fieldproof.mqtt import wait_for_retained
 from fieldproof.wire import Payload, Reading, encode_message, public_key_bytes
+from inspector.cli import verify_command
+from inspector.multi import verify_bundles
+from inspector.verify import VerificationResult, VerifiedMessage, verify_bundle
 from tests.stack import Stack, make_stack, wait_until
 from tests.test_bundle_support import THOR_KEY, thor_anchor
 from tests.test_verify_realrun import _checkpoint_often, _latest

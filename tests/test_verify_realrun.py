@@ -27,26 +27,20 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from anchor.bundle import decode_bundle, encode_bundle
-from anchor.checkpoint import Checkpoint, sign_checkpoint
 from anchor.devchain import DevChain
-from anchor.evidence import EvidenceLog, registry_event
-from anchor.export import build_bundle, export_bundle
-from anchor.inspect_cli import export_command, verify_command
+from anchor.evidence import EvidenceLog
 from anchor.logkey import load_or_create_log_key
 from anchor.logstore import SqliteLogStore
-from anchor.note import generate_key
-from anchor.record import AnchorRecord
-from anchor.report import write_report
-from anchor.verify import (
-    VerificationResult,
-    VerifiedReading,
-    check_against_influx,
-    verify_bundle,
-)
+from collector.export import build_bundle, export_bundle
+from collector.export_cli import export_command
 from collector.registry import Registry
-from collector.store import open_db
 from fieldproof.config import CollectorConfig, load_collector_config
+from fieldproof.datadir import open_db
+from fieldproof.formats.anchor_record import AnchorRecord
+from fieldproof.formats.bundle import decode_bundle, encode_bundle
+from fieldproof.formats.checkpoint import Checkpoint, sign_checkpoint
+from fieldproof.formats.note import generate_key
+from fieldproof.formats.registry_event import registry_event
 from fieldproof.keys import load_key_file
 from fieldproof.wire import (
     COSE_SIGN1_TAG,
@@ -57,6 +51,14 @@ from fieldproof.wire import (
     parse_sign1,
     payload_from_cbor,
     public_key_bytes,
+)
+from inspector.cli import verify_command
+from inspector.report import write_report
+from inspector.verify import (
+    VerificationResult,
+    VerifiedReading,
+    check_against_influx,
+    verify_bundle,
 )
 from tests.stack import Stack, make_stack, wait_until
 from tests.test_bundle_support import (

@@ -26,7 +26,7 @@ import cbor2
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the packages whose code is instrumented for coverage
-PRODUCT_PACKAGES = ["fieldproof", "collector", "anchor"]
+PRODUCT_PACKAGES = ["fieldproof", "collector", "anchor", "inspector"]
 #: a memory blow-up is a crash (libFuzzer's RSS watchdog), a slow input a timeout
 DEFAULT_FLAGS = ("-rss_limit_mb=2048", "-timeout=10")
 

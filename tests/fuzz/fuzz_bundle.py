@@ -1,5 +1,5 @@
-"""Fuzz the inspector's side: ``anchor.bundle.decode_bundle`` and ``anchor.verify.verify_bundle``
-(offline, no nodes) on bytes that start from a small real bundle.
+"""Fuzz the inspector's side: ``fieldproof.formats.bundle.decode_bundle`` and
+``inspector.verify.verify_bundle`` (offline, no nodes) on bytes that start from a small real bundle.
 
 The seed bundle is built at start in a temp dir with the collector's own classes (registry
 with its evidence log, accepted-message store, log key, checkpoints) and ``export_bundle``:
@@ -35,14 +35,15 @@ from tests.fuzz._common import PRODUCT_PACKAGES, CborMutator, main
 with atheris.instrument_imports(include=PRODUCT_PACKAGES):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from anchor.bundle import AnchorRef, BundleError, decode_bundle, encode_bundle
     from anchor.evidence import EvidenceLog
-    from anchor.export import export_bundle
-    from anchor.verify import VerifyOptions, verify_bundle
+    from collector.export import export_bundle
     from collector.registry import Registry
-    from collector.store import AcceptedRow, CollectorStore, open_db
+    from collector.store import AcceptedRow, CollectorStore
     from fieldproof import wire
     from fieldproof.config import CollectorConfig
+    from fieldproof.datadir import open_db
+    from fieldproof.formats.bundle import AnchorRef, BundleError, decode_bundle, encode_bundle
+    from inspector.verify import VerifyOptions, verify_bundle
 
 T0 = 1_750_000_000.0
 NOW = T0 + 7200

@@ -25,8 +25,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from collector.cli_common import open_registry
-from collector.store import CollectorStore, open_db
+from collector.store import CollectorStore
 from fieldproof.config import CollectorConfig, load_collector_config
+from fieldproof.datadir import open_db
 from fieldproof.keys import create_key_file
 from fieldproof.mqtt import wait_for_retained
 from fieldproof.services import InfluxDB, ManagedProcess, Mosquitto
@@ -449,9 +450,9 @@ def _inspect(
     """What an inspector does: export each farm's evidence, verify it against the chain node
     with the log key pinned, and write the report. True when every bundle passes."""
     from anchor.evidence import EvidenceLog
-    from anchor.export import export_bundle
-    from anchor.report import write_report
-    from anchor.verify import verify_bundle
+    from collector.export import export_bundle
+    from inspector.report import write_report
+    from inspector.verify import verify_bundle
 
     db = open_db(cfg.db_path)
     try:

@@ -11,117 +11,26 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from anchor.bundle import Limits
+from fieldproof.cli_common import read_small, write_atomic
+from fieldproof.formats.bundle import Limits
 
 if TYPE_CHECKING:
-    from anchor.verify import InfluxAuth, VerificationResult, VerifyOptions
-    from anchor.verify_combine import MultiResult
+    from inspector.combine import MultiResult
+    from inspector.verify import InfluxAuth, VerificationResult, VerifyOptions
 
-__all__ = ["export_command", "parse_time", "verify_command"]
-
-
-def parse_time(text: str) -> float:
-    """Unix seconds, or ISO 8601 (``2025-06-01``, ``2025-06-01T06:00``, with ``Z`` or an offset;
-    without one it is UTC, so a bundle means the same everywhere)."""
-    value = text.strip()
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is neither Unix seconds nor an ISO 8601 date/time (2025-06-01T06:00Z)"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-@click.command("export")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True,
-              help="the collector's TOML configuration")
-@click.option("--farm", default=None, help="only gateways enrolled for this farm")
-@click.option("--field", default=None, help="only gateways enrolled for this field")
-@click.option("--gateway", default=None, help="only this gateway")
-@click.option("--from", "start", required=True, help="period start: ISO 8601 (UTC) or Unix s")
-@click.option("--to", "end", default=None, help="period end (default: now)")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="bundle file to write (CBOR, docs/bundle.md)")
-@click.option("--since-checkpoint", "since", multiple=True,
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="a signed checkpoint the inspector already trusts (repeatable): the bundle "
-                   "then proves it extends that checkpoint")
-def export_command(config_path: Path, farm: str | None, field: str | None,
-                   gateway: str | None, start: str, end: str | None, output: Path,
-                   since: tuple[Path, ...]) -> None:
-    """Export an evidence bundle for a farm/field/gateway and period, for an inspector."""
-    from anchor.bundle import encode_bundle
-    from anchor.export import ExportError, build_bundle
-    from anchor.logkey import LogKeyError
-    from fieldproof.config import ConfigError, load_collector_config
-
-    try:
-        config = load_collector_config(config_path)
-        t0 = parse_time(start)
-        t1 = time.time() if end is None else parse_time(end)
-        notes = [_read_small(p, "--since-checkpoint") for p in since]
-        bundle, stats = build_bundle(config, farm=farm, field=field, gateway=gateway,
-                                     start=t0, end=t1, since=notes)
-    except (ConfigError, ExportError, LogKeyError) as exc:
-        raise click.UsageError(str(exc)) from None
-    data = encode_bundle(bundle)
-    _write_atomic(output, data)
-    click.echo(
-        f"wrote {output} ({len(data):,} bytes): {stats.messages:,} messages and "
-        f"{stats.registry_events} registry events of {len(stats.gateways)} gateway(s), "
-        f"{stats.checkpoints} checkpoint(s) of which {stats.anchored_checkpoints} anchored"
-        + (f"; {stats.unproven_entries} entries newer than every checkpoint"
-           if stats.unproven_entries else ""),
-        err=True,
-    )
-    click.echo(f"log key (publish it; inspectors pass it as --log-key): {bundle.vkey}", err=True)
-
-
-#: a signed note is a few hundred bytes; anything much larger is the wrong file
-_MAX_NOTE_FILE = 64 * 1024
-
-
-def _read_small(path: Path, option: str) -> bytes:
-    """A checkpoint (signed note) file, or a usage error saying what is wrong with it."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_NOTE_FILE + 1)
-    except OSError as exc:
-        raise click.UsageError(f"{option}: cannot read {path}: {exc.strerror}") from None
-    if len(data) > _MAX_NOTE_FILE:
-        raise click.UsageError(f"{option}: {path} is not a checkpoint (signed note): over "
-                               f"{_MAX_NOTE_FILE:,} bytes")
-    return data
+__all__ = ["verify_command"]
 
 
 def _influx_auth(user: str | None, password_file: Path | None) -> InfluxAuth | None:
     """InfluxDB credentials from --influx-user and the password's file or environment, or the
     token's environment variable: never from the command line, where other users and shell
     history can read them."""
-    from anchor.verify import InfluxAuth, UsageError
+    from inspector.verify import InfluxAuth, UsageError
 
     token = os.environ.get("FIELDPROOF_INFLUX_TOKEN") or None
     password: str | None = None
@@ -143,7 +52,7 @@ def _influx_auth(user: str | None, password_file: Path | None) -> InfluxAuth | N
 
 
 def _human(result: object) -> str:
-    from anchor.verify import VerificationResult
+    from inspector.verify import VerificationResult
 
     assert isinstance(result, VerificationResult)
     lines = [result.summary_line(), ""]
@@ -207,7 +116,7 @@ def _labels(paths: tuple[Path, ...]) -> list[str]:
 def _as_single(multi: MultiResult) -> VerificationResult:
     """One bundle verified with several pinned keys: today's single result (and JSON), with
     the key matching's findings added."""
-    from anchor.verify_combine import UNION_CODES, verdict_of
+    from inspector.combine import UNION_CODES, verdict_of
 
     b = multi.bundles[0]
     result = b.result
@@ -271,7 +180,7 @@ def verify_command(bundles: tuple[Path, ...], nodes: tuple[str, ...], chain: str
 
     Several BUNDLES (one per collector's log) are each verified on their own and then as one
     history: gaps over their union, messages two logs hold, conflicts, scopes, keys."""
-    from anchor.verify import UsageError, VerifyOptions, check_against_influx, verify_bundle
+    from inspector.verify import UsageError, VerifyOptions, check_against_influx, verify_bundle
 
     datas = []
     for bundle in bundles:
@@ -280,7 +189,7 @@ def verify_command(bundles: tuple[Path, ...], nodes: tuple[str, ...], chain: str
                 datas.append(f.read(max_size + 1))  # one byte over is enough to refuse it
         except OSError as exc:
             raise click.UsageError(f"cannot read {bundle}: {exc.strerror}") from None
-    notes = [_read_small(p, "--known-checkpoint") for p in known]
+    notes = [read_small(p, "--known-checkpoint") for p in known]
     auth = _influx_auth(influx_user, influx_password_file) if influx_url else None
     opts = VerifyOptions(workers=workers, limits=Limits(max_bytes=max_size))
     if len(bundles) > 1:
@@ -290,7 +199,7 @@ def verify_command(bundles: tuple[Path, ...], nodes: tuple[str, ...], chain: str
         return
     try:
         if len(log_keys) > 1:
-            from anchor.verify_multi import verify_bundles
+            from inspector.multi import verify_bundles
 
             result = _as_single(verify_bundles(
                 list(zip(_labels(bundles), datas, strict=True)), nodes=list(nodes),
@@ -318,7 +227,7 @@ def verify_command(bundles: tuple[Path, ...], nodes: tuple[str, ...], chain: str
 
 def _write_report(result: VerificationResult | MultiResult, report: Path, pdf: bool) -> None:
     """The HTML report (and its PDF) of one or several bundles; exit 2 if it cannot be written."""
-    from anchor.report import write_report
+    from inspector.report import write_report
 
     try:
         files = write_report(result, report, pdf)
@@ -334,9 +243,9 @@ def _verify_several(bundles: tuple[Path, ...], datas: list[bytes], nodes: tuple[
                     opts: VerifyOptions, notes: list[bytes], influx_url: str | None,
                     database: str, auth: InfluxAuth | None, report: Path | None, pdf: bool,
                     save_checkpoint: Path | None, as_json: bool, strict: bool) -> None:
-    """``verify A B …``: each bundle on its own, then together (anchor.verify_multi)."""
-    from anchor.verify import UsageError
-    from anchor.verify_multi import check_union_against_influx, verify_bundles
+    """``verify A B …``: each bundle on its own, then together (inspector.multi)."""
+    from inspector.multi import check_union_against_influx, verify_bundles
+    from inspector.verify import UsageError
 
     try:
         multi = verify_bundles(list(zip(_labels(bundles), datas, strict=True)),
@@ -378,6 +287,6 @@ def _save_checkpoint(result: VerificationResult, path: Path) -> None:
         click.echo(f"not saving a checkpoint to {path}: no valid anchored checkpoint in the "
                    "bundle", err=True)
         return
-    _write_atomic(path, usable[-1].note)
+    write_atomic(path, usable[-1].note)
     click.echo(f"checkpoint of size {usable[-1].size} saved to {path}: pass it as "
                "--known-checkpoint when you verify this log's next bundle", err=True)

@@ -2,19 +2,19 @@
 
 Trusts nothing in the bundle. What it checks (docs/bundle.md §Verification):
 
-1. the bundle's structure and limits (:func:`anchor.bundle.decode_bundle`);
+1. the bundle's structure and limits (:func:`fieldproof.formats.bundle.decode_bundle`);
 2. every checkpoint's signature with the log key (pinned with ``log_key``, else the bundle's own,
    which is then a warning), and the consistency proof between each pair of successive
    checkpoints (a failure means history was rewritten behind a checkpoint); checkpoints the
    inspector already trusts (``known_checkpoints``) must be among them and consistent with all;
-3. every anchor on chain through every node given (Thor: :func:`anchor.anchoring.verify_anchor`;
+3. every anchor on chain through every node given (Thor: :func:`anchor.thor_reader.verify_anchor`;
    EVM: :func:`anchor.evm.read_anchor`, plus the genesis block when the anchor names it),
    finality required, the record matching the checkpoint's origin, size and root; the nodes'
    answers are compared and any disagreement is an error, never averaged away;
 4. every registry event's and message's inclusion proof into the first bundle checkpoint above
-   it, the gateway-signed requests registry events embed (:mod:`anchor.verify_requests`), each
+   it, the gateway-signed requests registry events embed (:mod:`inspector.enrollment_checks`), each
    message's COSE signature against the key enrolled for its gateway at that log position
-   (enroll, rotate and revoke events in log order; :mod:`anchor.verify_batch`);
+   (enroll, rotate and revoke events in log order; :mod:`inspector.batch`);
 5. per gateway: sequence gaps with their time spans, messages outside the anchored range, clock
    anomalies (samples later than the block that anchors them, implausibly old, going backwards
    within a boot).
@@ -40,13 +40,19 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any, Literal, NamedTuple, Protocol
 
-from anchor import merkle
-from anchor.bundle import AnchorRef, Bundle, BundleError, Entry, Limits, decode_bundle
-from anchor.checkpoint import Checkpoint, CheckpointError, open_checkpoint, parse_checkpoint
-from anchor.evidence import parse_registry_event
-from anchor.note import Ed25519Verifier, NoteError
-from anchor.record import AnchorRecord
-from anchor.verify_batch import (
+from fieldproof.formats import merkle
+from fieldproof.formats.anchor_record import AnchorRecord
+from fieldproof.formats.bundle import AnchorRef, Bundle, BundleError, Entry, Limits, decode_bundle
+from fieldproof.formats.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    open_checkpoint,
+    parse_checkpoint,
+)
+from fieldproof.formats.note import Ed25519Verifier, NoteError
+from fieldproof.formats.registry_event import parse_registry_event
+from fieldproof.wire import gateway_id_for
+from inspector.batch import (
     BAD_SIGNATURE,
     MALFORMED,
     NOT_A_MESSAGE,
@@ -59,8 +65,7 @@ from anchor.verify_batch import (
     Result,
     inclusion_problem,
 )
-from anchor.verify_requests import enrollment_problem, rotation_problem
-from fieldproof.wire import gateway_id_for
+from inspector.enrollment_checks import enrollment_problem, rotation_problem
 
 __all__ = [
     "AnchorCheck",
@@ -287,7 +292,7 @@ class VerificationResult:
     elapsed_s: float = 0.0
     verified_at: float = 0.0
     bundle_notes: list[str] = dc_field(default_factory=list)
-    influx: Any = None  # anchor.report.InfluxComparison when --against-influx was used
+    influx: Any = None  # inspector.report.InfluxComparison when --against-influx was used
     #: the bundle's message entries (log index order), kept only when asked
     #: (``keep_entries``): a verification of several bundles compares the bytes of messages
     #: two logs both hold. Not in the JSON.
@@ -393,8 +398,8 @@ class VerifyOptions:
 
 
 def _thor_answer(client: Any, url: str, ref: AnchorRef, cp: Checkpoint) -> NodeAnswer:
-    from anchor.anchoring import AnchorVerificationError, verify_anchor
     from anchor.thor_client import NodeUnreachable, ThorClientError
+    from anchor.thor_reader import AnchorVerificationError, verify_anchor
 
     try:
         v = verify_anchor(client, ref.tx, cp.origin, cp.size, cp.root_hash,
@@ -412,12 +417,13 @@ def _thor_answer(client: Any, url: str, ref: AnchorRef, cp: Checkpoint) -> NodeA
 
 
 def _evm_answer(url: str, ref: AnchorRef, cp: Checkpoint, timeout: float) -> NodeAnswer:
-    from anchor.evm import (
+    from anchor.evm_reader import (
         AnchorNotFoundError,
         ChainIdMismatchError,
         NodeUnavailableError,
         NotAnAnchorError,
         connect,
+        genesis_hash,
         read_anchor,
     )
 
@@ -425,7 +431,7 @@ def _evm_answer(url: str, ref: AnchorRef, cp: Checkpoint, timeout: float) -> Nod
         w3 = connect(url, timeout)
         if ref.genesis is not None:
             # the chain id alone does not tell a network from a copy reusing its id
-            genesis = _evm_genesis(w3, url)
+            genesis = genesis_hash(w3, url)
             if genesis != ref.genesis.lower():
                 return NodeAnswer(
                     url, False, f"node {url} is on the chain whose genesis block is {genesis}, "
@@ -449,18 +455,6 @@ def _evm_answer(url: str, ref: AnchorRef, cp: Checkpoint, timeout: float) -> Nod
                           "finalized yet (or left the canonical chain); check again later")
     return NodeAnswer(url, True, "", got.block_number, got.block_hash.lower(), got.timestamp,
                       True, str(got.sender))
-
-
-def _evm_genesis(w3: Any, url: str) -> str:
-    """The hash of block 0 as the node reports it (eth_getBlockByNumber("0x0"))."""
-    from anchor.evm import _TRANSIENT, NodeUnavailableError
-
-    try:
-        block = w3.eth.get_block(0)
-    except _TRANSIENT as exc:  # the same errors anchor.evm counts as "did not answer"
-        raise NodeUnavailableError(f"EVM node {url} did not answer: {type(exc).__name__}"
-                                   ) from exc
-    return "0x" + bytes(block["hash"]).hex()
 
 
 class _Chain:
@@ -971,7 +965,7 @@ def _verify(
     for gw in timeline:
         summary_for(gw)
 
-    # -- messages: kid, key, inclusion and signature in anchor.verify_batch, over all cores for
+    # -- messages: kid, key, inclusion and signature in inspector.batch, over all cores for
     # large bundles, starting now: the workers check while the chain nodes are asked below.
     # Answers arrive in log order and the common case (everything checks out) becomes a result
     # at once; anything else is kept and reported afterwards in the order of docs/bundle.md §5.
@@ -1131,7 +1125,7 @@ def _verify(
 
 class MessageCounts(Protocol):
     """What a per-gateway summary counts over its verified messages (one bundle's
-    :class:`GatewaySummary`, or the union's in anchor.verify_combine)."""
+    :class:`GatewaySummary`, or the union's in inspector.combine)."""
 
     verified_messages: int
     readings: int

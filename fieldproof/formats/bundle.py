@@ -10,7 +10,7 @@ Parsing never trusts the bytes: the CBOR decoder runs with nesting, duplicate-ke
 length and tag restrictions, every field's type and size is checked against :class:`Limits`,
 and any contradiction (duplicate index, unsorted list, one subtree with two hashes) rejects the
 bundle with a :class:`BundleError` that says what is wrong. Nothing cryptographic happens here:
-that is :mod:`anchor.verify`.
+that is :mod:`inspector.verify`.
 """
 
 from __future__ import annotations

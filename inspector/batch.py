@@ -14,7 +14,7 @@ reading of the bytes). Everything else here is arranged not to add to it (~10 µ
   at a time with plain tuples, so the parent has little to do while they work and turns
   answers into results as they arrive.
 
-Nothing in here makes a finding: :mod:`anchor.verify` turns the answers into findings, so the
+Nothing in here makes a finding: :mod:`inspector.verify` turns the answers into findings, so the
 serial and the parallel path cannot differ in what they report.
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 
 import cbor2
 
-from anchor import merkle
+from fieldproof.formats import merkle
 from fieldproof.wire import (
     BadSignature,
     WireError,

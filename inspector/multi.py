@@ -1,8 +1,8 @@
 """Verify several bundles, each of its own evidence log, as one history (docs/bundle.md §11).
 
-Each bundle is verified completely on its own (:func:`anchor.verify.verify_one`), with the
+Each bundle is verified completely on its own (:func:`inspector.verify.verify_one`), with the
 pinned key and the known checkpoints of the log it names; then
-:func:`anchor.verify_combine.combine` analyses the results together.
+:func:`inspector.combine.combine` analyses the results together.
 
 **Pinned keys with several bundles.** Each ``--log-key`` names its log (the key name is the
 log origin), so keys are matched to bundles by origin, never by position: an inspector cannot
@@ -30,8 +30,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from anchor.note import Ed25519Verifier
-from anchor.verify import (
+from fieldproof.formats.note import Ed25519Verifier
+from inspector.combine import (
+    BundleOutcome,
+    Combined,
+    MultiResult,
+    combine,
+    local_findings,
+    verdict_of,
+)
+from inspector.verify import (
     Finding,
     GatewaySummary,
     InfluxAuth,
@@ -42,14 +50,6 @@ from anchor.verify import (
     check_against_influx,
     parse_log_key,
     verify_one,
-)
-from anchor.verify_combine import (
-    BundleOutcome,
-    Combined,
-    MultiResult,
-    combine,
-    local_findings,
-    verdict_of,
 )
 
 __all__ = ["check_union_against_influx", "match_keys", "union_result", "verify_bundles"]

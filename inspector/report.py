@@ -1,8 +1,8 @@
 """The inspector's report of a verification: HTML (inline SVG charts, no external resources),
 a PDF of the same page, and JSON.
 
-Everything shown comes from :class:`anchor.verify.VerificationResult` (or, for several
-bundles, :class:`anchor.verify_combine.MultiResult`: one verdict, the charts and gaps of the
+Everything shown comes from :class:`inspector.verify.VerificationResult` (or, for several
+bundles, :class:`inspector.combine.MultiResult`: one verdict, the charts and gaps of the
 union of the verified readings, then each bundle's log, checkpoints and anchors): the charts
 draw only readings whose message verified, so what an inspector hands on is what the evidence
 proves.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from anchor.verify import (
+from inspector.verify import (
     AnchorCheck,
     CheckpointSummary,
     GatewaySummary,
@@ -34,7 +34,7 @@ from anchor.verify import (
 )
 
 if TYPE_CHECKING:
-    from anchor.verify_combine import MultiResult
+    from inspector.combine import MultiResult
 
 __all__ = [
     "ReportFiles",

@@ -3,7 +3,7 @@ different evidence logs (docs/bundle.md §11).
 
 At scale several collectors share one MQTT subscription and each keeps its own log, so one
 gateway's messages are spread over several logs. Each bundle is verified completely on its own
-first (:func:`anchor.verify.verify_bundle`); this module only combines what those results say:
+first (:func:`inspector.verify.verify_bundle`); this module only combines what those results say:
 no message is decoded or checked again here, so combining costs a pass over the verified
 messages, nothing per signature. Everything here is a pure function of the results (and of the
 message bytes they kept), so it is tested on generated message sets without services.
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any, Literal
 
-from anchor.verify import (
+from inspector.verify import (
     MAX_FINDINGS_PER_CODE,
     Finding,
     GatewaySummary,
@@ -64,7 +64,7 @@ SCOPE_KEYS = ("farm", "field", "gateway", "from", "to")
 
 
 def _fmt_time(t: float | None) -> str:
-    from anchor.verify import _fmt_time as fmt
+    from inspector.verify import _fmt_time as fmt
 
     return fmt(t)
 

@@ -7,8 +7,8 @@ Body, UTF-8, every line ending in newline::
     <base64 RFC 9162 root hash>
     [<extension line>...]
 
-The body is the text of a C2SP signed note (`anchor.note`); the log's Ed25519 key signs it.
-Any tool of that ecosystem (Go's sumdb/note, transparency-dev witnesses) reads ours.
+The body is the text of a C2SP signed note (`fieldproof.formats.note`); the log's Ed25519 key
+signs it. Any tool of that ecosystem (Go's sumdb/note, transparency-dev witnesses) reads ours.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from anchor.merkle import HASH_SIZE, MAX_TREE_SIZE
-from anchor.note import Signer, Verifier, open_note, sign_note
+from fieldproof.formats.merkle import HASH_SIZE, MAX_TREE_SIZE
+from fieldproof.formats.note import Signer, Verifier, open_note, sign_note
 
 __all__ = [
     "Checkpoint",
@@ -119,8 +119,8 @@ def open_checkpoint(
 ) -> Checkpoint:
     """Verify a signed checkpoint and parse it; with `origin`, also insist on that log.
 
-    Raises `anchor.note.NoteError` subclasses for signature problems and CheckpointError for
-    body problems (both ValueError).
+    Raises `fieldproof.formats.note.NoteError` subclasses for signature problems and
+    CheckpointError for body problems (both ValueError).
     """
     verifiers = [verifier] if isinstance(verifier, Verifier) else list(verifier)
     opened = open_note(note, verifiers)

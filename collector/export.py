@@ -29,15 +29,23 @@ from typing import Any
 
 import cbor2
 
-from anchor import merkle
-from anchor.bundle import AnchorRef, Bundle, BundleCheckpoint, Entry, Scope, encode_bundle
-from anchor.checkpoint import CheckpointError, open_checkpoint
-from anchor.evidence import EvidenceLog, StoredCheckpoint, parse_registry_event
+from anchor.evidence import EvidenceLog, StoredCheckpoint
 from anchor.logkey import LogKeyError, load_or_create_log_key
 from anchor.logstore import MerkleLog, SqliteLogStore
-from anchor.note import Ed25519Verifier, NoteError
 from collector.registry import Registry
 from fieldproof.config import CollectorConfig
+from fieldproof.formats import merkle
+from fieldproof.formats.bundle import (
+    AnchorRef,
+    Bundle,
+    BundleCheckpoint,
+    Entry,
+    Scope,
+    encode_bundle,
+)
+from fieldproof.formats.checkpoint import CheckpointError, open_checkpoint
+from fieldproof.formats.note import Ed25519Verifier, NoteError
+from fieldproof.formats.registry_event import parse_registry_event
 from fieldproof.wire import SENML_BT, SENML_T, WireError, parse_sign1
 
 __all__ = [
@@ -157,7 +165,7 @@ def _sample_span(entry: bytes) -> tuple[float, float] | None:
 def evm_genesis_of(url: str, timeout: float = 10.0) -> tuple[int, str]:
     """(chain id, genesis block hash) an EVM node reports, so the bundle can name the network
     of its EVM anchors by more than a chain id (any dev chain or fork can reuse an id)."""
-    from anchor.evm import connect
+    from anchor.evm_reader import connect
 
     w3 = connect(url, timeout)
     chain_id = int(w3.eth.chain_id)
