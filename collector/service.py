@@ -31,8 +31,9 @@ from collector.points import Point
 from collector.registry import Registry
 from collector.seqranges import ReceivedRanges
 from collector.status import StatusBoard
-from collector.store import CollectorStore, open_db
+from collector.store import CollectorStore
 from fieldproof.config import CollectorConfig
+from fieldproof.datadir import open_db
 from fieldproof.mqtt import make_client, receipts_topic
 from fieldproof.wire import encode_receipt
 
@@ -100,7 +101,9 @@ class Collector:
             log.error("broker refused the collector: %s", rc)
             return
         log.info("connected to broker (session present: %s)", flags.session_present)
-        client.subscribe([(self.readings_filter, 1), (self.status_filter, 1)])
+        # status at QoS 0: retained, so the broker sends each gateway's latest again at every
+        # (re)subscription; queueing them for an absent collector only crowds out readings
+        client.subscribe([(self.readings_filter, 1), (self.status_filter, 0)])
         self.connected.set()
 
     def _on_subscribe(

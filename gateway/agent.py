@@ -38,7 +38,6 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from fieldproof import __version__
-from fieldproof.config import GatewayConfig
 from fieldproof.formats.status import MAX_SENSORS, clip_text, encode_status
 from fieldproof.keys import load_key_file
 from fieldproof.mqtt import make_client, readings_topic, receipts_topic, status_topic
@@ -49,7 +48,9 @@ from fieldproof.wire import (
     decode_receipt,
     encode_message,
 )
+from gateway.config import GatewayConfig
 from gateway.enroll import gateway_identity
+from gateway.local_status import write_local_status
 from gateway.sensors.base import SensorDriver, build_sensor
 from gateway.spool import Spool, SpoolError
 from gateway.status import clock_state
@@ -169,6 +170,7 @@ class GatewayAgent:
         self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
     ) -> None:
         self._connected = False
+        self._write_local_status()
         if not self.stop_event.is_set():
             log.warning("lost broker connection (%s); spooling until it returns", rc)
 
@@ -287,9 +289,19 @@ class GatewayAgent:
             return encode_status({k: status[k] for k in ("gateway", "online", "version")})
 
     def publish_status(self) -> None:
-        self._publish_tracked(
-            self.status_topic, self._status(online=True), None, retain=True
-        )
+        status = self._status(online=True)
+        self._publish_tracked(self.status_topic, status, None, retain=True)
+        self._write_local_status(status)
+
+    def _write_local_status(self, status: bytes | None = None, online: bool = True) -> None:
+        """The same status as a file for the doctor (gateway/local_status.py). A full or
+        read-only disk must not stop the agent: the broker has the status anyway."""
+        try:
+            write_local_status(
+                self.config.data_dir, status or self._status(online), self._connected
+            )
+        except OSError as exc:
+            log.debug("local status not written: %s", exc)
 
     # ---------------------------------------------------------------- sampling
 
@@ -579,6 +591,8 @@ class GatewayAgent:
             info.wait_for_publish(2.0)
         self.client.disconnect()
         self.client.loop_stop()
+        self._connected = False
+        self._write_local_status(online=False)
         for sensor in self.sensors:
             try:
                 sensor.close()

@@ -42,11 +42,14 @@ import click
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from collector.ca import CAError, common_name, load_private_key
-from fieldproof.config import ConfigError, GatewayConfig, load_gateway_config
+from fieldproof.errors import ConfigError
+from fieldproof.formats.status import StatusRejected, parse_status
 from fieldproof.keys import KeyFileError, load_key_file
 from fieldproof.mqtt import status_topic
+from fieldproof.tls import CAError, common_name, load_private_key
+from gateway.config import GatewayConfig, load_gateway_config
 from gateway.identity import gateway_identity, tls_paths
+from gateway.local_status import read_local_status
 from gateway.sensors.base import build_sensor, plausible
 from gateway.status import CLOCK_FLOOR, kernel_clock_synced
 
@@ -344,7 +347,9 @@ def _check_cert_validity(probe: Probe, cert: x509.Certificate) -> Check:
 
 
 def _mqtt_connect_packet(client_id: str, keepalive: int = 10) -> bytes:
-    """A minimal MQTT 5 CONNECT: clean start, no will, no credentials (the certificate is)."""
+    """A minimal MQTT 5 CONNECT: clean start, no will, no credentials (the certificate is).
+    The service keeps no session on the broker (its spool is its memory), so a clean start
+    takes nothing from it."""
     cid = client_id.encode()
     variable = b"\x00\x04MQTT\x05\x02" + struct.pack(">H", keepalive) + b"\x00"
     payload = struct.pack(">H", len(cid)) + cid
@@ -445,11 +450,12 @@ def read_service_status(
     if raw is None:
         return ServiceStatus(None, f"the broker holds no status on {topic}", asked=True)
     try:
+        parse_status(raw)  # the rules every collector reads a status by
         status = json.loads(raw)
-    except ValueError:
-        status = None
-    if not isinstance(status, dict):
-        return ServiceStatus(None, f"the status on {topic} is not a JSON object", asked=True)
+    except (StatusRejected, ValueError) as exc:
+        return ServiceStatus(None, f"the status on {topic} is not usable: {exc}", asked=True)
+    if not isinstance(status, dict):  # an empty retained message: the status was cleared
+        return ServiceStatus(None, f"the broker holds no status on {topic}", asked=True)
     return ServiceStatus(status, asked=True)
 
 
@@ -490,9 +496,19 @@ def _check_broker(
 ) -> Check:
     """A real connection: TCP, TLS with our certificate (the broker checks it against its CA
     and CRL), MQTT CONNECT → CONNACK, then the service's retained status over the same
-    connection, written into ``service``. A separate client id, so the running service is not
-    kicked off."""
+    connection, written into ``service``.
+
+    The broker makes the certificate's CN the client id, so a login here would take over the
+    running service's own connection. While the service runs and is connected, the doctor
+    stops after the TLS handshake and takes the service's status from its local file
+    (gateway/local_status.py)."""
     host, port = cfg.mqtt.host, cfg.mqtt.port
+    local = read_local_status(cfg.data_dir)
+    agent = (
+        local
+        if local is not None and local.connected and local.running(_stale_after(cfg))
+        else None
+    )
     where = f"{host}:{port}"
     details: dict[str, Any] = {"host": host, "port": port}
     if cfg.mqtt.tls is None:
@@ -536,7 +552,20 @@ def _check_broker(
     try:
         with ctx.wrap_socket(raw, server_hostname=host) as s:
             s.settimeout(timeout)
-            s.sendall(_mqtt_connect_packet(f"{gw}-doctor"))
+            if agent is not None:  # the handshake above is the broker accepting our cert
+                if service is not None:
+                    service.status, service.why_not, service.asked = agent.status, "", True
+                age = max(0.0, time.time() - agent.written_at)
+                details["via"] = "running service"
+                return Check(
+                    "broker",
+                    "ok",
+                    f"{where} accepts this certificate; the running service is connected "
+                    f"(pid {agent.pid}, said so {age:.0f} s ago)",
+                    "",
+                    details,
+                )
+            s.sendall(_mqtt_connect_packet(gw))
             try:
                 first, connack = _read_packet(s)
             except (EOFError, ValueError):
@@ -605,7 +634,7 @@ def _check_registration(
     cfg: GatewayConfig, gw: str, cert: x509.Certificate, timeout: float
 ) -> Check:
     """Ask the collector's enrollment endpoint what it issued to this gateway."""
-    from collector.enrollment import EnrollmentError, parse_response
+    from fieldproof.formats.enrollment import EnrollmentError, parse_response
     from gateway.enroll import fetch_response
 
     url = cfg.enrollment_url

@@ -4,7 +4,9 @@ CA: deploy/mosquitto/mosquitto.conf and acl.conf exactly as shipped (only port a
 Negative checks never wait for "nothing arrived within N seconds": after the forbidden message
 the same client sends an allowed one on the same connection. Mosquitto handles one client's
 packets in order, so once the allowed one has arrived, the forbidden one would already have
-arrived if the broker had let it through."""
+arrived if the broker had let it through.
+
+Clients never reconnect by themselves here: every disconnection the broker causes is seen."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import shutil
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from collector.broker import (
@@ -32,9 +37,10 @@ from collector.broker import (
     provision_broker_certs,
     render_broker_config,
 )
-from collector.ca import CertificateAuthority, make_csr, new_tls_key, write_private_key
+from collector.ca import CertificateAuthority
 from fieldproof.config import MqttConfig, TlsConfig
 from fieldproof.mqtt import make_client
+from fieldproof.tls import make_csr, new_tls_key, write_private_key
 
 pytestmark = pytest.mark.integration
 
@@ -95,25 +101,60 @@ def broker(pki: Pki) -> Iterator[SecureMosquitto]:
 
 
 class Client:
-    """A connected paho client that records what it receives."""
+    """A connected paho client that records what it receives and how the broker ended its
+    connection. ``session_expiry`` > 0 with ``clean_start=False`` is a persistent session, as
+    the collector keeps one; ``keep_bytes`` keeps only that much of each payload (floods)."""
 
-    def __init__(self, pki: Pki, port: int, name: str, client_id: str | None = None) -> None:
-        self.client = make_client(pki.mqtt(port, name), client_id or f"{name}-test")
+    def __init__(
+        self,
+        pki: Pki,
+        port: int,
+        name: str,
+        client_id: str | None = None,
+        *,
+        clean_start: bool = True,
+        session_expiry: int = 0,
+        keep_bytes: int | None = None,
+    ) -> None:
+        self.client = make_client(
+            pki.mqtt(port, name),
+            client_id or f"{name}-test",
+            paho.Client,
+            reconnect_on_failure=False,
+        )
         self.messages: list[tuple[str, bytes]] = []
         self.cond = threading.Condition()
         self.connack: ReasonCode | None = None
+        self.session_present: bool | None = None
+        self.disconnects: list[ReasonCode] = []
+        self.pubacks: list[ReasonCode] = []
+        self.keep_bytes = keep_bytes
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_publish = self._on_publish
         self._subacks = 0
-        self.client.connect("127.0.0.1", port)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = session_expiry
+        self.client.connect("127.0.0.1", port, clean_start=clean_start, properties=props)
         self.client.loop_start()
         self.wait(lambda: self.connack is not None, "CONNACK")
         assert self.connack is not None and not self.connack.is_failure, self.connack
 
-    def _on_connect(self, c: paho.Client, u: object, f: object, rc: ReasonCode, p: object) -> None:
+    def _on_connect(
+        self, c: paho.Client, u: object, f: paho.ConnectFlags, rc: ReasonCode, p: object
+    ) -> None:
         with self.cond:
             self.connack = rc
+            self.session_present = f.session_present
+            self.cond.notify_all()
+
+    def _on_disconnect(
+        self, c: paho.Client, u: object, f: object, rc: ReasonCode, p: object
+    ) -> None:
+        with self.cond:
+            self.disconnects.append(rc)
             self.cond.notify_all()
 
     def _on_subscribe(self, c: paho.Client, u: object, mid: int, rcs: object, p: object) -> None:
@@ -121,14 +162,20 @@ class Client:
             self._subacks += 1
             self.cond.notify_all()
 
-    def _on_message(self, c: paho.Client, u: object, msg: paho.MQTTMessage) -> None:
+    def _on_publish(self, c: paho.Client, u: object, mid: int, rc: ReasonCode, p: object) -> None:
         with self.cond:
-            self.messages.append((msg.topic, bytes(msg.payload)))
+            self.pubacks.append(rc)
             self.cond.notify_all()
 
-    def wait(self, pred: object, what: str) -> None:
+    def _on_message(self, c: paho.Client, u: object, msg: paho.MQTTMessage) -> None:
+        payload = bytes(msg.payload[: self.keep_bytes])
         with self.cond:
-            ok = self.cond.wait_for(pred, WAIT)  # type: ignore[arg-type]
+            self.messages.append((msg.topic, payload))
+            self.cond.notify_all()
+
+    def wait(self, pred: Callable[[], bool], what: str) -> None:
+        with self.cond:
+            ok = self.cond.wait_for(pred, WAIT)
         assert ok, f"timed out waiting for {what}"
 
     def subscribe(self, *topics: str) -> None:
@@ -138,6 +185,10 @@ class Client:
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(WAIT)
+
+    def received(self, payload: bytes, within: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: any(p == payload for _, p in self.messages), within)
 
     def wait_for(self, payload: bytes) -> list[tuple[str, bytes]]:
         self.wait(lambda: any(p == payload for _, p in self.messages), repr(payload))
@@ -171,6 +222,7 @@ def test_running_config_is_the_shipped_one_with_only_port_and_paths_moved(
         "allow_anonymous false",
         "require_certificate true",
         "use_identity_as_username true",
+        "use_username_as_clientid true",
         "per_listener_settings false",
     ):
         assert required in shipped
@@ -286,6 +338,175 @@ def test_collector_cannot_write_gateway_status(broker: SecureMosquitto, pki: Pki
     finally:
         gw.close()
         col.close()
+
+
+# --------------------------------------------------------------------------------------------
+# client ids belong to certificates; queues are bounded
+# --------------------------------------------------------------------------------------------
+
+SESSION_EXPIRY = 3600
+READINGS = f"$share/fieldproof/{PREFIX}/+/readings"  # as the collector subscribes
+
+
+def persistent_collector(port: int, pki: Pki, **kw: int) -> Client:
+    """The collector as it connects: clean_start False and a session that outlives it."""
+    return Client(
+        pki, port, COLLECTOR, COLLECTOR, clean_start=False, session_expiry=SESSION_EXPIRY, **kw
+    )
+
+
+def end_session(port: int, pki: Pki, name: str) -> None:
+    """Connect with a clean start and no session expiry: the broker forgets ``name``'s session."""
+    Client(pki, port, name).close()
+
+
+def test_a_gateway_cannot_take_over_the_collectors_client_id(
+    broker: SecureMosquitto, pki: Pki
+) -> None:
+    """A gateway asking for client id 'collector-1' gets its CN instead: the collector stays
+    connected and its persistent session (subscription, queued readings) survives, whether
+    the collector is connected or away when the gateway tries."""
+    col = persistent_collector(broker.port, pki)
+    own = Client(pki, broker.port, GW_A)  # GW_A's own session: its client id is its CN
+    attacker: Client | None = None
+    try:
+        col.subscribe(READINGS)
+        attacker = Client(pki, broker.port, GW_A, COLLECTOR)  # clean_start True
+        # the broker gave the attacker GW_A's client id: it took over GW_A's own session
+        # (Mosquitto 2.0.11 just closes the old connection, without MQTT 5's DISCONNECT
+        # "Session taken over")...
+        own.wait(lambda: bool(own.disconnects), "GW_A's first session to be taken over")
+        assert len(own.disconnects) == 1, own.disconnects
+        # ...and not the collector's, which still receives, on the same connection
+        attacker.publish(f"{PREFIX}/{GW_A}/readings", b"after-the-attack")
+        col.wait_for(b"after-the-attack")
+        assert col.disconnects == [], col.disconnects
+        attacker.close()
+
+        # the collector goes away without ending its session; another gateway tries while
+        # it is away (a clean start on 'collector-1' would delete the session)
+        col.close()
+        attacker = Client(pki, broker.port, GW_B, COLLECTOR)
+        attacker.publish(f"{PREFIX}/{GW_B}/readings", b"queued-while-away")
+        attacker.close()
+        col = persistent_collector(broker.port, pki)
+        assert col.session_present is True
+        got = col.wait_for(b"queued-while-away")
+        assert (f"{PREFIX}/{GW_B}/readings", b"queued-while-away") in got
+        assert col.disconnects == [], col.disconnects
+    finally:
+        if attacker is not None:
+            attacker.close()
+        own.close()
+        col.close()
+        end_session(broker.port, pki, COLLECTOR)
+
+
+def _shipped_value(directive: str) -> int:
+    conf = (TEMPLATE_DIR / "mosquitto.conf").read_text().splitlines()
+    values = [line.split()[1] for line in conf if line.split()[:1] == [directive]]
+    assert len(values) == 1, f"{directive} must be set exactly once: {values}"
+    return int(values[0])
+
+
+#: Mosquitto 2.0.11's own memory per queued message beyond its payload (store entry, topic,
+#: client id and username, queue entry, allocator): ~420 bytes measured (broker RSS growth
+#: while 30,000 readings of 20 or 300 bytes queued for the offline collector, TLS, real topics)
+PER_MESSAGE_OVERHEAD = 450
+
+
+def test_queue_bounds_fit_in_the_memory_limit() -> None:
+    """The static half of the queue bound: an offline collector's queue at its worst fits twice
+    in memory_limit (at the limit the broker disconnects clients, collectors included), and
+    honest messages (<= ~500 bytes) reach the message bound before the byte bound."""
+    messages = _shipped_value("max_queued_messages")
+    queued_bytes = _shipped_value("max_queued_bytes")
+    limit = _shipped_value("memory_limit")
+    packet = _shipped_value("max_packet_size")
+    assert messages > 0 and queued_bytes > 0 and limit > 0
+    assert queued_bytes >= messages * 500
+    assert queued_bytes < messages * packet // 100  # bounds what max-size packets can pile up
+    worst_queue = queued_bytes + messages * PER_MESSAGE_OVERHEAD
+    assert limit >= 2 * worst_queue
+
+
+def _proc_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+#: the largest payload a packet of max_packet_size carries on a readings topic, rounded down
+FLOOD_PAYLOAD = 128_000
+
+
+def test_a_flooding_gateway_fills_only_a_bounded_queue(pki: Pki, tmp_path: Path) -> None:
+    """With the collector away, one gateway publishes more than max_queued_bytes in max-size
+    QoS 1 messages. The broker (shipped config, its own instance to measure its memory) keeps
+    the oldest messages up to the bound, drops the rest, and its memory stays near the bound;
+    the collector gets the bound's worth back and an honest gateway gets through afterwards.
+    A dropped reading is not lost: its gateway resends it until a collector's receipt."""
+    bound = _shipped_value("max_queued_bytes")
+    n_flood = bound * 5 // 4 // FLOOD_PAYLOAD + 1
+    b = SecureMosquitto(tmp_path / "mosquitto", pki.certs.parent, [COLLECTOR])
+    b.start()
+    try:
+        assert b.proc is not None
+        pid = b.proc.pid
+        col = persistent_collector(b.port, pki)
+        col.subscribe(READINGS)
+        col.close()
+        rss_before = _proc_kib(pid, "VmRSS")
+
+        flooder = Client(pki, b.port, GW_A)
+        topic = f"{PREFIX}/{GW_A}/readings"
+        pad = b"x" * FLOOD_PAYLOAD
+        started = time.monotonic()
+        for first in range(0, n_flood, 100):
+            infos = [
+                flooder.client.publish(topic, b"flood %06d " % i + pad[12:], qos=1)
+                for i in range(first, min(first + 100, n_flood))
+            ]
+            infos[-1].wait_for_publish(WAIT)
+        flooder.wait(lambda: len(flooder.pubacks) == n_flood, "every flood PUBACK")
+        flood_s = time.monotonic() - started
+        # Mosquitto drops over the bound silently: the flooder is neither told nor cut off
+        assert flooder.disconnects == [], flooder.disconnects
+        flooder.close()
+        assert b.running
+        peak = _proc_kib(pid, "VmHWM")
+        growth = (peak - rss_before) * 1024
+        # the broker holds the bound's worth of payloads, and not much more
+        assert bound * 0.9 < growth < bound * 1.1 + 32 * 2**20, (growth, bound)
+
+        col = persistent_collector(b.port, pki, keep_bytes=12)
+        assert col.session_present is True
+        honest = Client(pki, b.port, GW_B)
+        # a gateway resends until a collector has it; the broker drops it while the
+        # collector's queue is still full, and delivers it behind what the queue kept
+        for _ in range(int(WAIT / 0.2)):
+            honest.publish(f"{PREFIX}/{GW_B}/readings", b"honest")
+            if col.received(b"honest", 0.2):
+                break
+        got = col.wait_for(b"honest")
+        flood = [int(p[6:12]) for _, p in got if p.startswith(b"flood ")]
+        # the oldest messages, up to the bound (Mosquitto queues while below it)
+        assert flood == list(range(len(flood))), flood[:5]
+        assert bound <= len(flood) * FLOOD_PAYLOAD < bound + FLOOD_PAYLOAD, len(flood)
+        assert len(flood) < n_flood
+        assert b.running
+        print(
+            f"flood {n_flood} x {FLOOD_PAYLOAD} B in {flood_s:.1f} s; broker RSS "
+            f"{rss_before} KiB before, peak {peak} KiB (+{growth / 2**20:.0f} MiB); "
+            f"collector got {len(flood)} back ({len(flood) * FLOOD_PAYLOAD / 2**20:.0f} MiB); "
+            f"RSS after the drain {_proc_kib(pid, 'VmRSS')} KiB"
+        )
+        honest.close()
+        col.close()
+        end_session(b.port, pki, COLLECTOR)
+    finally:
+        b.stop()
 
 
 # --------------------------------------------------------------------------------------------

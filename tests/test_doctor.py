@@ -26,10 +26,10 @@ from click.testing import CliRunner
 from collector.broker import TEMPLATE_DIR, SecureMosquitto
 from collector.ca import CertificateAuthority
 from collector.enrollment import Enroller
-from fieldproof.config import GatewayConfig, load_gateway_config
 from fieldproof.keys import load_key_file
 from fieldproof.mqtt import make_client, status_topic
 from gateway.agent import GatewayAgent
+from gateway.config import GatewayConfig, load_gateway_config
 from gateway.doctor import WIDTH, Probe, Report, doctor_command, render, run_doctor
 from gateway.enroll import gateway_identity, install_response, make_request, tls_paths
 from gateway.spool import Spool
@@ -114,7 +114,7 @@ def running_status(cfg: GatewayConfig, **fields: Any) -> dict[str, Any]:
         "spool_writable": True,
         "held_in_memory": 0,
         "unspooled_dropped_readings": 0,
-        "sensors": {"station": {"errors": 0, "last_error": None}},
+        "sensors": {"station": {"errors": 0, "last_error": ""}},
         "spool_depth": 0,
         "unconfirmed": 0,
         "spool_oldest_age_s": 0.0,

@@ -18,18 +18,19 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.registry import Registry
-from collector.store import open_db
+from demo import write_gateway
 from fieldproof import wire
-from fieldproof.config import load_gateway_config
-from fieldproof.demo import write_gateway
+from fieldproof.datadir import open_db
 from fieldproof.keys import load_key_file
 from gateway.agent import GatewayAgent
+from gateway.config import load_gateway_config
 from gateway.spool import Spool, SpoolError
 from tests.stack import Stack, fill_disk, make_stack, wait_until
 
@@ -114,6 +115,12 @@ def test_spool_on_a_full_disk_loses_nothing_and_recovers(tmp_path: Path) -> None
 
 # ------------------------------------------------------------------------------ the agent
 
+
+
+def status(agent: GatewayAgent) -> dict[str, Any]:
+    """The status the agent would publish now, as a collector reads it."""
+    parsed: dict[str, Any] = json.loads(agent._status(True))
+    return parsed
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
@@ -209,7 +216,7 @@ def test_agent_on_a_full_disk(stack: Stack, tmp_path: Path, memory_bound: int) -
         try:
             wait_until(lambda: agent.spool.stats().confirmed_messages >= 10, 30, "delivery")
             fill_disk(disk / "filler")
-            wait_until(lambda: not agent._status(True)["spool_writable"], 30, "the full disk")
+            wait_until(lambda: not status(agent)["spool_writable"], 30, "the full disk")
             # sampling goes on into memory (past the bound, when there is one)
             wait_until(lambda: len(agent._unspooled) >= 14, 30, "readings held in memory")
             if memory_bound < 10_000:
@@ -223,10 +230,10 @@ def test_agent_on_a_full_disk(stack: Stack, tmp_path: Path, memory_bound: int) -
                 lambda: watcher.any(spool_writable=False), 10, "a status saying the spool fails"
             )
             assert thread.is_alive()
-            held = agent._status(True)
+            held = status(agent)
             assert held["spool_errors"] > 0 and held["held_in_memory"] > 0
             (disk / "filler").unlink()
-            wait_until(lambda: agent._status(True)["spool_writable"], 30, "the spool to recover")
+            wait_until(lambda: status(agent)["spool_writable"], 30, "the spool to recover")
             assert agent._unspooled == []
             wait_until(
                 lambda: (
