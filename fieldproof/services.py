@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -193,11 +194,16 @@ class InfluxDB(ManagedProcess):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def http_settings(self) -> str:
+        """Lines added to the ``[http]`` section (a subclass's auth, Flux)."""
+        return ""
+
     def command(self) -> list[str]:
         d = self.workdir
         config = d / "influxdb.conf"
         config.write_text(
-            f"""reporting-disabled = true
+            f"""# written by fieldproof.services for a loopback test/demo InfluxDB
+reporting-disabled = true
 bind-address = "127.0.0.1:{self.rpc_port}"
 [meta]
   dir = "{d}/meta"
@@ -216,7 +222,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
   log-enabled = false
   pprof-enabled = false
   max-body-size = 50000000
-[continuous_queries]
+{self.http_settings()}[continuous_queries]
   enabled = false
 [logging]
   level = "warn"
@@ -239,3 +245,239 @@ bind-address = "127.0.0.1:{self.rpc_port}"
             raise ServiceError(f"InfluxQL error for {q!r}: {result['error']}")
         series: list[dict[str, object]] = result.get("series", [])
         return series
+
+
+# --------------------------------------------------------------------------- real peers
+#
+# Peers that Debian does not ship (or ships too old) are built from the Go module proxy at
+# pinned versions by scripts/peers, into a cache outside the repository. The versions are
+# pinned once, at the top of scripts/peers; peer_binary() reads them from there.
+
+PEERS_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "peers"
+
+#: peer name -> (version variable in scripts/peers, cache directory prefix, binary name)
+_PEERS: dict[str, tuple[str, str, str]] = {
+    "thor": ("THOR_VERSION", "thor", "thor"),
+    "influxd": ("INFLUXDB_VERSION", "influxdb", "influxd"),
+}
+_PEER_ALIASES = {"influxdb": "influxd"}
+
+
+class PeerMissing(ServiceError):
+    """A peer binary that scripts/peers builds is not in the cache."""
+
+
+def peers_dir() -> Path:
+    """Where scripts/peers puts its builds: ``$FIELDPROOF_PEERS`` or ~/.cache/fieldproof/peers."""
+    explicit = os.environ.get("FIELDPROOF_PEERS")
+    return Path(explicit) if explicit else Path.home() / ".cache" / "fieldproof" / "peers"
+
+
+def peer_version(name: str) -> str:
+    """The version of a peer pinned in scripts/peers, e.g. ``v2.4.4`` for ``thor``."""
+    name = _PEER_ALIASES.get(name, name)
+    if name not in _PEERS:
+        raise ServiceError(f"unknown peer {name!r} (known: {', '.join(sorted(_PEERS))})")
+    variable = _PEERS[name][0]
+    try:
+        text = PEERS_SCRIPT.read_text()
+    except OSError:
+        raise ServiceError(
+            f"{PEERS_SCRIPT} is missing: the real peers are pinned and built there, in a source "
+            "checkout of fieldproof"
+        ) from None
+    for line in text.splitlines():
+        if line.startswith(variable + "="):
+            return line.split("=", 1)[1].strip().strip("'\"")
+    raise ServiceError(f"{PEERS_SCRIPT} pins no {variable}")
+
+
+def peer_binary(name: str) -> Path:
+    """Path of a peer built by scripts/peers (``thor`` or ``influxd``) at its pinned version.
+
+    Raises :class:`PeerMissing`, naming scripts/peers, when it has not been built."""
+    name = _PEER_ALIASES.get(name, name)
+    version = peer_version(name)
+    _, prefix, binary = _PEERS[name]
+    path = peers_dir() / f"{prefix}-{version}" / binary
+    if not os.access(path, os.X_OK):
+        raise PeerMissing(
+            f"{name} {version} is not built: {path} does not exist. Run scripts/peers (it builds "
+            "the pinned peers from the Go module proxy; needs Go >= 1.26.5 and, for thor, gcc). "
+            "scripts/test runs it through scripts/bootstrap."
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class ThorGenesis:
+    """What a Thor node says about its genesis block: the id and the chain tag (its last byte)."""
+
+    id: str
+    chain_tag: int
+
+
+class ThorSolo(ManagedProcess):
+    """A real VeChainThor node (``thor solo``, built by scripts/peers) on a free loopback port.
+
+    ``--on-demand``: a tx is packed into a new block as soon as it is posted (the block's
+    timestamp may run ahead of the clock); thor v2.4.4 also packs block 1 at start (a
+    ``Params.set`` tx of its own) and an empty block every 10 s. The chain lives in memory, so
+    every start is a fresh chain on the same devnet genesis; with ``persist`` it is kept in
+    ``<workdir>/data`` across stop/start. Only the API port is bound: metrics, admin and pprof
+    are off, and solo mode has no P2P. Funded accounts: the ten dev keys of thor's
+    ``genesis/devnet.go``. ``/blocks/finalized`` stays at the genesis block in solo mode."""
+
+    name = "thor"
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        persist: bool = False,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(workdir, port)
+        self.binary = str(peer_binary("thor"))
+        self.persist = persist
+        self.extra_args = tuple(extra_args)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        # Flags are given explicitly (not left to defaults) so THOR_* variables in the
+        # environment cannot turn on a server on a fixed port.
+        cmd = [
+            self.binary,
+            "solo",
+            "--on-demand",
+            "--api-addr",
+            f"127.0.0.1:{self.port}",
+            "--data-dir",
+            str(self.workdir / "data"),
+            "--cache",
+            "256",
+            "--enable-metrics=false",
+            "--enable-admin=false",
+            "--pprof=false",
+            "--persist=" + ("true" if self.persist else "false"),
+            "--verbosity",
+            "3",
+        ]
+        return cmd + list(self.extra_args)
+
+    def best_number(self) -> int | None:
+        """Number of the best block, or None if the API does not answer (yet)."""
+        try:
+            r = httpx.get(f"{self.url}/blocks/best", timeout=0.5)
+            if r.status_code != 200:
+                return None
+            number = r.json().get("number")
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return number if isinstance(number, int) else None
+
+    def is_ready(self) -> bool:
+        # Block 1 (thor's own start-up tx) is packed right after the API comes up; waiting
+        # for it means the node is past its initialisation when start() returns.
+        n = self.best_number()
+        return n is not None and n >= 1
+
+    def genesis(self) -> ThorGenesis:
+        """Genesis id and chain tag as the running node reports them (``GET /blocks/0``)."""
+        r = httpx.get(f"{self.url}/blocks/0", timeout=10)
+        r.raise_for_status()
+        block_id = r.json()["id"]
+        if not (isinstance(block_id, str) and block_id.startswith("0x") and len(block_id) == 66):
+            raise ServiceError(f"thor at {self.url} gave a malformed genesis id: {block_id!r}")
+        return ThorGenesis(id=block_id.lower(), chain_tag=int(block_id[-2:], 16))
+
+
+def _influxql_string(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _influxql_ident(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class InfluxDB18(InfluxDB):
+    """InfluxDB 1.8 (built by scripts/peers): the 1.x server with the 2.x compatibility API
+    (``/api/v2/write`` with token ``user:password`` and bucket ``db/rp``, Flux on
+    ``/api/v2/query``), on free loopback ports, with its own data directory.
+
+    With ``auth=(user, password)`` authentication is on and ``start()`` creates that admin
+    user, as the 1.8 documentation says to: with auth enabled and no user yet, the server
+    accepts exactly one kind of query, ``CREATE USER … WITH ALL PRIVILEGES``. The user is kept
+    in the meta directory, so a later start with the same workdir finds it."""
+
+    name = "influxd"
+
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, auth: tuple[str, str] | None = None
+    ) -> None:
+        # Not InfluxDB.__init__: that one needs Debian's influxd on PATH.
+        ManagedProcess.__init__(self, workdir, port)
+        self.binary = str(peer_binary("influxd"))
+        self.rpc_port = free_port()
+        self.auth = auth
+
+    @property
+    def token(self) -> str:
+        """The v2-API token 1.8 expects: ``user:password`` (empty without auth).
+
+        1.8 splits the ``Authorization: Token …`` header on spaces, so a password with a space
+        cannot be used this way (401 "unable to parse authentication credentials")."""
+        return f"{self.auth[0]}:{self.auth[1]}" if self.auth else ""
+
+    def http_settings(self) -> str:
+        auth = "true" if self.auth else "false"
+        return f"  auth-enabled = {auth}\n  flux-enabled = true\n  flux-log-enabled = false\n"
+
+    def start(self, timeout: float = 30.0) -> None:
+        was_running = self.running
+        super().start(timeout)
+        if self.auth and not was_running:
+            self._ensure_admin()
+
+    def _ensure_admin(self) -> None:
+        assert self.auth is not None
+        user, password = self.auth
+        q = (
+            f"CREATE USER {_influxql_ident(user)} WITH PASSWORD {_influxql_string(password)} "
+            "WITH ALL PRIVILEGES"
+        )
+        r = httpx.post(f"{self.url}/query", data={"q": q}, timeout=10)
+        if r.status_code == 401:  # users exist already (a restart): the credentials must work
+            r = httpx.get(
+                f"{self.url}/query", params={"q": "SHOW USERS"}, auth=self.auth, timeout=10
+            )
+        try:
+            ok = r.status_code == 200 and "error" not in r.json()["results"][0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            ok = False
+        if not ok:
+            raise ServiceError(
+                f"cannot set up admin user {user!r} on {self.url}: {r.status_code} {r.text.strip()}"
+            )
+
+    def query(self, q: str, db: str = "fieldproof") -> list[dict[str, object]]:
+        """Run InfluxQL (as the admin user when auth is on); series of the first statement."""
+        r = httpx.post(
+            f"{self.url}/query",
+            data={"db": db, "q": q, "epoch": "ns"},
+            auth=self.auth,
+            timeout=30,
+        )
+        r.raise_for_status()
+        result = r.json()["results"][0]
+        if "error" in result:
+            raise ServiceError(f"InfluxQL error for {q!r}: {result['error']}")
+        series: list[dict[str, object]] = result.get("series", [])
+        return series
+
+    def create_database(self, db: str = "fieldproof") -> None:
+        self.query(f"CREATE DATABASE {_influxql_ident(db)}", db="")
