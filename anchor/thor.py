@@ -2,7 +2,7 @@
 
 Written on ``rlp`` + ``coincurve`` + ``hashlib.blake2b`` because ``vechain-thor-devkit`` pins old
 eth-abi/eth-keys and cannot be installed beside web3. Proven byte for byte by the official vectors
-in ``shared/vectors/thor`` (tests/test_thor_vectors.py).
+in ``shared/vectors/thor`` (tests/anchor/test_thor_vectors.py).
 
 The rules, as in github.com/vechain/thor ``tx/``:
 

@@ -36,7 +36,7 @@ from collector.points import Point
 from fieldproof.wire import Reading
 
 # --------------------------------------------------------------------------------------------
-# Formulas (pure functions, SI units noted per function; checked in tests/test_agronomy.py
+# Formulas (pure functions, SI units noted per function; checked in tests/collector/test_agronomy.py
 # against the worked examples of FAO-56 and a published GDD example)
 # --------------------------------------------------------------------------------------------
 

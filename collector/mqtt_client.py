@@ -20,7 +20,7 @@ per manual ack. Profiled on a saturated collector that was half of the collector
 * :meth:`IngestClient.ack_many` queues the PUBACKs of a whole batch at once.
 
 These are private paho methods, so the supported paho versions are pinned in pyproject.toml
-and tests/test_mqtt_client.py drives this class against a real broker through a proxy that
+and tests/collector/test_mqtt_client.py drives this class against a real broker through a proxy that
 splits the byte stream at every position."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Plain Grafana dashboard JSON (schemaVersion 41: written by Grafana 11.6 and 12.0, migrated
 forward on load by later 12.x) with raw InfluxQL targets, so every query the dashboards run
-is visible here and testable against a real InfluxDB (tests/test_dashboards.py). The
+is visible here and testable against a real InfluxDB (tests/integration/test_dashboards.py). The
 ``grafana-foundation-sdk`` was considered: it installs, but has no InfluxDB query builder
 and its PyPI versions are epoch-numbered so a bare ``pip install`` picks the Grafana 10.1
 build; plain dicts are simpler and pin nothing.

@@ -573,7 +573,8 @@ def _payload_general(data: bytes) -> Payload:
 # cost ~3x the pass). The reader accepts only byte strings that the general path
 # (:func:`_payload_general`) accepts, and returns what it returns; for anything else it returns
 # None and the general path decides, and says what is wrong. Proven in
-# tests/test_wire_properties.py on generated payloads, their mutations and every float form.
+# tests/fieldproof/test_wire_properties.py on generated payloads, their mutations and every float
+# form.
 
 #: SenML labels as their one-byte encodings, in deterministic order: n u v vs t, then bn bt
 _LABELS_FIRST = frozenset((0x00, 0x01, 0x02, 0x03, 0x06, 0x21, 0x22))

@@ -1,0 +1,140 @@
+"""`fieldproof anchor run/status` over a real collector database: checkpoints signed by the
+collector are anchored, finalized, and shown — on the VeChainThor test double (no Thor node can
+run on these machines; tests/support/thornode.py follows the node's REST contract) and on a real
+anvil
+EVM dev chain."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from anchor import thor
+from anchor.devchain import DevChain
+from anchor.evidence import EvidenceLog
+from anchor.evm_reader import read_anchor
+from anchor.service import AnchorService, anchor_views
+from fieldproof.cli import cli
+from fieldproof.config import load_collector_config
+from fieldproof.datadir import open_db
+from fieldproof.formats.anchor_record import AnchorRecord
+from tests.support.thornode import ThorNode, funded
+
+KEY_HEX = "7582be841ca040aa940fff6c05773129e135623e41acce3e0b8ba520dc1ae26a"
+
+
+def _collector_config(tmp_path: Path, anchor_toml: str) -> Path:
+    key = tmp_path / "anchor.key"
+    key.write_text(KEY_HEX + "\n")
+    key.chmod(0o600)
+    cfg = tmp_path / "collector.toml"
+    cfg.write_text(
+        f'collector_id = "c1"\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[anchor]\nkey_file = "{key}"\ninterval_s = 0.1\n{anchor_toml}'
+    )
+    return cfg
+
+
+def _grow_log(cfg_path: Path, entries: int) -> int:
+    """Append entries and sign a checkpoint, as the collector does."""
+    cfg = load_collector_config(cfg_path)
+    db = open_db(cfg.db_path)
+    ev = EvidenceLog.open(db, cfg.log_origin, cfg.log_key_file)
+    with db:
+        ev.append([os.urandom(40) for _ in range(entries)])
+    cp = ev.checkpoint()
+    db.close()
+    assert cp is not None
+    return cp.checkpoint.size
+
+
+def test_thor_anchor_service(tmp_path: Path, shared_dir: Path) -> None:
+    address = thor.SecretKey(bytes.fromhex(KEY_HEX)).address
+    with ThorNode(finality_depth=2, energy=funded(address)) as node:
+        cfg_path = _collector_config(tmp_path, f'chain = "thor"\nurl = "{node.url}"\n')
+        size = _grow_log(cfg_path, 10)
+        service = AnchorService(load_collector_config(cfg_path))
+        assert service.step()
+        node.mine(1)
+        service.step()
+        node.mine(3)
+        service.step()
+        size2 = _grow_log(cfg_path, 5)
+        service.step()
+        node.mine(4)
+        service.step()
+        service.close()
+        views = anchor_views(load_collector_config(cfg_path))
+        assert [(v.tree_size, v.state) for v in views] == [
+            (size, "finalized"),
+            (size2, "finalized"),
+        ]
+        assert all(v.network == node.genesis_id for v in views)
+        # the record on chain is the checkpoint's
+        cfg = load_collector_config(cfg_path)
+        db = open_db(cfg.db_path)
+        latest = EvidenceLog.open(db, cfg.log_origin, None).latest()
+        db.close()
+        assert latest is not None
+        assert views[-1].root_hash == latest.checkpoint.root_hash.hex()
+
+        # the collector reports anchoring progress for the Integrity dashboard and its alert
+        from collector.service import Collector
+
+        collector = Collector(load_collector_config(cfg_path))
+        state = [p for p in collector.stats_points() if p.measurement == "anchor_state"]
+        collector.db.close()
+        assert len(state) == 1 and state[0].tags["chain"] == "thor"
+        assert state[0].fields["finalized_size"] == size2 == state[0].fields["log_size"]
+        assert state[0].fields["pending"] == 0
+
+        result = CliRunner().invoke(cli, ["anchor", "status", "--config", str(cfg_path), "--json"])
+        assert result.exit_code == 0, result.output
+        shown = json.loads(result.output)
+        assert [r["state"] for r in shown] == ["finalized", "finalized"]
+
+
+def test_evm_anchor_service_on_dev_chain(tmp_path: Path) -> None:
+    with DevChain(tmp_path / "chain", block_time=0.5) as chain:
+        key = chain.private_keys[0].removeprefix("0x")
+        cfg_path = _collector_config(
+            tmp_path, f'chain = "evm"\nurl = "{chain.url}"\nchain_id = {chain.chain_id}\n'
+        )
+        (tmp_path / "anchor.key").write_text(key + "\n")
+        size = _grow_log(cfg_path, 7)
+        service = AnchorService(load_collector_config(cfg_path))
+        deadline = time.monotonic() + 60
+        views = []
+        while time.monotonic() < deadline:
+            assert service.step()
+            views = anchor_views(load_collector_config(cfg_path))
+            if views and views[0].state == "finalized":
+                break
+            time.sleep(0.5)
+        service.close()
+        assert [(v.tree_size, v.state) for v in views] == [(size, "finalized")]
+        on_chain = read_anchor(chain.url, views[0].tx_id or "", chain_id=chain.chain_id)
+        cfg = load_collector_config(cfg_path)
+        assert on_chain.record.tree_size == size
+        assert on_chain.record == AnchorRecord.for_checkpoint(
+            cfg.log_origin, size, bytes.fromhex(views[0].root_hash)
+        )
+
+
+def test_misconfiguration_is_explained(tmp_path: Path) -> None:
+    cfg_path = _collector_config(tmp_path, 'chain = "evm"\nurl = "http://127.0.0.1:9"\n')
+    result = CliRunner().invoke(cli, ["anchor", "run", "--once", "--config", str(cfg_path)])
+    assert result.exit_code != 0
+    assert "chain_id is required" in result.output
+    bad_mode = tmp_path / "anchor.key"
+    bad_mode.chmod(0o644)
+    cfg_path2 = _collector_config(tmp_path, 'chain = "thor"\nurl = "http://127.0.0.1:9"\n')
+    bad_mode.chmod(0o644)
+    result = CliRunner().invoke(cli, ["anchor", "run", "--once", "--config", str(cfg_path2)])
+    assert result.exit_code != 0
+    assert "chmod 600" in result.output
+    assert KEY_HEX not in result.output

@@ -1,0 +1,144 @@
+"""A collector site and enrolled gateways for the enrollment and doctor tests: real CA, real
+files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from anchor.evidence import EvidenceLog
+from collector.broker import provision_broker_certs
+from collector.ca import CertificateAuthority
+from collector.enrollment import (
+    Enroller,
+)
+from collector.registry import Registry
+from collector.security_cli import (
+    approve_command,
+)
+from fieldproof.config import CollectorConfig, load_collector_config
+from fieldproof.datadir import open_db
+from fieldproof.formats.registry_event import parse_registry_event
+from fieldproof.keys import create_key_file
+from gateway.config import GatewayConfig, load_gateway_config
+from gateway.enroll import (
+    enroll_command,
+    enroll_install_command,
+)
+
+FARM, FIELD = "farm-a", "north"
+
+
+@dataclass
+class Site:
+    root: Path
+    collector_config: Path
+    cfg: CollectorConfig
+    ca: CertificateAuthority
+    broker_certs: Path
+
+    def registry(self) -> Registry:
+        db = open_db(self.cfg.db_path)
+        return Registry(db, EvidenceLog.open(db, self.cfg.log_origin, key_file=None))
+
+    def enroller(self) -> Enroller:
+        return Enroller.from_config(self.cfg, self.registry())
+
+    def log_events(self) -> list[dict[str, object]]:
+        db = open_db(self.cfg.db_path)
+        try:
+            log = EvidenceLog.open(db, self.cfg.log_origin, key_file=None)
+            entries = log.store.entries(0, log.store.size())
+        finally:
+            db.close()
+        return [e for e in map(parse_registry_event, entries) if e is not None]
+
+
+def make_site(root: Path, mqtt_port: int = 8883, influx_url: str = "http://127.0.0.1:1") -> Site:
+    cdir = root / "collector"
+    cdir.mkdir(parents=True)
+    path = cdir / "collector.toml"
+    path.write_text(f"""collector_id = "collector-1"
+data_dir = "{cdir}"
+stats_interval_s = 5
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+
+[mqtt.tls]
+ca_file = "{cdir}/tls/ca.pem"
+cert_file = "{cdir}/tls/collector.pem"
+key_file = "{cdir}/tls/collector.key"
+
+[influx]
+url = "{influx_url}"
+
+[enrollment]
+crl_copy = "{root}/broker/certs/crl.pem"
+broker_host = "127.0.0.1"
+broker_port = {mqtt_port}
+""")
+    cfg = load_collector_config(path)
+    ca = CertificateAuthority.create(cfg.data_dir / "ca")
+    certs = root / "broker" / "certs"
+    provision_broker_certs(ca, certs, ["127.0.0.1", "localhost"])
+    return Site(root, path, cfg, ca, certs)
+
+
+def make_gateway(
+    root: Path, name: str, mqtt_port: int = 8883, farm: str = FARM, field: str = FIELD,
+    fault_rate: float = 0.0,
+) -> tuple[Path, GatewayConfig]:  # fmt: skip
+    gdir = root / name
+    gdir.mkdir(parents=True)
+    create_key_file(gdir / "gateway.key")
+    path = gdir / "gateway.toml"
+    path.write_text(f"""key_file = "{gdir}/gateway.key"
+data_dir = "{gdir}"
+farm = "{farm}"
+field = "{field}"
+interval_s = 0.2
+status_interval_s = 5
+confirm_timeout_s = 10
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+
+[mqtt.tls]
+ca_file = "{gdir}/tls/ca.pem"
+cert_file = "{gdir}/tls/client.pem"
+key_file = "{gdir}/tls/client.key"
+
+[[sensors]]
+kind = "simulated"
+name = "station"
+seed = 3
+fault_rate = {fault_rate}
+""")
+    return path, load_gateway_config(path)
+
+
+def enroll_by_file(site: Site, gw_config: Path) -> str:
+    """The offline path: request file → operator approves → gateway installs the answer."""
+    ok(invoke(enroll_command, "--config", gw_config, "--installer", "Ana (tech 7)",
+              "--location", "45.1,7.6", "--out", gw_config.parent / "request.cose"))  # fmt: skip
+    out = ok(invoke(approve_command, "--config", site.collector_config, "--yes",
+                    "--operator", "op", gw_config.parent / "request.cose"))  # fmt: skip
+    assert "enrolled" in out
+    response = next(gw_config.parent.glob("gw-*.response.json"))
+    ok(invoke(enroll_install_command, "--config", gw_config, response))
+    return response.name.split(".")[0]
+
+
+def invoke(command: object, *args: str, input: str | None = None) -> Result:
+    result = CliRunner().invoke(command, [str(a) for a in args], input=input)  # type: ignore[arg-type]
+    return result
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0, f"exit {result.exit_code}: {result.output}\n{result.exception!r}"
+    return result.output
