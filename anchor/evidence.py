@@ -17,6 +17,7 @@ from typing import Any
 
 from anchor.logkey import load_or_create_log_key
 from anchor.logstore import MerkleLog, SqliteLogStore
+from fieldproof.errors import ConfigError
 from fieldproof.formats.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from fieldproof.formats.note import Ed25519Signer, Ed25519Verifier
 
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-class EvidenceError(RuntimeError):
+class EvidenceError(ConfigError):
     """The evidence log cannot be used as configured; the message says what to fix."""
 
 

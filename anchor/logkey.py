@@ -14,6 +14,7 @@ import os
 import stat
 from pathlib import Path
 
+from fieldproof.errors import CredentialError
 from fieldproof.formats.note import Ed25519Signer, NoteError, check_key_name, generate_key
 
 __all__ = ["LogKeyError", "load_or_create_log_key", "log_origin"]
@@ -21,7 +22,7 @@ __all__ = ["LogKeyError", "load_or_create_log_key", "log_origin"]
 _KEY_FILE_MAX = 4096
 
 
-class LogKeyError(RuntimeError):
+class LogKeyError(CredentialError):
     """The log key file cannot be used safely; the message says what to do."""
 
 

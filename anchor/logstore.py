@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from fieldproof.errors import StorageError
 from fieldproof.formats import merkle
 from fieldproof.formats.merkle import NodeID
 
@@ -36,11 +37,11 @@ MAX_ENTRY_SIZE = 1 << 20
 """Largest entry accepted (1 MiB): signed readings are a few hundred bytes; bigger is a bug."""
 
 
-class LogError(ValueError):
+class LogError(StorageError, ValueError):
     """A request the log cannot answer (index or size beyond what it holds, bad entry)."""
 
 
-class LogCorruptError(RuntimeError):
+class LogCorruptError(StorageError):
     """Stored rows disagree with each other: the database was edited or damaged."""
 
 

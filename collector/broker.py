@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from collector.ca import CertificateAuthority, CertKind
+from fieldproof.errors import ConfigError
 from fieldproof.services import Mosquitto
 from fieldproof.tls import CAError, load_private_key, make_csr, new_tls_key, write_private_key
 
@@ -27,7 +28,7 @@ DEPLOY_COLLECTOR = "collector-1"
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
 
 
-class BrokerConfigError(ValueError):
+class BrokerConfigError(ConfigError):
     """The template is not the one this code knows how to relocate."""
 
 

@@ -26,6 +26,7 @@ from collector.influx import InfluxUnavailable, PointWriter, write_salvaging
 from collector.points import Point, field_value, series_key
 from collector.registry import Device, Registry
 from collector.store import AcceptedRow, CollectorStore, QuarantineRow, message_digest
+from fieldproof.errors import FieldproofError
 from fieldproof.mqtt import gateway_from_topic
 from fieldproof.wire import (
     BadSignature,
@@ -466,5 +467,5 @@ class Ingestor:
                 delay = min(delay * 2, 5.0)
 
 
-class Interrupted(RuntimeError):
+class Interrupted(FieldproofError):
     """The collector is stopping in the middle of a batch; the broker will redeliver it."""

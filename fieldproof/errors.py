@@ -8,6 +8,8 @@ ours. The branches say who can fix it:
 - :class:`CredentialError` — a key, certificate or token that is missing, unreadable or wrong.
 - :class:`StorageError` — a database, spool or data directory that cannot be written or read.
 - :class:`ChainError` — a chain node that cannot be reached or refuses what we send.
+- :class:`DeviceError` — a sensor, bus or serial node that does not answer as it should; the
+  gateway records a missing reading and goes on.
 """
 
 from __future__ import annotations
@@ -35,3 +37,7 @@ class StorageError(FieldproofError):
 
 class ChainError(FieldproofError):
     """A chain node that cannot be reached, is on another network, or refuses a transaction."""
+
+
+class DeviceError(FieldproofError):
+    """A sensor, bus or serial node that does not answer as it should."""

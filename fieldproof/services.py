@@ -19,8 +19,10 @@ from types import TracebackType
 
 import httpx
 
+from fieldproof.errors import FieldproofError
 
-class ServiceError(RuntimeError):
+
+class ServiceError(FieldproofError):
     """A service could not be started; the message says which binary and where its log is."""
 
 

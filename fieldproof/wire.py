@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from fieldproof import ed25519
+from fieldproof.errors import FormatError
 
 WIRE_VERSION = 1
 COSE_SIGN1_TAG = 18
@@ -67,7 +68,7 @@ _UNIT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-:._/")
 
 
-class WireError(ValueError):
+class WireError(FormatError):
     """A message is not a valid fieldproof message; the text says why."""
 
 

@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fieldproof.errors import StorageError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -83,7 +85,7 @@ WAL_AUTOCHECKPOINT_PAGES = 1000
 JOURNAL_SIZE_LIMIT_BYTES = 2 * 1024 * 1024
 
 
-class SpoolError(RuntimeError):
+class SpoolError(StorageError):
     """The spool cannot be written or read (disk full, I/O error, database damaged). Nothing
     that was already durable is lost; the caller keeps what it tried to store and retries."""
 

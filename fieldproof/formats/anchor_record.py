@@ -15,13 +15,15 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from fieldproof.errors import FormatError
+
 MAGIC = b"FPAN"
 VERSION = 1
 RECORD_SIZE = 78
 _LAYOUT = struct.Struct(">4sHQ32s32s")
 
 
-class RecordError(ValueError):
+class RecordError(FormatError):
     """Bytes on chain are not a fieldproof anchor record of a version this code knows."""
 
 

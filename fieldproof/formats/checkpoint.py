@@ -18,6 +18,7 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fieldproof.errors import FormatError
 from fieldproof.formats.merkle import HASH_SIZE, MAX_TREE_SIZE
 from fieldproof.formats.note import Signer, Verifier, open_note, sign_note
 
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FormatError):
     """A checkpoint body is malformed or is not the one expected (wrong origin)."""
 
 

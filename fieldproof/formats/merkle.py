@@ -21,6 +21,8 @@ import hmac
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from fieldproof.errors import FormatError
+
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
@@ -58,7 +60,7 @@ _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
 
 
-class ProofError(ValueError):
+class ProofError(FormatError):
     """A Merkle proof, or the values it is checked against, does not prove what was claimed."""
 
 

@@ -24,6 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from fieldproof.errors import FormatError
+
 __all__ = [
     "ALG_ED25519",
     "MAX_NOTE_SIZE",
@@ -58,7 +60,7 @@ _SIG_PREFIX = "\u2014 "  # em dash, space
 _SKEY_PREFIX = "PRIVATE+KEY+"
 
 
-class NoteError(ValueError):
+class NoteError(FormatError):
     """A signed note cannot be trusted; the message says why."""
 
 

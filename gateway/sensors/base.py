@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from fieldproof.errors import ConfigError
 from fieldproof.wire import Reading
 
 
@@ -72,7 +73,7 @@ def register(cls: type[SensorDriver]) -> type[SensorDriver]:
     return cls
 
 
-class SensorConfigError(ValueError):
+class SensorConfigError(ConfigError):
     """A ``[[sensors]]`` table is wrong; the message names the sensor, key, value and rule."""
 
 

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import Field
 
+from fieldproof.errors import DeviceError
 from fieldproof.wire import Reading
 from gateway.sensors.base import (
     PLAUSIBLE_RANGES,
@@ -65,7 +66,7 @@ class DHT22Config(SensorConfig):
     humidity_quantity: str = "air_humidity"
 
 
-class DHTSetupError(Exception):
+class DHTSetupError(DeviceError):
     """The library or the pin could not be set up: retrying within this read will not help."""
 
 

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fieldproof.errors import DeviceError
 from fieldproof.wire import Reading
 from gateway.sensors.base import (
     QUANTITY_UNITS,
@@ -155,7 +156,7 @@ class ModbusSoilConfig(SensorConfig):
 # --------------------------------------------------------------------------------------------
 
 
-class BusError(Exception):
+class BusError(DeviceError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason

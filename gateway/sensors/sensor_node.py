@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fieldproof.errors import DeviceError, FormatError
 from fieldproof.wire import Reading
 from gateway.sensors.base import QUANTITY_UNITS, SensorConfig, SensorDriver, plausible, register
 from gateway.sensors.calibration import (
@@ -54,7 +55,7 @@ def crc16_ccitt(data: bytes, crc: int = 0xFFFF) -> int:
     return crc
 
 
-class FrameError(ValueError):
+class FrameError(FormatError):
     """A line that is not a valid frame; ``reason`` is bad-frame, bad-crc or bad-version."""
 
     def __init__(self, reason: str, line: bytes) -> None:
@@ -220,7 +221,7 @@ class SensorNodeConfig(SensorConfig):
 # --------------------------------------------------------------------------------------------
 
 
-class NodeError(Exception):
+class NodeError(DeviceError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
