@@ -35,6 +35,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
 
+from fieldproof.mqtt_packets import decode_varint
+
 RECV_BYTES = 256 * 1024
 WRITE_BYTES = 256 * 1024
 _PUBACK = 0x40
@@ -50,21 +52,6 @@ class Delivery:
     topic: str
     payload: bytes
     received_at: float
-
-
-def _varint(data: bytearray, pos: int) -> tuple[int, int] | None:
-    """MQTT's variable byte integer at ``pos``: (value, position after it); None when the
-    data ends inside it; ValueError when it runs past four bytes (malformed)."""
-    value, shift = 0, 0
-    for i in range(pos, min(len(data), pos + 4)):
-        byte = data[i]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, i + 1
-        shift += 7
-    if len(data) >= pos + 4:
-        raise ValueError("variable byte integer longer than four bytes")
-    return None
 
 
 class IngestClient(paho.Client):
@@ -103,7 +90,7 @@ class IngestClient(paho.Client):
         while pos < n:
             # fixed header: type byte, then 1..4 bytes of remaining length
             try:
-                header = _varint(buf, pos + 1)
+                header = decode_varint(buf, pos + 1)
             except ValueError:
                 return MQTTErrorCode.MQTT_ERR_PROTOCOL
             if header is None or header[1] + header[0] > n:
@@ -157,7 +144,7 @@ class IngestClient(paho.Client):
         # MQTT 5 properties: a variable byte integer length, then the properties (skipped:
         # the collector uses none; a topic alias shows as an empty topic, handled by paho)
         try:
-            props = _varint(packet, end)
+            props = decode_varint(packet, end)
         except ValueError:
             props = None
         if props is None or topic_len == 0 or props[1] + props[0] > len(packet):

@@ -408,9 +408,9 @@ def test_enroll_over_http_with_a_token(site: Site, tmp_path: Path) -> None:
 
 def _tls_probe(cfg: GatewayConfig, port: int) -> bool:
     """Can this gateway's certificate log in (TLS + MQTT CONNACK success)?"""
-    from gateway.doctor import _check_broker
+    from gateway.doctor import check_broker
 
-    return _check_broker(cfg, gateway_identity(cfg, load_key_file(cfg.key_file)), 20).status == "ok"
+    return check_broker(cfg, gateway_identity(cfg, load_key_file(cfg.key_file)), 20).status == "ok"
 
 
 def _wait(pred: object, what: str, timeout: float = 60) -> None:
