@@ -12,6 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fieldproof import wire
+from fieldproof.formats import cbor as cbor_fmt
+from fieldproof.formats import message as message_fmt
+from fieldproof.formats import payload as payload_fmt
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 PUB = wire.public_key_bytes(KEY)
@@ -190,7 +193,7 @@ def _damaged(blob: bytes, data: st.DataObject) -> bytes:
 
 
 def _exact_parts(message: bytes) -> tuple[bytes, dict[object, object], bytes, bytes] | None:
-    p = wire._parse_exact(message)
+    p = message_fmt._parse_exact(message)
     return None if p is None else (p.protected_bytes, p.protected, p.payload, p.signature)
 
 
@@ -208,7 +211,7 @@ def test_exact_fast_path_and_general_path_agree(payload: wire.Payload, data: st.
 
     def with_payload_head(head: bytes) -> bytes:
         """The same message with ``head`` for the payload's length."""
-        start = 2 + len(wire._head(2, len(p.protected_bytes))) + len(p.protected_bytes) + 1
+        start = 2 + len(cbor_fmt._head(2, len(p.protected_bytes))) + len(p.protected_bytes) + 1
         return message[:start] + head + p.payload + message[-66:]
 
     variants = [
@@ -218,11 +221,11 @@ def test_exact_fast_path_and_general_path_agree(payload: wire.Payload, data: st.
         message[:-66] + b"\x59\x00\x40" + p.signature,
         # the kid in a long head inside the protected header (refused by both paths)
         b"\xd2\x84"
-        + wire._head(2, len(p.protected_bytes) + 1)
+        + cbor_fmt._head(2, len(p.protected_bytes) + 1)
         + b"\xa2\x01\x27\x04\x58"
         + bytes([len(p.protected_bytes) - 5])
         + p.protected_bytes[5:]
-        + message[2 + len(wire._head(2, len(p.protected_bytes))) + len(p.protected_bytes) :],
+        + message[2 + len(cbor_fmt._head(2, len(p.protected_bytes))) + len(p.protected_bytes) :],
         # an unprotected header entry, an untagged message, an indefinite-length array
         cbor2.dumps(cbor2.CBORTag(18, [p.protected_bytes, {4: b"x"}, p.payload, p.signature])),
         cbor2.dumps([p.protected_bytes, {}, p.payload, p.signature]),
@@ -242,13 +245,13 @@ def test_exact_fast_path_and_general_path_agree(payload: wire.Payload, data: st.
 def _general_payload(data: bytes) -> wire.PlainPayload | None:
     """The general path's verdict on a payload: its plain form, or None if it refuses it."""
     try:
-        return wire._payload_general_plain(data)
+        return payload_fmt._payload_general_plain(data)
     except wire.MalformedMessage:
         return None
 
 
 def _assert_paths_agree(data: bytes) -> None:
-    exact = wire._payload_exact(data)
+    exact = payload_fmt._payload_exact(data)
     if exact is not None:  # the reader may pass a payload on, never decide differently
         assert exact == _general_payload(data), data.hex()
 
@@ -270,9 +273,9 @@ def test_exact_payload_reader_agrees_with_general_path(payload: wire.Payload,
     added or dropped, other encodings of the same content, byte flips — the reader either
     agrees with the general path or passes the bytes on to it."""
     encoded = payload.to_cbor()
-    assert wire._payload_exact(encoded) is not None
-    assert wire._payload_exact(encoded) == _general_payload(encoded)
-    assert wire.payload_from_cbor(encoded) == wire._payload_general(encoded)
+    assert payload_fmt._payload_exact(encoded) is not None
+    assert payload_fmt._payload_exact(encoded) == _general_payload(encoded)
+    assert wire.payload_from_cbor(encoded) == payload_fmt._payload_general(encoded)
 
     obj = payload.to_obj()
     variants = [cbor2.dumps(obj), cbor2.dumps(dict(reversed(list(obj.items()))))]
@@ -306,8 +309,8 @@ def test_exact_reader_float_forms_match_the_canonical_encoder() -> None:
 
     def reader_accepts(encoded: bytes) -> bool:
         try:
-            _, end = wire._number_at(encoded, 0)
-        except wire._NotExact:
+            _, end = payload_fmt._number_at(encoded, 0)
+        except payload_fmt._NotExact:
             return False
         assert end == len(encoded)
         return True
@@ -362,9 +365,9 @@ def test_exact_reader_accepts_each_float_only_in_its_canonical_form(value: float
     assert canonical in widths
     for enc in widths:
         try:
-            wire._number_at(enc, 0)
+            payload_fmt._number_at(enc, 0)
             accepted = True
-        except wire._NotExact:
+        except payload_fmt._NotExact:
             accepted = False
         assert accepted == (enc == canonical), (value, enc.hex())
 
@@ -374,15 +377,15 @@ def test_exact_reader_caches_stay_small_under_hostile_names() -> None:
     new or huge names must not grow that memory: long ones are never kept, and the number of
     entries is capped."""
     base = wire.Payload(GW, 1, 1, (wire.Reading("s", "soil_moisture", "/", 0.25, 1.7e9),))
-    for i in range(3 * wire._CACHE_CAP):
+    for i in range(3 * payload_fmt._CACHE_CAP):
         obj = base.to_obj()
         long = i % 2 == 1
         obj["e"][0][wire.SENML_N] = f"s{i}/" + ("q" * (10_000 if long else 5))
         obj["e"][0][wire.SENML_U] = f"u{i}"
-        got = wire._payload_exact(wire.encode_deterministic(obj))
+        got = payload_fmt._payload_exact(wire.encode_deterministic(obj))
         assert (got is None) == long  # a 10,000-character name is refused, the rest read
-    for cache in (wire._NAMES, wire._UNITS, wire._GATEWAYS):
-        assert len(cache) <= wire._CACHE_CAP
+    for cache in (payload_fmt._NAMES, payload_fmt._UNITS, payload_fmt._GATEWAYS):
+        assert len(cache) <= payload_fmt._CACHE_CAP
         assert all(len(k) <= 128 for k in cache)
 
 

@@ -29,6 +29,7 @@ with atheris.instrument_imports(include=PRODUCT_PACKAGES):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from fieldproof import wire
+    from fieldproof.formats import payload as payload_fmt
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 PUB = wire.public_key_bytes(KEY)
@@ -43,13 +44,13 @@ class Finding(AssertionError):
 def _general(data: bytes) -> wire.PlainPayload | None:
     """The reference reader's verdict: the plain payload, or None when it refuses the bytes."""
     try:
-        return wire._payload_general_plain(data)
+        return payload_fmt._payload_general_plain(data)
     except wire.MalformedMessage:
         return None
 
 
 def check_payload(data: bytes) -> None:
-    exact = wire._payload_exact(data)
+    exact = payload_fmt._payload_exact(data)
     general = _general(data)
     if exact is not None and strict(exact) != strict(general):
         raise Finding(f"exact reader {exact!r} != general path {general!r} on {data.hex()}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-FUZZ_DIR = Path(__file__).resolve().parent / "fuzz"
+FUZZ_DIR = Path(__file__).resolve().parents[1] / "fuzz"
 
 #: target -> (inputs to run, coverage floor after them, coverage the seeds alone must reach)
 TARGETS = {
