@@ -15,7 +15,7 @@ from collector.cli_common import open_registry
 from collector.registry import Registry, RegistryError, parse_public_key
 from collector.store import CollectorStore
 from fieldproof.cli_common import config_option, load_config_or_exit
-from fieldproof.datadir import DataDirLocked, open_db
+from fieldproof.datadir import DataDirLocked, open_db, running_collector
 
 
 @click.group("collector")
@@ -53,6 +53,16 @@ def _mount_inspector() -> None:
 def status_command(config_path: Path | None) -> None:
     """Counts, quarantine reasons and sequence gaps from the collector's database."""
     cfg = load_config_or_exit(config_path)
+    if not cfg.db_path.exists():
+        raise click.ClickException(
+            f"no collector database at {cfg.db_path}{_config_source(config_path)}: "
+            "pass the --config the collector runs with"
+        )
+    holder = running_collector(cfg.data_dir)
+    click.echo(f"database: {cfg.db_path}{_config_source(config_path)}")
+    click.echo(
+        f"collector: running ({holder})" if holder else "collector: NOT running on this database"
+    )
     db = open_db(cfg.db_path)
     store = CollectorStore(db)
     messages, readings = store.accepted_count()
@@ -114,6 +124,13 @@ def add_command(
     sensor_tags: tuple[str, ...],
 ) -> None:
     """Register a gateway so its messages are accepted."""
+    for option, value in (("--farm", farm), ("--field", field)):
+        if _placeholder(value):
+            raise click.BadParameter(
+                f"{value!r} looks like a placeholder from a hint, not a name: give the real "
+                f"{option[2:]} this gateway stands in",
+                param_hint=option,
+            )
     meta: dict[str, dict[str, str]] = {}
     for item in sensor_tags:
         try:
@@ -131,7 +148,10 @@ def add_command(
         )
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"registered {device.gateway} for farm {device.farm}, field {device.field}")
+    click.echo(
+        f"registered {device.gateway} for farm {device.farm}, field {device.field} in "
+        f"{cfg.db_path}{_config_source(config_path)}"
+    )
 
 
 @devices_group.command("list")
@@ -161,7 +181,32 @@ def revoke_command(config_path: Path | None, gateway: str) -> None:
         open_registry(cfg).revoke(gateway)
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"revoked {gateway}; its messages are now quarantined as 'revoked'")
+    click.echo(
+        f"revoked {gateway} in {cfg.db_path}{_config_source(config_path)}; its messages are "
+        "now quarantined as 'revoked'"
+    )
+
+
+#: what hints print where the operator must fill in a value
+_PLACEHOLDERS = frozenset({"farm", "field", "name", "todo", "xxx", "changeme"})
+
+
+def _placeholder(value: str) -> bool:
+    """A value copied from a hint instead of filled in: FARM, <field>, …, TODO."""
+    v = value.strip()
+    return (
+        not v
+        or v.lower() in _PLACEHOLDERS
+        or v[:1] in "<[{"
+        or "…" in v
+        or "..." in v
+    )
+
+
+def _config_source(config_path: Path | None) -> str:
+    """Said after every path a command wrote to or read: without --config it is the built-in
+    default, which is rarely what an operator meant."""
+    return "" if config_path is not None else " (no --config given: built-in defaults)"
 
 
 def _mount_security() -> None:

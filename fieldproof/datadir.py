@@ -74,6 +74,23 @@ def _describe(holder: dict[str, object]) -> str:
     return f"pid {pid if pid is not None else '(unknown)'} on {host or '(unknown host)'}{when}"
 
 
+def running_collector(data_dir: Path) -> str | None:
+    """Who runs a collector on ``data_dir`` now ("pid 123 on host since …"), or None when no
+    process holds its lock. Takes and drops the lock at once when it is free; never waits."""
+    path = data_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _describe(_holder(fd))
+    finally:
+        os.close(fd)  # closing drops a lock we took
+    return None
+
+
 def lock_data_dir(data_dir: Path) -> LockHandle:
     """Take the exclusive lock on ``data_dir`` for a running collector, or raise
     :class:`DataDirLocked` naming the process that holds it. Never waits."""

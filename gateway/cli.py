@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import faulthandler
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -68,8 +69,12 @@ def _mount_sensor_commands() -> None:
 )
 def init_command(config_path: Path | None, key_path: Path | None) -> None:
     """Generate this gateway's Ed25519 key ON THIS DEVICE and print what to register."""
+    farm = field = ""
     try:
-        path = key_path or load_gateway_config(config_path).key_file
+        if config_path is not None or key_path is None:
+            config = load_gateway_config(config_path)
+            farm, field = config.farm, config.field
+        path = key_path or config.key_file
         key = create_key_file(path)
     except (ConfigError, KeyFileError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -79,10 +84,11 @@ def init_command(config_path: Path | None, key_path: Path | None) -> None:
     click.echo(f"gateway id:  {gw}")
     click.echo(f"public key:  {pub.hex()}")
     click.echo("next: `fieldproof gateway enroll` (signed request for the operator), or have")
-    click.echo("the operator register it directly on the collector with:")
+    click.echo("the operator register it on the collector (fill in the farm and field):")
     click.echo(
-        f"  fieldproof collector devices add --id {gw} --public-key {pub.hex()} "
-        "--farm FARM --field FIELD"
+        "  fieldproof collector devices add --config /etc/fieldproof/collector.toml "
+        f"--id {gw} --public-key {pub.hex()} --farm {shlex.quote(farm or '<farm>')} "
+        f"--field {shlex.quote(field or '<field>')}"
     )
 
 

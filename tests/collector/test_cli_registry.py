@@ -4,6 +4,7 @@ and what the registry's changes do to ingest (a revoked gateway's messages are q
 from __future__ import annotations
 
 import re
+import shlex
 import stat
 import time
 from pathlib import Path
@@ -158,3 +159,75 @@ def test_identical_resend_is_replay_and_reused_seq_is_conflict(tmp_path: Path) -
         rows = influx.query('SELECT "value" FROM "soil_moisture"')
         assert [v[1] for v in rows[0]["values"]] == [0.30, 0.31]  # type: ignore[index]
         db.close()
+
+
+def test_init_hint_is_a_complete_command_and_placeholders_are_refused(tmp_path: Path) -> None:
+    """Issue 16: the hint `gateway init` prints runs as printed (only the collector's config
+    path is the operator's), carries the gateway's own farm and field, and a hint's
+    placeholder is refused instead of being registered as a farm called FARM."""
+    runner = CliRunner()
+    gw_cfg = tmp_path / "gateway.toml"
+    gw_cfg.write_text(
+        f'key_file = "{tmp_path}/gw/gateway.key"\ndata_dir = "{tmp_path}/gw"\n'
+        'farm = "north farm"\nfield = "block 7"\n'
+    )
+    init = runner.invoke(cli, ["gateway", "init", "--config", str(gw_cfg)])
+    assert init.exit_code == 0, init.output
+    (hint,) = [line for line in init.output.splitlines() if "devices add" in line]
+    args = shlex.split(hint)
+    assert args[:4] == ["fieldproof", "collector", "devices", "add"]
+    assert args[args.index("--config") + 1] == "/etc/fieldproof/collector.toml"
+    cfg = tmp_path / "collector.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "c"}"\n')
+    args[args.index("--config") + 1] = str(cfg)
+    added = runner.invoke(cli, args[1:])
+    assert added.exit_code == 0, added.output
+    assert "for farm north farm, field block 7 in" in added.output
+    assert str(tmp_path / "c" / "collector.sqlite") in added.output
+
+    # a gateway with no farm in its config: the hint has placeholders, and they are refused
+    bare = tmp_path / "bare.toml"
+    bare.write_text(f'key_file = "{tmp_path}/bare/gateway.key"\ndata_dir = "{tmp_path}/bare"\n')
+    init = runner.invoke(cli, ["gateway", "init", "--config", str(bare)])
+    (hint,) = [line for line in init.output.splitlines() if "devices add" in line]
+    args = shlex.split(hint)
+    args[args.index("--config") + 1] = str(cfg)
+    refused = runner.invoke(cli, args[1:])
+    assert refused.exit_code != 0 and "placeholder" in refused.output, refused.output
+    for value in ("FARM", "<farm>", "farm…", "TODO"):
+        args[args.index("--farm") + 1] = value
+        assert runner.invoke(cli, args[1:]).exit_code != 0, value
+    registry = Registry(open_db(tmp_path / "c" / "collector.sqlite"))
+    assert [d.farm for d in registry.all()] == ["north farm"]
+
+
+def test_without_config_the_command_says_it_used_the_built_in_defaults(tmp_path: Path) -> None:
+    runner = CliRunner(env={"FIELDPROOF_COLLECTOR__DATA_DIR": str(tmp_path / "d")})
+    gw, pub = _init(runner, tmp_path / "k.key")
+    added = runner.invoke(
+        cli,
+        ["collector", "devices", "add", "--id", gw, "--public-key", pub, "--farm", "f1",
+         "--field", "x1"],
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    assert "(no --config given: built-in defaults)" in added.output
+    assert str(tmp_path / "d" / "collector.sqlite") in added.output
+
+
+def test_status_names_the_database_and_whether_a_collector_runs_on_it(tmp_path: Path) -> None:
+    runner = CliRunner()
+    cfg = tmp_path / "collector.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "c"}"\n')
+    missing = runner.invoke(cli, ["collector", "status", "--config", str(cfg)])
+    assert missing.exit_code != 0 and "no collector database at" in missing.output
+    open_db(tmp_path / "c" / "collector.sqlite").close()
+    idle = runner.invoke(cli, ["collector", "status", "--config", str(cfg)])
+    assert idle.exit_code == 0, idle.output
+    assert f"database: {tmp_path / 'c' / 'collector.sqlite'}" in idle.output
+    assert "collector: NOT running" in idle.output
+    held = open_db(tmp_path / "c" / "collector.sqlite", lock=True)  # as a running collector
+    try:
+        busy = runner.invoke(cli, ["collector", "status", "--config", str(cfg)])
+    finally:
+        held.close()
+    assert "collector: running (pid " in busy.output, busy.output
