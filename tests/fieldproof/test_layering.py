@@ -120,3 +120,20 @@ def test_test_modules_never_import_each_other() -> None:
                 if name.startswith("tests.") and name.rsplit(".", 1)[-1].startswith("test_"):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
     assert found == []
+
+
+def test_every_benchmark_module_imports_and_the_harness_starts() -> None:
+    """Benchmarks are run by hand (docs/benchmarks.md), not by the suite: a refactor must not
+    leave them broken until someone needs a figure."""
+    import subprocess
+    import sys
+
+    modules = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__")
+    code = "import importlib\n" + "".join(
+        f"importlib.import_module('benchmarks.{m}')\n" for m in modules
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = subprocess.run([sys.executable, "benchmarks/run.py", "--help"], cwd=ROOT,
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0 and "--quick" in run.stdout, run.stderr[-2000:]
