@@ -9,10 +9,11 @@ the build date or the certificate, NTP synchronised) · certificate validity · 
 TLS handshake with this gateway's certificate, and an MQTT login when the service is not
 connected: the broker makes the certificate's CN the client id, so a login would take the
 service's connection over) · service (the running agent's status: its local file while it is
-connected, else its retained status read over the doctor's login) · registration (when ``enrollment_url`` is set: the
-collector still lists this gateway and certificate) · each sensor reads a plausible value ·
-spool depth and drops · spool write (disk full: messages held in memory) · disk space ·
-delivery (published, confirmed).
+connected, else its retained status read over the doctor's login; a gateway whose config has
+no ``[mqtt.tls]`` is judged as such: a warning, and a plain MQTT login) · registration (when
+``enrollment_url`` is set: the collector still lists this gateway and certificate) · each
+sensor reads a plausible value · spool depth and drops · spool write (disk full: messages held
+in memory) · disk space · delivery (published, confirmed).
 
 Which messages the broker has PUBACKed lives only in the running agent's memory (the spool no
 longer writes it, see gateway.spool), and so does the time of the last publish. The agent

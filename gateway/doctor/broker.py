@@ -41,7 +41,7 @@ from gateway.local_status import read_local_status
 MAX_PACKET_BYTES = 1024 * 1024
 
 
-def _recv_exact(s: ssl.SSLSocket, n: int) -> bytes:
+def _recv_exact(s: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = s.recv(n - len(buf))
@@ -51,12 +51,12 @@ def _recv_exact(s: ssl.SSLSocket, n: int) -> bytes:
     return bytes(buf)
 
 
-def _read_packet(s: ssl.SSLSocket) -> Packet:
+def _read_packet(s: socket.socket) -> Packet:
     """One MQTT packet. Raises EOFError when the broker hangs up."""
     return read_packet(lambda n: _recv_exact(s, n), MAX_PACKET_BYTES)
 
 
-def _read_retained(s: ssl.SSLSocket, topic: str, timeout: float) -> bytes | None:
+def _read_retained(s: socket.socket, topic: str, timeout: float) -> bytes | None:
     """SUBSCRIBE to ``topic`` (QoS 0) and return the retained message, None when there is
     none. A PINGREQ follows the SUBSCRIBE: the broker sends retained messages as it handles
     the SUBSCRIBE, so its PINGRESP says "that was all" without waiting on a timer."""
@@ -82,7 +82,7 @@ def _read_retained(s: ssl.SSLSocket, topic: str, timeout: float) -> bytes | None
 
 
 def read_service_status(
-    s: ssl.SSLSocket, cfg: GatewayConfig, gw: str, timeout: float
+    s: socket.socket, cfg: GatewayConfig, gw: str, timeout: float
 ) -> ServiceStatus:
     """The service's retained status, over the doctor's own logged-in connection."""
     topic = status_topic(cfg.mqtt.topic_prefix, gw)
@@ -155,19 +155,13 @@ def check_broker(
         local if local is not None and local.connected and local.running(stale_after(cfg)) else None
     )
     where = f"{host}:{port}"
-    details: dict[str, Any] = {"host": host, "port": port}
-    if cfg.mqtt.tls is None:
-        return Check(
-            "broker",
-            "fail",
-            "MQTT is configured without TLS",
-            "add [mqtt.tls] to the config (enroll-install prints it)",
-            details,
-        )
-    try:
-        ctx = tls_context(cfg)
-    except (OSError, ssl.SSLError) as exc:
-        return Check("broker", "fail", f"cannot load TLS files: {exc}", "enroll again", details)
+    details: dict[str, Any] = {"host": host, "port": port, "tls": cfg.mqtt.tls is not None}
+    ctx: ssl.SSLContext | None = None
+    if cfg.mqtt.tls is not None:
+        try:
+            ctx = tls_context(cfg)
+        except (OSError, ssl.SSLError) as exc:
+            return Check("broker", "fail", f"cannot load TLS files: {exc}", "enroll again", details)
     try:
         raw = socket.create_connection((host, port), timeout=timeout)
     except socket.gaierror:
@@ -195,9 +189,9 @@ def check_broker(
             details,
         )
     try:
-        with ctx.wrap_socket(raw, server_hostname=host) as s:
+        with ctx.wrap_socket(raw, server_hostname=host) if ctx else raw as s:
             s.settimeout(timeout)
-            if agent is not None:  # the handshake above is the broker accepting our cert
+            if agent is not None:  # with TLS, the handshake is the broker accepting our cert
                 if service is not None:
                     service.status, service.why_not, service.asked = agent.status, "", True
                 age = max(0.0, time.time() - agent.written_at)
@@ -205,13 +199,14 @@ def check_broker(
                 return Check(
                     "broker",
                     "ok",
-                    f"{where} accepts this certificate; the running service is connected "
-                    f"(pid {agent.pid}, said so {age:.0f} s ago)",
+                    f"{where} {'accepts this certificate' if ctx else 'answers'}; the "
+                    f"running service is connected (pid {agent.pid}, said so {age:.0f} s ago)",
                     "",
                     details,
                 )
-            # clean start: the service keeps no session on the broker (its spool is its memory)
-            s.sendall(connect_packet(gw, keepalive=10))
+            # clean start: the service keeps no session on the broker (its spool is its memory).
+            # Without a certificate the broker does not tie the id to one: use our own.
+            s.sendall(connect_packet(gw if ctx else f"{gw}-doctor", keepalive=10))
             try:
                 reason = connack_reason(_read_packet(s))
             except (EOFError, ValueError):
@@ -270,7 +265,8 @@ def check_broker(
             "check the uplink; if it persists, ask the operator to check the broker log",
             details,
         )
-    return Check("broker", "ok", f"{where}: TLS and MQTT login accepted", "", details)
+    login = "TLS and MQTT login" if ctx else "MQTT login (no TLS)"
+    return Check("broker", "ok", f"{where}: {login} accepted", "", details)
 
 
 def check_registration(

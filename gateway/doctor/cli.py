@@ -27,6 +27,14 @@ from gateway.doctor.service import ServiceStatus, check_service, live_status, sp
 from gateway.doctor.spool import check_disk, check_spool, check_spool_write
 from gateway.identity import tls_paths
 
+NO_TLS = Check(
+    "tls",
+    "warn",
+    "connects without TLS (the config has no [mqtt.tls]): the broker cannot tell this "
+    "gateway from anyone on the network",
+    "fine on a closed lab network; in the field enroll it: fieldproof gateway enroll",
+)
+
 
 def run_doctor(cfg: GatewayConfig, probe: Probe | None = None) -> Report:
     """Every check, in the order a technician fixes things."""
@@ -34,11 +42,15 @@ def run_doctor(cfg: GatewayConfig, probe: Probe | None = None) -> Report:
     checks: list[Check] = []
     key_check, gw = check_key(cfg)
     checks.append(key_check)
-    checks.append(check_tls_key(cfg))
     cert = None
-    if gw is None:
+    tls = cfg.mqtt.tls is not None
+    if not tls:  # judged by its own config: no TLS key or certificate is expected
+        checks.append(NO_TLS)
+    elif gw is None:
+        checks.append(check_tls_key(cfg))
         checks.append(Check("enrolled", "skip", "needs the gateway key"))
     else:
+        checks.append(check_tls_key(cfg))
         enrolled, cert = check_enrolled(cfg, gw)
         checks.append(enrolled)
     spool = spool_facts(cfg)
@@ -50,7 +62,7 @@ def run_doctor(cfg: GatewayConfig, probe: Probe | None = None) -> Report:
     if not probe.broker:
         checks.append(Check("broker", "skip", "not checked (--no-broker)"))
         service.why_not = "--no-broker"
-    elif gw is None or cert is None:
+    elif gw is None or (tls and cert is None):
         checks.append(Check("broker", "skip", "needs the key and the certificate"))
         service.why_not = "no key or certificate to log in with"
     else:
