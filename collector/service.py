@@ -20,8 +20,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from anchor.evidence import EvidenceLog
+from anchor.evidence import EvidenceLog, StoredCheckpoint
 from anchor.service import anchor_views
+from anchor.tiles import published_size, write_tiles
 from collector.agronomy_hook import AgronomyHook
 from collector.influx import InfluxUnavailable, PointWriter, make_writer
 from collector.ingest import Incoming, Ingestor, Interrupted
@@ -40,6 +41,8 @@ from fieldproof.wire import encode_receipt
 log = logging.getLogger("fieldproof.collector")
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
+#: after a failed tile write (a full disk), wait this long before the next try
+TILES_RETRY_S = 30.0
 
 
 class Collector:
@@ -63,6 +66,10 @@ class Collector:
             stop_event=self.stop_event,
         )
         self._last_checkpoint = time.monotonic()
+        self.tiles_dir = config.data_dir / "tiles"
+        self._tiles_size = published_size(self.tiles_dir)
+        self._tiles_failing = False
+        self._tiles_retry_at = 0.0
         # paho's network thread appends, the worker drains (deque appends/pops are atomic);
         # _wake tells the worker a batch has begun or is full
         self.inbox: deque[Delivery] = deque()
@@ -236,6 +243,38 @@ class Collector:
             self._last_checkpoint = time.monotonic()
             if cp is not None:
                 log.info("checkpoint: log size %d", cp.checkpoint.size)
+                latest = cp
+        if (
+            latest is not None
+            and latest.checkpoint.size != self._tiles_size
+            and time.monotonic() >= self._tiles_retry_at
+        ):
+            self.publish_tiles(latest)
+
+    def publish_tiles(self, latest: StoredCheckpoint) -> None:
+        """Bring the public tiles (``<data_dir>/tiles``, C2SP tlog-tiles) to the checkpoint
+        ``latest``. A failure (a full disk) is logged once and retried at the next pass: the
+        tiles are a copy of what the database holds, never a reason to stop ingesting."""
+        try:
+            written = write_tiles(
+                self.evidence.log, latest.checkpoint.size, latest.note, self.tiles_dir
+            )
+        except (OSError, ValueError) as exc:
+            if not self._tiles_failing:
+                log.error(
+                    "public tiles in %s not updated: %s; the log itself is intact, retrying "
+                    "at every checkpoint (free disk space if it is full)",
+                    self.tiles_dir,
+                    exc,
+                )
+            self._tiles_failing = True
+            self._tiles_retry_at = time.monotonic() + TILES_RETRY_S
+            return
+        if self._tiles_failing:
+            log.info("public tiles in %s are current again", self.tiles_dir)
+        self._tiles_failing = False
+        self._tiles_size = latest.checkpoint.size
+        log.debug("tiles: %d file(s) written for size %d", written, self._tiles_size)
 
     # ------------------------------------------------------------------ stats
 

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("collector.export_cli", "export_command"),
     "verify": ("inspector.cli", "verify_command"),
     "demo": ("demo", "demo_command"),
+    "log": ("inspector.log_cli", "log_group"),
 }
 
 
@@ -66,6 +67,7 @@ EXTRAS = {
     "anchor": "anchor",
     "verify": "inspector",
     "demo": "all",
+    "log": "inspector",
 }
 
 

@@ -1,0 +1,151 @@
+"""``fieldproof log mirror``: a certifier's copy follows a growing log, served by a plain web
+server or as files, and refuses — keeping what it had — a log that was rewritten, cut, forked
+(two trees of one size under one key), signed by another key, or whose tiles were altered."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from anchor.logstore import MerkleLog, open_log
+from anchor.tiles import CHECKPOINT_FILE, write_tiles
+from fieldproof.cli import cli
+from fieldproof.formats.checkpoint import Checkpoint, sign_checkpoint
+from fieldproof.formats.note import Ed25519Signer, generate_key
+from fieldproof.formats.tiles import tile_path
+from inspector.mirror import DirectorySource, MirrorError, mirror_once, source_for
+
+ORIGIN = "fieldproof.test/log/mirror"
+
+
+class Log:
+    """A collector's log and its public tiles directory."""
+
+    def __init__(self, root: Path, signer: Ed25519Signer, salt: bytes = b"") -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.log: MerkleLog = open_log(root / "log.sqlite")
+        self.tiles = root / "tiles"
+        self.signer = signer
+        self.salt = salt
+
+    def grow(self, to: int) -> None:
+        n = self.log.size()
+        self.log.append([hashlib.sha256(self.salt + i.to_bytes(4, "big")).digest()
+                         for i in range(n, to)])  # fmt: skip
+        note = sign_checkpoint(Checkpoint(ORIGIN, to, self.log.root(to)), self.signer)
+        write_tiles(self.log, to, note, self.tiles)
+
+
+@pytest.fixture
+def signer() -> Ed25519Signer:
+    return generate_key(ORIGIN)
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A plain static web server (Python's own) over a directory: what any host does."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+
+
+def publish(log: Log, www: Path) -> None:
+    shutil.rmtree(www, ignore_errors=True)
+    shutil.copytree(log.tiles, www)
+
+
+def test_mirror_follows_a_growing_log_over_http(
+    tmp_path: Path, signer: Ed25519Signer, served: tuple[Path, str]
+) -> None:
+    www, url = served
+    log = Log(tmp_path / "c1", signer)
+    mirror = tmp_path / "mirror"
+    source = source_for(url)
+    fetched = []
+    for size in (3, 256, 700, 70_000):
+        log.grow(size)
+        publish(log, www)
+        result = mirror_once(source, mirror, signer.verifier(), entries=True)
+        assert (result.size, result.grew) == (size, True)
+        fetched.append(result.fetched)
+        assert (mirror / CHECKPOINT_FILE).read_bytes() == (log.tiles / CHECKPOINT_FILE).read_bytes()
+    again = mirror_once(source, mirror, signer.verifier())
+    assert (again.size, again.grew, again.fetched) == (70_000, False, 0)
+    # only what was new is fetched: full tiles once, partial tiles per checkpoint
+    assert fetched[1] == 3 and fetched[3] < 2 * (70_000 // 256 + 4)
+    assert not (mirror / ".staging").exists()
+
+
+def assert_refused(tmp_path: Path, signer: Ed25519Signer, source_root: Path, match: str) -> None:
+    mirror = tmp_path / "mirror"
+    before = (mirror / CHECKPOINT_FILE).read_bytes()
+    with pytest.raises(MirrorError, match=match):
+        mirror_once(DirectorySource(source_root), mirror, signer.verifier())
+    assert (mirror / CHECKPOINT_FILE).read_bytes() == before  # kept what it had
+    assert not (mirror / ".staging").exists()
+
+
+def test_a_rewritten_log_is_refused(tmp_path: Path, signer: Ed25519Signer) -> None:
+    honest = Log(tmp_path / "honest", signer)
+    honest.grow(300)
+    mirror_once(DirectorySource(honest.tiles), tmp_path / "mirror", signer.verifier())
+    # the operator rebuilds the log with other entries under the same key and origin
+    rewritten = Log(tmp_path / "rewritten", signer, salt=b"other")
+    rewritten.grow(500)
+    assert_refused(tmp_path, signer, rewritten.tiles, "REWRITE")
+    forked = Log(tmp_path / "forked", signer, salt=b"fork")
+    forked.grow(300)
+    assert_refused(tmp_path, signer, forked.tiles, "FORK")
+    cut = Log(tmp_path / "cut", signer)
+    cut.grow(200)
+    assert_refused(tmp_path, signer, cut.tiles, "rewritten or cut")
+
+
+def test_a_wrong_key_or_altered_tiles_are_refused(tmp_path: Path, signer: Ed25519Signer) -> None:
+    log = Log(tmp_path / "c1", signer)
+    log.grow(100)
+    mirror_once(DirectorySource(log.tiles), tmp_path / "mirror", signer.verifier())
+    log.grow(600)
+    assert_refused(tmp_path, generate_key(ORIGIN), log.tiles, "does not verify with the log key")
+    tile = log.tiles / tile_path(0, 1)
+    data = bytearray(tile.read_bytes())
+    data[0] ^= 1
+    tile.write_bytes(bytes(data))
+    assert_refused(tmp_path, signer, log.tiles, "tiles")
+
+
+def test_cli_exit_codes(tmp_path: Path, signer: Ed25519Signer) -> None:
+    log = Log(tmp_path / "c1", signer)
+    log.grow(40)
+    runner = CliRunner()
+    args = ["log", "mirror", str(log.tiles), str(tmp_path / "m"), "--log-key",
+            signer.verifier().vkey]  # fmt: skip
+    ok = runner.invoke(cli, args)
+    assert ok.exit_code == 0 and "40 entries" in ok.output, ok.output
+    forked = Log(tmp_path / "forked", signer, salt=b"x")
+    forked.grow(40)
+    args[2] = str(forked.tiles)
+    fork = runner.invoke(cli, args)
+    assert fork.exit_code == 1 and "FORK" in fork.output, fork.output
+    args[2] = str(tmp_path / "nowhere")
+    gone = runner.invoke(cli, args)
+    assert gone.exit_code == 2 and "cannot reach the log" in gone.output, gone.output
