@@ -29,6 +29,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from fieldproof.errors import DeviceError
 from fieldproof.wire import Reading
 from gateway.sensors.base import QUANTITY_UNITS, SensorConfig, SensorDriver, register
 
@@ -50,7 +51,7 @@ class DS18B20Config(SensorConfig):
     offset: float = Field(default=0.0, ge=-5, le=5)
 
 
-class W1Error(Exception):
+class W1Error(DeviceError):
     """One failed read; ``reason`` is the short code that goes on the wire."""
 
     def __init__(self, reason: str, detail: str) -> None:

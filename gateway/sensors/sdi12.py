@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fieldproof.errors import DeviceError
 from fieldproof.wire import Reading
 from gateway.sensors.base import QUANTITY_UNITS, SensorConfig, SensorDriver, plausible, register
 
@@ -97,7 +98,7 @@ def parse_identification(address: str, line: str) -> Identification:
     )
 
 
-class SDI12Error(Exception):
+class SDI12Error(DeviceError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
