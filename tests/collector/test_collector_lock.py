@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector.registry import Registry
 from collector.store import CollectorStore
 from fieldproof.cli import cli
 from fieldproof.datadir import LOCK_FILE, DataDirLocked, open_db
-from fieldproof.wire import Ed25519PrivateKey, gateway_id_for, public_key_bytes
+from fieldproof.wire import gateway_id_for, public_key_bytes
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
 
 from anchor.anchoring import AnchorState, AnchorStore
@@ -31,8 +32,8 @@ class NullWriter:
         pass
 
 
-def _gateway() -> tuple[str, bytes, wire.Ed25519PrivateKey]:
-    key = wire.Ed25519PrivateKey.generate()
+def _gateway() -> tuple[str, bytes, Ed25519PrivateKey]:
+    key = Ed25519PrivateKey.generate()
     pk = wire.public_key_bytes(key)
     return wire.gateway_id_for(pk), pk, key
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from collector.ingest import RegistryCache
 from collector.registry import Registry
 from fieldproof.datadir import open_db
-from fieldproof.wire import Ed25519PrivateKey, gateway_id_for, public_key_bytes
+from fieldproof.wire import gateway_id_for, public_key_bytes
 
 OLD_SCHEMA = """
 CREATE TABLE devices (
