@@ -44,8 +44,10 @@ def run_command(config_path: Path | None) -> None:
 
 def _mount_inspector() -> None:
     from collector.api import inspector_command
+    from collector.api_cli import api_token_group
 
     collector_group.add_command(inspector_command)
+    collector_group.add_command(api_token_group)
 
 
 @collector_group.command("status")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from fieldproof.errors import ConfigError
 
@@ -126,6 +126,38 @@ class MetricsConfig(StrictModel):
     unhealthy_after_s: float = Field(default=60.0, gt=0)
 
 
+#: a Host header value: a DNS name or [IPv6] literal, optionally with ":port"
+_HOST_NAME = (
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])"
+    r"(?::[0-9]{1,5})?$"
+)
+
+
+class ApiConfig(StrictModel):
+    """The inspector page and its API (``fieldproof collector inspector``, collector/api.py).
+    Every API call needs an access token for one farm or all of them, made with
+    ``fieldproof collector api-token create``."""
+
+    #: address to bind; keep loopback unless a TLS-terminating reverse proxy is in front
+    host: str = "127.0.0.1"
+    port: int = Field(default=8470, ge=1, le=65535)
+    #: Host header values the API also answers to (the names it is served under, e.g.
+    #: "inspector.farm.example" behind a proxy, with ":port" unless the port is the scheme's
+    #: default); 127.0.0.1, localhost and [::1] with the bound port always work. Any other Host
+    #: is refused with 421, so a web page cannot reach the API through DNS rebinding.
+    allowed_hosts: list[Annotated[str, StringConstraints(pattern=_HOST_NAME)]] = Field(
+        default_factory=list
+    )
+    #: access tokens (only their SHA-256, mode 0600); default <data_dir>/api-tokens.json
+    tokens_file: Path | None = None
+    #: the longest period one export or verification may cover (to - from)
+    max_range_s: float = Field(default=366 * 86400.0, gt=0, le=100 * 366 * 86400.0)
+    #: exports and verifications running at once; more are answered 429 with Retry-After
+    max_concurrent_exports: int = Field(default=2, ge=1, le=64)
+    #: the Retry-After of a 429
+    retry_after_s: int = Field(default=10, ge=1, le=3600)
+
+
 class CollectorConfig(StrictModel):
     """``fieldproof collector run`` settings."""
 
@@ -149,6 +181,7 @@ class CollectorConfig(StrictModel):
     fields_file: Path | None = None
     enrollment: EnrollmentConfig = EnrollmentConfig()
     metrics: MetricsConfig = MetricsConfig()
+    api: ApiConfig = ApiConfig()
 
     @property
     def log_origin(self) -> str:
