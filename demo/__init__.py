@@ -3,8 +3,11 @@
 Starts Mosquitto and InfluxDB on free loopback ports (or uses the ones given), creates N
 simulated gateways with keys of their own, registers them, runs them and a collector as
 separate processes, then stops the gateways (they drain their spools), waits for the collector
-to catch up and reads the result back from InfluxDB with InfluxQL. Exits non-zero if any reading
-a gateway saw acknowledged is missing from InfluxDB."""
+to catch up and reads the result back from InfluxDB with InfluxQL. With a chain (``--chain
+thor``, the default: a real ``thor solo`` node it starts; ``--chain evm``: anvil) the log's
+checkpoints are anchored and every anchor must be final on that node (:mod:`demo.thor` says
+how thor solo gets there). Exits non-zero if any reading a gateway saw acknowledged is missing
+from InfluxDB, or an anchor is not final, or the exported evidence does not verify."""
 
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +35,7 @@ from fieldproof.config import CollectorConfig, load_collector_config
 from fieldproof.datadir import open_db
 from fieldproof.keys import create_key_file
 from fieldproof.mqtt import wait_for_retained
-from fieldproof.services import InfluxDB, ManagedProcess, Mosquitto
+from fieldproof.services import InfluxDB, InfluxDB18, ManagedProcess, Mosquitto, ServiceError
 from fieldproof.wire import gateway_id_for, public_key_bytes
 
 if TYPE_CHECKING:  # web3 and friends load only when the demo anchors
@@ -95,6 +100,38 @@ seed = {index + 1}
     return DemoGateway(gw, config, gdir / "spool.sqlite", farm, field)
 
 
+#: the collector's environment variables the demo puts InfluxDB credentials in (never the TOML)
+TOKEN_ENV = "FIELDPROOF_DEMO_INFLUX_TOKEN"  # noqa: S105 (a variable name, not a secret)
+PASSWORD_ENV = "FIELDPROOF_DEMO_INFLUX_PASSWORD"  # noqa: S105
+
+
+def influx_toml(
+    influx_url: str, database: str, api: str = "v1", token: str | None = None
+) -> str:
+    """The ``[influx]`` section. v2: the bucket is ``database`` and the token comes from
+    :data:`TOKEN_ENV`; v1 with a token ``user:password``: that user, the password from
+    :data:`PASSWORD_ENV`."""
+    lines = ["[influx]", f'api = "{api}"', f'url = "{influx_url}"']
+    if api == "v2":
+        lines += [f'bucket = "{database}"', f'database = "{database.split("/", 1)[0]}"']
+        if token:
+            lines.append(f'token_env = "{TOKEN_ENV}"')
+    else:
+        lines.append(f'database = "{database}"')
+        if token:
+            lines += [f'username = "{token.split(":", 1)[0]}"', f'password_env = "{PASSWORD_ENV}"']
+    return "\n".join(lines) + "\n"
+
+
+def influx_env(api: str, token: str | None) -> dict[str, str]:
+    """The environment :func:`influx_toml`'s config reads its secret from."""
+    if not token:
+        return {}
+    if api == "v2":
+        return {TOKEN_ENV: token}
+    return {PASSWORD_ENV: token.split(":", 1)[1] if ":" in token else ""}
+
+
 def write_collector_config(
     workdir: Path,
     mqtt_host: str,
@@ -102,6 +139,9 @@ def write_collector_config(
     influx_url: str,
     database: str,
     anchor_toml: str = "",
+    *,
+    influx_api: str = "v1",
+    influx_token: str | None = None,
 ) -> Path:
     cdir = workdir / "collector"
     cdir.mkdir(parents=True, exist_ok=True)
@@ -114,11 +154,7 @@ stats_interval_s = 5
 host = "{mqtt_host}"
 port = {mqtt_port}
 
-[influx]
-api = "v1"
-url = "{influx_url}"
-database = "{database}"
-
+{influx_toml(influx_url, database, influx_api, influx_token)}
 [log]
 origin_base = "demo.fieldproof.example"
 checkpoint_interval_s = 5
@@ -140,16 +176,38 @@ def spool_counts(path: Path) -> tuple[int, int, int]:
     return int(meta.get("published_readings", 0)), depth, int(meta.get("dropped_messages", 0))
 
 
-def influx_counts(influx_url: str, database: str) -> dict[str, int]:
-    """Readings stored per gateway, counted by InfluxQL over the reading measurements."""
+def influx_counts(
+    influx_url: str, database: str, token: str | None = None, api: str = "v1"
+) -> dict[str, int]:
+    """Readings stored per gateway, counted by InfluxQL over the reading measurements.
+
+    ``database`` may be ``db/rp`` (a v2 bucket on InfluxDB 1.8). ``token``: with ``api="v2"``
+    sent as ``Authorization: Token …`` (1.8: ``user:password``; 2.x: an API token, with a DBRP
+    mapping for the bucket); with v1, ``user:password`` as HTTP Basic authentication."""
     import httpx
 
-    measurements = ",".join(READING_MEASUREMENTS)  # constants, not input
+    db, _, rp = database.partition("/")
+    prefix = f'"{rp}".' if rp else ""
+    measurements = ",".join(prefix + m for m in READING_MEASUREMENTS)  # constants, not input
     q = f'SELECT count("seq") FROM {measurements} GROUP BY "gateway"'  # noqa: S608
-    r = httpx.get(f"{influx_url}/query", params={"db": database, "q": q}, timeout=30)
+    headers: dict[str, str] = {}
+    auth: httpx.BasicAuth | None = None
+    if token and api == "v2":
+        headers["Authorization"] = f"Token {token}"
+    elif token:
+        user, _, password = token.partition(":")
+        auth = httpx.BasicAuth(user, password)
+    r = httpx.post(
+        f"{influx_url}/query", data={"db": db, "q": q}, headers=headers, auth=auth, timeout=30
+    )
     r.raise_for_status()
+    result = r.json()["results"][0]
+    if "error" in result:
+        if "database not found" in result["error"]:
+            return {}
+        raise RuntimeError(f"InfluxDB at {influx_url}: {result['error']}")
     counts: dict[str, int] = {}
-    for series in r.json()["results"][0].get("series", []):
+    for series in result.get("series", []):
         gw = series["tags"]["gateway"]
         counts[gw] = counts.get(gw, 0) + int(series["values"][0][1])
     return counts
@@ -189,14 +247,41 @@ def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> N
     help="keep everything here (default: a temporary directory, removed after)",
 )
 @click.option("--mqtt-port", type=int, default=None, help="use a running broker on 127.0.0.1")
-@click.option("--influx-url", default=None, help="use a running InfluxDB 1.x")
-@click.option("--database", default="fieldproof", show_default=True)
+@click.option(
+    "--influx-url",
+    default=None,
+    help="use a running InfluxDB (default: start one: Debian's 1.x for v1, the 1.8 peer "
+    "built by scripts/peers for v2)",
+)
+@click.option(
+    "--influx-api",
+    type=click.Choice(["v1", "v2"]),
+    default="v1",
+    show_default=True,
+    help="v1: POST /write (InfluxDB 1.x); v2: /api/v2/write (InfluxDB 1.8+, 2.x, 3.x, Cloud)",
+)
+@click.option(
+    "--influx-token",
+    default=None,
+    envvar="FIELDPROOF_INFLUX_TOKEN",
+    help="InfluxDB credentials: with v2 the API token (InfluxDB 1.8: user:password), with v1 "
+    "user:password; also read from FIELDPROOF_INFLUX_TOKEN. Passed to the collector in its "
+    "environment, never in a file",
+)
+@click.option(
+    "--database",
+    default="fieldproof",
+    show_default=True,
+    help="InfluxDB database; with --influx-api v2 the bucket (InfluxDB 1.8: database or "
+    "database/retention-policy)",
+)
 @click.option(
     "--chain",
-    type=click.Choice(["evm", "none"]),
-    default="evm",
+    type=click.Choice(["thor", "evm", "none"]),
+    default="thor",
     show_default=True,
-    help="anchor checkpoints on a local EVM dev chain (anvil) the demo starts",
+    help="anchor checkpoints on a VeChainThor solo node (thor) or a local EVM dev chain "
+    "(anvil) the demo starts, and require every anchor final; none: no anchoring",
 )
 @click.option(
     "--report-dir",
@@ -212,22 +297,27 @@ def demo_command(
     workdir: Path | None,
     mqtt_port: int | None,
     influx_url: str | None,
+    influx_api: str,
+    influx_token: str | None,
     database: str,
     chain: str,
     report_dir: Path,
 ) -> None:
-    """Run simulated gateways → broker → collector → InfluxDB and check nothing is lost."""
+    """Run simulated gateways → broker → collector → InfluxDB → evidence log → anchors, and
+    check that nothing is lost and every anchor is final."""
     console = Console(stderr=True)
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="fieldproof-demo-")
         workdir = Path(tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
+    if influx_api == "v1" and influx_token and ":" not in influx_token:
+        raise click.UsageError("with --influx-api v1, --influx-token is user:password")
     services: list[ManagedProcess] = []
     collector_proc: subprocess.Popen[bytes] | None = None
     anchor_proc: subprocess.Popen[bytes] | None = None
     fleet: list[DemoGateway] = []
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **influx_env(influx_api, influx_token)}
     try:
         if mqtt_port is None:
             broker = Mosquitto(workdir / "mosquitto")
@@ -235,11 +325,19 @@ def demo_command(
             services.append(broker)
             mqtt_port = broker.port
         if influx_url is None:
-            influx = InfluxDB(workdir / "influxdb")
-            influx.start()
+            try:
+                influx_dir = workdir / "influxdb"
+                # Debian's InfluxDB 1.6 has no v2 API; the 1.8 peer (scripts/peers) has
+                influx = InfluxDB18(influx_dir) if influx_api == "v2" else InfluxDB(influx_dir)
+                influx.start()
+            except ServiceError as exc:
+                raise click.ClickException(str(exc)) from None
             services.append(influx)
             influx_url = influx.url
-        console.print(f"broker 127.0.0.1:{mqtt_port} · InfluxDB {influx_url} · work dir {workdir}")
+        console.print(
+            f"broker 127.0.0.1:{mqtt_port} · InfluxDB {influx_url} ({influx_api} API) · "
+            f"work dir {workdir}"
+        )
 
         anchor_toml = ""
         chain_url = ""
@@ -258,8 +356,27 @@ def demo_command(
                 f'chain_id = {devchain.chain_id}\nkey_file = "{key_file}"\ninterval_s = 1\n'
             )
             console.print(f"EVM dev chain (anvil) {devchain.url}, chain id {devchain.chain_id}")
+        elif chain == "thor":
+            from demo import thor as demo_thor
+
+            try:
+                node = demo_thor.start_node(workdir / "thor")
+            except ServiceError as exc:
+                raise click.ClickException(str(exc)) from None
+            services.append(node)
+            chain_url = node.url
+            key_file = demo_thor.write_anchor_key(workdir / "anchor.key")
+            anchor_toml = demo_thor.anchor_toml(node.url, key_file)
+            console.print(f"VeChainThor solo node {node.url}, genesis {node.genesis().id}")
         collector_config = write_collector_config(
-            workdir, "127.0.0.1", mqtt_port, influx_url, database, anchor_toml
+            workdir,
+            "127.0.0.1",
+            mqtt_port,
+            influx_url,
+            database,
+            anchor_toml,
+            influx_api=influx_api,
+            influx_token=influx_token,
         )
         cdir = collector_config.parent
         cfg = load_collector_config(collector_config)
@@ -352,16 +469,18 @@ def demo_command(
         _terminate(collector_proc)  # it signs a final checkpoint on the way out
         collector_proc = None
 
-        log_size, anchored = _log_and_anchor(cfg, chain, console)
+        anchors = _log_and_anchor(cfg, chain, chain_url, console)
         _terminate(anchor_proc)
         anchor_proc = None
         node_url = chain_url if chain != "none" else None
-        evidence_ok = _inspect(cfg, sorted({g.farm for g in fleet}), node_url, report_dir, console)
+        evidence_ok = _inspect(
+            cfg, sorted({g.farm for g in fleet}), node_url, chain, report_dir, console
+        )
 
         accepted_messages, accepted_readings = store.accepted_count()
         quarantined = sum(store.quarantine_by_reason().values())
         gaps = store.gaps()
-        stored = influx_counts(influx_url, database)
+        stored = influx_counts(influx_url, database, influx_token, influx_api)
         stored_total = sum(stored.get(g.gateway_id, 0) for g in fleet)
 
         table = Table(
@@ -378,7 +497,7 @@ def demo_command(
         missing = sum(
             max(0, per_gateway[g.gateway_id] - stored.get(g.gateway_id, 0)) for g in fleet
         )
-        anchor_ok = chain == "none" or (anchored is not None and anchored.tree_size == log_size)
+        anchor_ok = chain == "none" or anchors.ok
         ok = (
             missing == 0
             and published > 0
@@ -386,19 +505,24 @@ def demo_command(
             and anchor_ok
             and evidence_ok
         )
-        if anchored is not None:
-            console.print(
-                f"anchored: log size {anchored.tree_size} in block {anchored.block_number}, "
-                f"tx {anchored.tx_id} ({anchored.state})"
-            )
+        for line in anchors.notes:
+            console.print(line)
         verdict = "OK" if ok else "FAIL"
+        anchor_part = (
+            ""
+            if chain == "none"
+            else f" checkpoints={anchors.checkpoints} anchors={anchors.count}"
+            f" final={anchors.final}"
+            + ("" if anchors.all_final else f" ({anchors.not_final_reason})")
+        )
         click.echo(
             f"demo {verdict}: gateways={gateways} published={published}"
             f" verified={accepted_readings}"
             f" stored={stored_total} missing={missing} quarantined={quarantined} gaps={len(gaps)}"
             f" still_spooled={still_spooled} dropped={dropped} messages={accepted_messages}"
-            f" log_size={log_size}"
-            f" anchored_size={anchored.tree_size if anchored else 0}"
+            f" log_size={anchors.log_size}"
+            f" anchored_size={anchors.anchored_size}{anchor_part}"
+            f" influx={influx_api} chain={chain}"
         )
         if not ok:
             sys.exit(1)
@@ -413,37 +537,127 @@ def demo_command(
             tmp.cleanup()
 
 
-def _log_and_anchor(
-    cfg: CollectorConfig, chain: str, console: Console, timeout: float = 90.0
-) -> tuple[int, AnchorView | None]:
-    """The log's final size, and (when anchoring) wait until that size is finalized on chain."""
+@dataclass
+class AnchorOutcome:
+    """The log's final size and what the chain holds of it."""
+
+    log_size: int
+    checkpoints: int = 0
+    anchored_size: int = 0
+    count: int = 0
+    final: int = 0
+    problems: list[str] | None = None
+    notes: list[str] = dc_field(default_factory=list)
+    not_final_reason: str = ""
+
+    @property
+    def all_final(self) -> bool:
+        return self.count == self.final
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.count > 0
+            and self.all_final
+            and self.anchored_size == self.log_size
+            and not self.problems
+        )
+
+
+def _log_size(cfg: CollectorConfig) -> tuple[int, int]:
+    """(size of the newest checkpoint, number of checkpoints signed)."""
     from anchor.evidence import EvidenceLog
-    from anchor.service import anchor_views
 
     db = open_db(cfg.db_path)
     try:
-        latest = EvidenceLog.open(db, cfg.log_origin, key_file=None).latest()
+        checkpoints = EvidenceLog.open(db, cfg.log_origin, key_file=None).checkpoints()
     finally:
         db.close()
-    size = latest.checkpoint.size if latest else 0
-    if chain == "none" or size == 0:
-        return size, None
-    console.print(f"waiting for the checkpoint of size {size} to be finalized on chain…")
+    size = max((c.checkpoint.size for c in checkpoints), default=0)
+    return size, len(checkpoints)
+
+
+def _wait_views(
+    cfg: CollectorConfig,
+    chain: str,
+    done: Callable[[list[AnchorView]], bool],
+    timeout: float,
+) -> list[AnchorView]:
+    from anchor.service import anchor_views
+
     deadline = time.monotonic() + timeout
-    best: AnchorView | None = None
-    while time.monotonic() < deadline:
-        finalized = [v for v in anchor_views(cfg) if v.state == "finalized"]
-        best = max(finalized, key=lambda v: v.tree_size, default=None)
-        if best is not None and best.tree_size >= size:
-            break
+    while True:
+        views = [v for v in anchor_views(cfg) if v.chain == chain]
+        if done(views) or time.monotonic() > deadline:
+            return views
         time.sleep(0.5)
-    return size, best
+
+
+def _log_and_anchor(
+    cfg: CollectorConfig, chain: str, chain_url: str, console: Console, timeout: float = 90.0
+) -> AnchorOutcome:
+    """The log's final size and, when anchoring, its anchors: the last one must cover the
+    whole log and every one must be final on the node."""
+    out = AnchorOutcome(*_log_size(cfg))
+    if chain == "none" or out.log_size == 0:
+        return out
+    size = out.log_size
+
+    def covered(views: list[AnchorView]) -> bool:
+        return any(v.tree_size >= size and v.state in ("included", "finalized") for v in views)
+
+    console.print(f"waiting for the checkpoint of size {size} to be anchored…")
+    views = _wait_views(cfg, chain, covered, timeout)
+    if chain == "thor" and covered(views):
+        from demo import thor as demo_thor
+
+        target = max(v.block_number or 0 for v in views if v.state in ("included", "finalized"))
+        console.print(f"anchors included up to block {target}; moving the solo chain to finality…")
+        drive = demo_thor.drive_to_finality(chain_url, target)
+        out.notes.append(drive.explain())
+        if not drive.final:
+            out.not_final_reason = drive.explain()
+
+    def all_final(views: list[AnchorView]) -> bool:
+        return covered(views) and all(v.state == "finalized" for v in views)
+
+    views = _wait_views(cfg, chain, all_final, timeout)
+    out.count = len(views)
+    out.final = sum(1 for v in views if v.state == "finalized")
+    out.anchored_size = max(
+        (v.tree_size for v in views if v.state in ("included", "finalized")), default=0
+    )
+    if chain == "thor":
+        from demo import thor as demo_thor
+
+        out.problems = demo_thor.check_anchors(chain_url, cfg.log_origin, views)
+        out.notes += [f"on the node: {p}" for p in out.problems]
+    if not out.all_final and not out.not_final_reason:
+        out.not_final_reason = "not final: " + ", ".join(
+            f"size {v.tree_size} {v.state}" + (f" ({v.reason})" if v.reason else "")
+            for v in views
+            if v.state != "finalized"
+        )
+    if out.count < out.checkpoints:
+        out.notes.append(
+            f"{out.count} of {out.checkpoints} checkpoints anchored: the anchorer anchors the "
+            "newest checkpoint on each pass, one tx at a time; an older one it skipped is "
+            "proven a prefix of an anchored one by the bundle's consistency proofs"
+        )
+    newest = max(views, key=lambda v: v.tree_size, default=None)
+    if newest is not None:
+        out.notes.append(
+            f"anchored: log size {newest.tree_size} in block {newest.block_number}, "
+            f"tx {newest.tx_id} ({newest.state}); {out.final} of {out.count} anchors final"
+        )
+    return out
 
 
 def _inspect(
     cfg: CollectorConfig,
     farms: list[str],
     node_url: str | None,
+    chain: str,
     report_dir: Path,
     console: Console,
 ) -> bool:
@@ -469,7 +683,7 @@ def _inspect(
         result = verify_bundle(
             bundle,
             nodes=[node_url] if node_url else [],
-            chain="evm" if node_url else None,
+            chain=chain if node_url else None,
             offline=node_url is None,
             log_key=vkey,
         )

@@ -44,18 +44,27 @@ class MqttConfig(StrictModel):
 
 
 class InfluxConfig(StrictModel):
-    """Where readings go. ``api = "v1"`` for InfluxDB 1.x ``/write``; ``"v2"`` for 2.x/3.x/Cloud."""
+    """Where readings go. ``api = "v1"`` for InfluxDB 1.x ``/write``; ``"v2"`` for
+    ``/api/v2/write``: 2.x/3.x/Cloud, and 1.8+ (token ``user:password``, bucket
+    ``database[/retention-policy]``). Secrets are never in the file: ``password_env`` and
+    ``token_env`` name environment variables. A 401/403 holds every batch (nothing is dropped)
+    until the credentials work; the collector's log names the key to fix."""
 
     api: Literal["v1", "v2"] = "v1"
     url: str = "http://127.0.0.1:8086"
+    #: v1: the database written to (``bucket`` is the v2 name for it)
     database: str = "fieldproof"
     retention_policy: str = ""
+    #: v1: HTTP Basic credentials; the password comes from the variable ``password_env`` names
     username: str | None = None
     password_env: str | None = None
+    #: v2: organisation (ignored by 1.8) and bucket (1.8: "database" or "database/rp")
     org: str = ""
     bucket: str = "fieldproof"
     token_env: str | None = Field(default=None, description="env var holding the v2 API token")
     timeout_s: float = Field(default=10.0, gt=0)
+    #: create a missing database (1.x, also through 1.8's v2 endpoint; needs an admin user).
+    #: 2.x/3.x/Cloud buckets are never created: the collector says so and retries
     create_database: bool = True
 
 

@@ -6,13 +6,18 @@ it back. Nothing here listens beyond 127.0.0.1."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -261,6 +266,8 @@ PEERS_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "peers"
 _PEERS: dict[str, tuple[str, str, str]] = {
     "thor": ("THOR_VERSION", "thor", "thor"),
     "influxd": ("INFLUXDB_VERSION", "influxdb", "influxd"),
+    "litewitness": ("TORCHWOOD_VERSION", "litewitness", "litewitness"),
+    "witnessctl": ("TORCHWOOD_VERSION", "litewitness", "witnessctl"),
 }
 _PEER_ALIASES = {"influxdb": "influxd"}
 
@@ -328,7 +335,9 @@ class ThorSolo(ManagedProcess):
     every start is a fresh chain on the same devnet genesis; with ``persist`` it is kept in
     ``<workdir>/data`` across stop/start. Only the API port is bound: metrics, admin and pprof
     are off, and solo mode has no P2P. Funded accounts: the ten dev keys of thor's
-    ``genesis/devnet.go``. ``/blocks/finalized`` stays at the genesis block in solo mode."""
+    ``genesis/devnet.go``. Finality as thor v2.4.4 computes it in solo: ``/blocks/finalized`` is
+    genesis until best reaches 360, then ``floor(best/180)*180 - 360``; an anchor in block b is
+    final once best reaches ``ceil((b+360)/180)*180`` (on demand: one block per posted tx)."""
 
     name = "thor"
 
@@ -483,3 +492,145 @@ class InfluxDB18(InfluxDB):
 
     def create_database(self, db: str = "fieldproof") -> None:
         self.query(f"CREATE DATABASE {_influxql_ident(db)}", db="")
+
+
+class Litewitness(ManagedProcess):
+    """A real C2SP tlog-witness: torchwood's ``litewitness`` (built by scripts/peers) on a free
+    loopback port, with its own SQLite database and its own ``ssh-agent`` holding its Ed25519
+    key (made with ``ssh-keygen`` on first start, kept in the workdir). ``logs`` are
+    ``(origin, vkey)`` pairs registered with ``witnessctl add-log`` / ``add-key`` before the
+    first start; :meth:`add_log` registers more (witnessctl works while it runs).
+
+    ``stop()``/``start()`` take the witness away and give it back on the same port with its
+    database (the sizes it has cosigned) kept; ``close()`` also ends its ssh-agent."""
+
+    name = "litewitness"
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        witness_name: str = "witness.fieldproof.example/w1",
+        logs: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(workdir, port)
+        self.binary = str(peer_binary("litewitness"))
+        self.witnessctl = str(peer_binary("witnessctl"))
+        self.ssh_keygen = _find_binary("ssh-keygen", "openssh-client")
+        self.ssh_agent = _find_binary("ssh-agent", "openssh-client")
+        self.ssh_add = _find_binary("ssh-add", "openssh-client")
+        self.witness_name = witness_name
+        self.db_path = self.workdir / "litewitness.db"
+        self.key_path = self.workdir / "witness_ed25519"
+        # a unix socket path is limited to 107 bytes: keep it short, outside the workdir
+        self._sock_dir = Path(tempfile.mkdtemp(prefix="fp-lw-", dir="/tmp"))
+        self.agent_socket = self._sock_dir / "agent.sock"
+        self.agent: subprocess.Popen[bytes] | None = None
+        self._ensure_key()
+        for origin, vkey in logs:
+            self.add_log(origin, vkey)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self, *cmd: str, env: dict[str, str] | None = None) -> str:
+        r = subprocess.run(
+            list(cmd), capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL
+        )
+        if r.returncode != 0:
+            raise ServiceError(f"{Path(cmd[0]).name} {cmd[1]} failed: {r.stderr.strip()}")
+        return r.stdout
+
+    def _ensure_key(self) -> None:
+        if not self.key_path.exists():
+            self._run(
+                self.ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", "litewitness",
+                "-f", str(self.key_path),
+            )  # fmt: skip
+        fields = (self.key_path.with_suffix(".pub")).read_text().split()
+        blob = base64.b64decode(fields[1])
+        # SSH wire format: string "ssh-ed25519", string <32-byte key>
+        if fields[0] != "ssh-ed25519" or len(blob) != 4 + 11 + 4 + 32:
+            raise ServiceError(f"{self.key_path}.pub is not an Ed25519 key")
+        self.public_key = blob[-32:]
+        out = self._run(self.ssh_keygen, "-l", "-E", "sha256", "-f", str(self.key_path))
+        self.fingerprint = out.split()[1]  # "256 SHA256:… comment (ED25519)"
+
+    @property
+    def vkey(self) -> str:
+        """Its cosignature/v1 verifier key: ``name+hexid+base64(0x04 ‖ public key)``."""
+        digest = hashlib.sha256(
+            self.witness_name.encode() + b"\n" + b"\x04" + self.public_key
+        ).digest()
+        b64 = base64.b64encode(b"\x04" + self.public_key).decode()
+        return f"{self.witness_name}+{digest[:4].hex()}+{b64}"
+
+    def add_log(self, origin: str, vkey: str) -> None:
+        """Register a log (its origin and note verifier key) with ``witnessctl``."""
+        db = str(self.db_path)
+        self._run(self.witnessctl, "add-log", "-db", db, "-origin", origin)
+        self._run(self.witnessctl, "add-key", "-db", db, "-origin", origin, "-key", vkey)
+
+    def list_logs(self) -> list[dict[str, object]]:
+        """``witnessctl list-logs``: origin, size and root the witness has cosigned, per log."""
+        out = self._run(self.witnessctl, "list-logs", "-db", str(self.db_path))
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def _start_agent(self) -> None:
+        if self.agent is not None and self.agent.poll() is None:
+            return
+        self.agent_socket.unlink(missing_ok=True)
+        self.agent = subprocess.Popen(
+            [self.ssh_agent, "-D", "-a", str(self.agent_socket)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while not self.agent_socket.exists():
+            if self.agent.poll() is not None or time.monotonic() > deadline:
+                raise ServiceError(f"ssh-agent did not start on {self.agent_socket}")
+            time.sleep(0.02)
+        env = dict(os.environ, SSH_AUTH_SOCK=str(self.agent_socket))
+        self._run(self.ssh_add, "-q", str(self.key_path), env=env)
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            "-name", self.witness_name,
+            "-db", str(self.db_path),
+            "-ssh-agent", str(self.agent_socket),
+            "-key", self.fingerprint,
+            "-listen", f"127.0.0.1:{self.port}",
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._start_agent()
+        super().start(timeout)
+
+    def is_ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/", timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        """Stop litewitness and its ssh-agent (the key and database stay in the workdir)."""
+        self.stop()
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.terminate()
+            try:
+                self.agent.wait(10)
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+                self.agent.wait()
+        self.agent = None
+        shutil.rmtree(self._sock_dir, ignore_errors=True)
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

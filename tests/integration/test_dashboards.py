@@ -8,7 +8,10 @@ datasource references that resolve to the provisioned datasource, unique panel i
 grid), and the provisioning YAML has the structure Grafana's file provisioning expects. Then
 every panel query and every alert query is taken out of the generated files, its Grafana
 macros and template variables are substituted the way Grafana's InfluxQL datasource does it,
-and it is executed against a real InfluxDB 1.6 (``fieldproof.services.InfluxDB``).
+and it is executed against a real InfluxDB, twice: Debian's 1.6 (``fieldproof.services.InfluxDB``)
+filled through the v1 ``/write``, and 1.8 (``InfluxDB18``, built by scripts/peers) filled through
+its v2 ``/api/v2/write`` — the same InfluxQL must answer the same on both. On both, the
+exported evidence is also compared with the database as ``verify --against-influx`` does.
 
 That InfluxDB is filled by the real pipeline (``tests/support/stack.py``). 2 farms x 2 fields x 2
 gateways, each with its own key, config and spool as the demo writes them and two simulated
@@ -52,11 +55,11 @@ from collector.agronomy import DERIVED_MEASUREMENTS
 from collector.agronomy_hook import load_agronomy_config
 from collector.cli_common import open_registry
 from collector.points import Point
-from demo import READING_MEASUREMENTS, DemoGateway
+from demo import READING_MEASUREMENTS, DemoGateway, write_collector_config
 from fieldproof import __version__
 from fieldproof.config import load_collector_config
 from fieldproof.keys import load_key_file
-from fieldproof.services import InfluxDB
+from fieldproof.services import InfluxDB, InfluxDB18, Mosquitto, PeerMissing
 from fieldproof.wire import public_key_bytes
 from gateway.agent import GatewayAgent
 from gateway.config import GatewayConfig, load_gateway_config
@@ -543,9 +546,32 @@ def count_points(db: InfluxDB, measurements: Iterable[str], field: str, start: i
     return total
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Data]:
-    stack = make_stack(tmp_path_factory.mktemp("stack"))
+#: The InfluxDB lines the dashboards are checked against: Debian's 1.6 written through the v1
+#: ``/write``, and 1.8 (built by scripts/peers) written through its v2 ``/api/v2/write``.
+SERVERS = ["influxdb-1.6-v1", "influxdb-1.8-v2"]
+
+
+def make_server_stack(server: str, workdir: Path) -> Stack:
+    if server == "influxdb-1.6-v1":
+        return make_stack(workdir)
+    broker = Mosquitto(workdir / "mosquitto")
+    try:
+        influx = InfluxDB18(workdir / "influxdb")
+    except PeerMissing as exc:
+        pytest.fail(str(exc), pytrace=False)  # fail, never skip: scripts/test builds the peers
+    broker.start()
+    influx.start()
+    stack = Stack(workdir, broker, influx)
+    # the same collector config, writing through the v2 API (bucket = the database)
+    write_collector_config(workdir, "127.0.0.1", broker.port, influx.url, stack.database,
+                           influx_api="v2")
+    return stack
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def data(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[Data]:
+    stack = make_server_stack(request.param, tmp_path_factory.mktemp("stack"))
     try:
         ids, errors = demo_run(stack)
         write(stack.influx, synthetic_points(ids, errors))
@@ -557,6 +583,41 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Data]:
         stack.shutdown()
         stack.broker.stop()
         stack.influx.stop()
+
+
+@pytest.mark.integration
+def test_the_collector_wrote_through_the_api_under_test(data: Data) -> None:
+    cfg = load_collector_config(data.collector_config)
+    assert cfg.influx.api == ("v2" if isinstance(data.db, InfluxDB18) else "v1")
+    assert cfg.influx.url == data.db.url
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("farm", sorted({s.farm for s in SITES}))
+def test_verify_against_influx_finds_every_reading(data: Data, farm: str) -> None:
+    """What ``fieldproof verify --against-influx`` does, on each server: the farm's exported
+    evidence and the database hold exactly the same reading points (the derived and synthetic
+    series are not readings and are left out by the comparison)."""
+    from anchor.evidence import EvidenceLog
+    from collector.export import export_bundle
+    from fieldproof.datadir import open_db
+    from inspector.verify import check_against_influx, verify_bundle
+
+    cfg = load_collector_config(data.collector_config)
+    db = open_db(cfg.db_path)
+    try:
+        vkey = EvidenceLog.open(db, cfg.log_origin, cfg.log_key_file).verifier().vkey
+    finally:
+        db.close()
+    bundle = export_bundle(cfg, farm=farm, field=None, gateway=None, start=START - 1,
+                           end=END + 1)
+    result = verify_bundle(bundle, nodes=[], chain=None, offline=True, log_key=vkey)
+    cmp = check_against_influx(result, data.db.url, "fieldproof")
+    assert cmp.error is None, cmp.error
+    farm_gateways = sum(len(s.gateways) for s in SITES if s.farm == farm)
+    assert cmp.evidence_points == farm_gateways * len(DEPTHS) * len(READING_MEASUREMENTS) * STEPS
+    assert cmp.matched == cmp.evidence_points == cmp.database_points
+    assert (cmp.changed, cmp.added, cmp.deleted) == (0, 0, 0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -50,14 +50,6 @@ FUZZ = settings(
 )
 
 
-
-
-
-
-
-
-
-
 @pytest.fixture
 def rig(tmp_path: Path, influx: InfluxDB) -> Iterator[Rig]:
     r = Rig(tmp_path, influx)

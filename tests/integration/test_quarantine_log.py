@@ -16,9 +16,7 @@ import pytest
 from collector.ingest import Incoming, QuarantineLog
 from fieldproof import wire
 from fieldproof.services import InfluxDB
-from tests.support.hostile import Rig, influx, key_for
-
-__all__ = ["influx"]  # the module-scoped InfluxDB fixture, shared with test_hostile
+from tests.support.hostile import Rig, key_for
 
 
 class Clock:

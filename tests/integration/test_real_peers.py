@@ -22,7 +22,7 @@ import pytest
 from anchor import thor
 from anchor.anchoring import Anchorer, AnchorState, AnchorStore
 from anchor.thor_client import BadTransaction, InsufficientEnergy, ThorClient, TxRejected
-from collector.influx import InfluxRejected, PointWriter, make_writer
+from collector.influx import InfluxCredentialsRefused, PointWriter, make_writer
 from fieldproof.config import InfluxConfig
 from fieldproof.services import (
     InfluxDB18,
@@ -247,7 +247,7 @@ def test_v2_writer_with_auth_refuses_a_wrong_token(
     try:
         db.create_database("fieldproof")
         wrong = _v2_writer(db.url, "fieldproof:wrong", monkeypatch, "fieldproof")
-        with pytest.raises(InfluxRejected, match="401"):
+        with pytest.raises(InfluxCredentialsRefused, match="401"):
             wrong.write(["reading,gateway=gw-2 value=1 1700000000000000002"])
         wrong.close()
         right = _v2_writer(db.url, db.token, monkeypatch, "fieldproof")
