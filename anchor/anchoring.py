@@ -2,9 +2,17 @@
 
 One transaction per checkpoint, one clause, value 0, ``to`` = a configured address (default: the
 anchoring account itself), data = the 78-byte ``AnchorRecord`` (docs/anchor-record.md). An
-anchor moves ``pending`` → ``included`` (receipt seen) → ``finalized`` (its block is at or below
-``GET /blocks/finalized``), or to ``failed`` when its tx reverted. Only ``finalized`` counts as
-anchored (docs/architecture.md, durability).
+anchor moves ``pending`` → ``included`` (receipt seen) → ``finalized`` (the receipt is there when
+read from the finalized block, ``?head=<GET /blocks/finalized id>``), or to ``failed`` when its
+tx reverted. Only ``finalized`` counts as anchored (docs/architecture.md, durability). There is
+no deadline on finality: Thor finalizes whole 180-block epochs, about 360 to 540 blocks (1 to
+1.5 h) after inclusion on a healthy network, and an included anchor simply stays included,
+each step saying how far it is from final and why (``StepReport.not_final``,
+``anchor_detail``).
+
+Before anything else a step checks the node: on another network (``x-genesis-id``) it raises
+:class:`ChainMismatch`; not synced (its best block ``max_block_age_s`` old, 6 block intervals by
+default) it pauses, and says so in the step report and the stored node status.
 
 Every fact is written to SQLite before the node is asked to act on it: a tx is stored before it
 is posted, so a crash, a node outage or a lost response never loses a checkpoint or forgets a tx
@@ -20,6 +28,7 @@ two anchorers on one store would both submit.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import secrets
@@ -39,12 +48,15 @@ from anchor import thor
 from anchor.thor_client import (
     BadTransaction,
     Block,
+    FeeTooLow,
     InsufficientEnergy,
     NodeResponseError,
     NodeUnreachable,
     ThorClient,
     TxRejected,
+    WrongNetwork,
 )
+from anchor.thor_reader import FinalityGap
 from fieldproof.errors import ChainError
 from fieldproof.formats.anchor_record import AnchorRecord
 
@@ -67,6 +79,10 @@ class KeyLoadError(AnchorError):
 
 class ChainMismatch(AnchorError):
     """The node is on a different chain (genesis) than the one this store anchors to."""
+
+
+class ClauseRejected(AnchorError):
+    """The configured ``to`` is a contract that reverts the anchor clause when simulated."""
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -513,18 +529,32 @@ class AnchorStore:
 
 # ----------------------------------------------------------------------------- anchorer
 
+#: thor's tx pool calls a node synced while its best block is less than 6 block intervals old
+#: (txpool.isChainSynced); VeChainThor's block interval is 10 s
+DEFAULT_MAX_BLOCK_AGE_S = 60.0
+#: a legacy tx's price is fixed when it is built: it must still cover the base fee after one
+#: full block (the base fee rises at most 1/8 per block, thor.BaseFeeChangeDenominator)
+LEGACY_FEE_HEADROOM = (9, 8)
+#: what the VeChain SDKs add to a simulated clause's gas (execution can differ slightly from
+#: the simulation); unused gas is refunded, so it only raises the prepaid amount
+ESTIMATE_BUFFER_GAS = 15_000
+
 
 @dataclass(frozen=True)
 class AnchorConfig:
     """How anchor txs are built and retried.
 
-    ``to``: clause recipient (default: the anchoring account itself, so no contract is needed).
-    ``expiration``: blocks after blockRef the tx stays valid (720 ≈ 2 h at 10 s blocks).
-    ``dynamic_fee``: type 0x51 txs (else legacy with ``gas_price_coef``). ``max_fee_per_gas``
-    None = 2 x the best block's base fee + priority; ``max_priority_fee_per_gas`` None = ask
-    ``GET /fees/priority``. ``gas_margin`` is added to the intrinsic gas (a clause to an account
-    without code uses exactly the intrinsic gas). ``min_interval_s``: least time between two new
-    anchors. ``retry_base_s``/``retry_max_s``: backoff after the node refuses a tx.
+    ``to``: clause recipient (default: the anchoring account itself, so no contract is needed;
+    a contract ``to`` is simulated through ``POST /accounts/*`` and its gas added, or refused
+    when the simulation reverts). ``expiration``: blocks after blockRef the tx stays valid (720
+    ≈ 2 h at 10 s blocks). ``dynamic_fee``: type 0x51 txs (else legacy). ``max_fee_per_gas``
+    None = 2 x the next block's base fee (``/fees/history?newestBlock=next``) + priority;
+    ``max_priority_fee_per_gas`` None = ask ``GET /fees/priority``. ``gas_price_coef``: the
+    least coefficient of a legacy tx; it is raised so the tx pays the next base fee plus one
+    block's rise. ``gas_margin`` is added to the gas. ``min_interval_s``: least time between
+    two new anchors. ``retry_base_s``/``retry_max_s``: backoff after the node refuses a tx.
+    ``max_block_age_s``: a node whose best block is this old (by our clock and by its own) is
+    not synced, and anchoring pauses.
     """
 
     to: str | None = None
@@ -537,6 +567,7 @@ class AnchorConfig:
     min_interval_s: float = 0.0
     retry_base_s: float = 5.0
     retry_max_s: float = 600.0
+    max_block_age_s: float = DEFAULT_MAX_BLOCK_AGE_S
 
     def __post_init__(self) -> None:
         if not 0 < self.expiration < 2**32:
@@ -547,11 +578,66 @@ class AnchorConfig:
             raise ValueError("gas_margin must be >= 0")
         if self.to is not None and len(thor.parse_hex(self.to, "to")) != 20:
             raise ValueError("to must be a 20-byte address")
+        if not self.max_block_age_s > 0:
+            raise ValueError("max_block_age_s must be > 0")
+
+
+def legacy_coef_for(price: int, base_gas_price: int) -> int | None:
+    """Least gasPriceCoef whose legacy price ``base + base·coef // 255`` is at least ``price``;
+    None if even 255 (twice the base price) is not enough."""
+    if base_gas_price <= 0:
+        return None
+    if price <= base_gas_price:
+        return 0
+    coef = -(-(price - base_gas_price) * 255 // base_gas_price)
+    while coef <= 255 and base_gas_price + base_gas_price * coef // 255 < price:
+        coef += 1
+    return coef if coef <= 255 else None
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What the node said at the start of a step: its head, its finality and whether it is
+    synced. ``block_age_s``: how old the best block is by the earlier of our clock and the
+    node's (its HTTP ``Date``), negative when the block is ahead of both (thor solo
+    ``--on-demand`` dates blocks ahead). Kept in the store's meta for ``anchor status``."""
+
+    checked_at: float
+    best_number: int
+    best_id: str
+    best_timestamp: int
+    finalized_number: int
+    finalized_id: str
+    node_time: float | None
+    block_age_s: float
+    synced: bool
+    reason: str | None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> NodeStatus | None:
+        try:
+            d = json.loads(text)
+            return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def explain(self) -> str:
+        age = self.block_age_s
+        when = f"{age:.0f} s old" if age >= 0 else f"dated {-age:.0f} s ahead of the clock"
+        head = f"best #{self.best_number} ({when}), finalized #{self.finalized_number}"
+        return head if self.synced else f"{head}; {self.reason}"
 
 
 @dataclass
 class StepReport:
-    """What one ``Anchorer.step()`` did; ``node_ok`` is False if the node could not be used."""
+    """What one ``Anchorer.step()`` did; ``node_ok`` is False if the node could not be used.
+
+    ``paused``: why anchoring did nothing this step (the node is not synced). ``node`` (the
+    node's head and finality) and ``not_final`` (per included anchor, how far it is from
+    final and why) are what was observed, not what was done: they are left out of ``==``."""
 
     created: list[int] = field(default_factory=list)
     submitted: list[str] = field(default_factory=list)
@@ -562,6 +648,9 @@ class StepReport:
     reorged: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     node_ok: bool = True
+    paused: str | None = None
+    node: NodeStatus | None = field(default=None, compare=False)
+    not_final: dict[int, FinalityGap] = field(default_factory=dict, compare=False)
 
 
 class Anchorer:
@@ -591,7 +680,6 @@ class Anchorer:
         self.clock = clock
         self._genesis_id: str | None = None
         self._chain_tag: int | None = None
-        self._finalized_number: int | None = None
         self._lock_fd: int | None = self._lock(store.path)
 
     @staticmethod
@@ -636,50 +724,99 @@ class Anchorer:
     # ---- the pass
 
     def step(self) -> StepReport:
-        """One pass: check the chain, poll txs, advance states, submit what is due."""
+        """One pass: check the chain and that the node is synced, poll txs, advance states,
+        submit what is due. A node on another network raises :class:`ChainMismatch`."""
         report = StepReport()
-        self._finalized_number = None
         try:
             self._check_chain()
-            best = self.client.best_block()
+            best, node_time = self.client.best_block_and_node_time()
+            finalized = self.client.finalized_block()
+            status = self._node_status(best, finalized, node_time)
+            report.node = status
+            self.store.set_meta("node_status", status.to_json())
+            if not status.synced:
+                assert status.reason is not None
+                report.node_ok = False
+                report.paused = status.reason
+                report.errors.append(status.reason)
+                log.warning("anchoring paused: %s", status.reason)
+                return report
             for a in self.store.anchors(AnchorState.PENDING, AnchorState.INCLUDED):
                 if a.state is AnchorState.PENDING:
-                    self._poll_pending(a, best, report)
+                    self._poll_pending(a, best, finalized, report)
                 else:
-                    self._poll_included(a, report)
+                    self._poll_included(a, best, finalized, report)
             self._maybe_create(report)
             for a in self.store.anchors(AnchorState.PENDING):
                 self._submit(a, best, report)
+        except WrongNetwork as e:
+            raise self._mismatch(e.got) from None
         except (NodeUnreachable, NodeResponseError) as e:
             report.node_ok = False
             report.errors.append(str(e))
             log.warning("anchoring paused: %s", e)
         return report
 
+    def _mismatch(self, got: str | None) -> ChainMismatch:
+        stored = self.store.get_meta("genesis_id")
+        return ChainMismatch(
+            f"anchor store {self.store.path} belongs to the chain with genesis {stored}, but "
+            f"the node at {self.client.base_url} is on "
+            + (f"genesis {got}" if got else "another network")
+            + ": point the anchorer at a node of the right network, or use a new store for "
+            "that network"
+        )
+
     def _check_chain(self) -> None:
         if self._genesis_id is not None:
             return
-        genesis = self.client.genesis()
         stored = self.store.get_meta("genesis_id")
+        if stored is not None:
+            try:
+                self.client.expect_genesis(stored)  # every request now carries x-genesis-id
+            except WrongNetwork as e:
+                raise self._mismatch(e.got) from None
+        genesis = self.client.genesis()
         if stored is None:
             self.store.set_meta("genesis_id", genesis.id)
         elif stored != genesis.id:
-            raise ChainMismatch(
-                f"anchor store {self.store.path} belongs to the chain with genesis {stored}, but "
-                f"the node at {self.client.base_url} is on genesis {genesis.id}: point the "
-                "anchorer at a node of the right network, or use a new store for this network"
-            )
+            raise self._mismatch(genesis.id)
         self._genesis_id = genesis.id
         self._chain_tag = genesis.chain_tag
 
-    def _finalized(self) -> int:
-        if self._finalized_number is None:
-            self._finalized_number = self.client.finalized_block().number
-        return self._finalized_number
+    def _node_status(self, best: Block, finalized: Block, node_time: float | None) -> NodeStatus:
+        now = self.clock()
+        reference = now if node_time is None else min(now, node_time)
+        age = reference - best.timestamp
+        limit = self.config.max_block_age_s
+        synced = age < limit
+        reason = None
+        if not synced:
+            reason = (
+                f"node not synced: its best block #{best.number} is {age:.0f} s old by "
+                + ("our clock" if node_time is None else "both our clock and the node's")
+                + f" (limit {limit:.0f} s: 6 block intervals, as thor's own tx pool judges "
+                "sync); anchoring is paused until it catches up. Check the node's peers, "
+                "disk and logs, or use another node."
+            )
+        return NodeStatus(
+            now,
+            best.number,
+            best.id,
+            best.timestamp,
+            finalized.number,
+            finalized.id,
+            node_time,
+            age,
+            synced,
+            reason,
+        )
 
     # ---- polling
 
-    def _poll_pending(self, a: AnchorRow, best: Block, report: StepReport) -> None:
+    def _poll_pending(
+        self, a: AnchorRow, best: Block, finalized: Block, report: StepReport
+    ) -> None:
         now = self.clock()
         live = self.store.txs(a.id, *_LIVE)
         for t in live:  # receipts are read after best, so "no receipt" + expired is final
@@ -704,17 +841,22 @@ class Anchorer:
                 self.store.update(a.id, state=AnchorState.INCLUDED, last_error=None, **common)
                 report.included.append(a.id)
                 log.info("anchor %d included in block %d", a.id, receipt.block_number)
-                self._poll_included(self.store.get(a.id), report)
+                self._poll_included(self.store.get(a.id), best, finalized, report)
             return
         for t in live:
             if t.dead_after(best.number):
                 self.store.set_tx_status(t.tx_id, TxStatus.EXPIRED, now)
                 log.info("anchor tx %s expired unseen at block %d", t.tx_id, best.number)
 
-    def _poll_included(self, a: AnchorRow, report: StepReport) -> None:
+    def _poll_included(
+        self, a: AnchorRow, best: Block, finalized: Block, report: StepReport
+    ) -> None:
+        """Final = the receipt seen from the finalized block (``?head=``): one answer, so the
+        block cannot move between "where is it" and "is that final"."""
         assert a.tx_id is not None
         now = self.clock()
-        receipt = self.client.receipt(a.tx_id)
+        final = self.client.receipt(a.tx_id, head=finalized.id)
+        receipt = final if final is not None else self.client.receipt(a.tx_id)
         if receipt is None:  # its block left the trunk: back to pending, the tx may return
             self.store.set_tx_status(a.tx_id, TxStatus.SENT, now)
             self.store.update(
@@ -741,10 +883,14 @@ class Anchorer:
                 block_timestamp=receipt.block_timestamp,
                 updated_at=now,
             )
-        if receipt.block_number <= self._finalized():
+        if final is not None:
             self.store.update(a.id, state=AnchorState.FINALIZED, finalized_at=now, updated_at=now)
             report.finalized.append(a.id)
             log.info("anchor %d finalized (block %d)", a.id, receipt.block_number)
+            return
+        gap = FinalityGap(receipt.block_number, finalized.number, best.number)
+        report.not_final[a.id] = gap
+        log.debug("anchor %d: %s", a.id, gap.explain())
 
     # ---- new anchors
 
@@ -788,41 +934,77 @@ class Anchorer:
 
     # ---- submission
 
+    def _fee_fields(self, best: Block) -> dict[str, Any]:
+        """Fee fields for a tx built now, from the next block's base fee."""
+        cfg = self.config
+        base_fee = self.client.next_base_fee()
+        if base_fee is None:
+            base_fee = best.base_fee_per_gas
+        if base_fee is None:  # before GALACTICA: no base fee, no 0x51
+            if cfg.dynamic_fee:
+                log.warning("node has no base fee (pre-GALACTICA chain): sending a legacy tx")
+            return {"gas_price_coef": cfg.gas_price_coef}
+        if not cfg.dynamic_fee:
+            legacy_base = self.client.legacy_base_gas_price()
+            num, den = LEGACY_FEE_HEADROOM
+            coef = legacy_coef_for(-(-base_fee * num // den), legacy_base)
+            if coef is not None:
+                return {"gas_price_coef": max(cfg.gas_price_coef, coef)}
+            log.warning(
+                "a legacy tx cannot pay the base fee %d (at most 2 x %d): sending a dynamic-fee "
+                "tx instead",
+                base_fee,
+                legacy_base,
+            )
+        prio = cfg.max_priority_fee_per_gas
+        if prio is None:
+            try:
+                prio = self.client.priority_fee()
+            except NodeResponseError as e:
+                if e.status not in (404, 405):
+                    raise
+                log.warning("node has no GET /fees/priority; using priority fee 0")
+                prio = 0
+        max_fee = cfg.max_fee_per_gas
+        if max_fee is None:
+            max_fee = 2 * base_fee + prio
+        return {
+            "tx_type": thor.TYPE_DYNAMIC_FEE,
+            "max_fee_per_gas": max(max_fee, prio),
+            "max_priority_fee_per_gas": prio,
+        }
+
+    def _gas(self, clause: thor.Clause) -> int:
+        """Intrinsic gas, plus the simulated execution when ``to`` is a contract."""
+        gas = thor.intrinsic_gas([clause]) + self.config.gas_margin
+        if self.config.to is None:  # the anchoring account itself: no code runs
+            return gas
+        assert clause.to is not None
+        if not self.client.account(clause.to).has_code:
+            return gas
+        payer = None if self.sponsor is None else self.sponsor.address
+        (result,) = self.client.inspect_clauses([clause], caller=self.key.address, gas_payer=payer)
+        if result.reverted:
+            raise ClauseRejected(
+                f"the anchor clause to contract 0x{clause.to.hex()} reverts when the node "
+                f"simulates it ({result.vm_error or 'reverted'}): anchor to an account without "
+                "code (leave [anchor] to unset: the anchoring account itself) or to a contract "
+                "that accepts the 78-byte record"
+            )
+        return gas + result.gas_used + (ESTIMATE_BUFFER_GAS if result.gas_used else 0)
+
     def _build(self, a: AnchorRow, best: Block) -> thor.Transaction:
         assert self._chain_tag is not None
         clause = thor.Clause(self.to_address, 0, a.record)
-        common: dict[str, Any] = {
-            "chain_tag": self._chain_tag,
-            "block_ref": best.block_ref,
-            "expiration": self.config.expiration,
-            "clauses": (clause,),
-            "gas": thor.intrinsic_gas([clause]) + self.config.gas_margin,
-            "nonce": secrets.randbits(64),
-        }
-        cfg = self.config
-        if cfg.dynamic_fee and best.base_fee_per_gas is None:
-            log.warning("node has no base fee (pre-GALACTICA chain): sending a legacy tx instead")
-        if cfg.dynamic_fee and best.base_fee_per_gas is not None:
-            prio = cfg.max_priority_fee_per_gas
-            if prio is None:
-                try:
-                    prio = self.client.priority_fee()
-                except NodeResponseError as e:
-                    if e.status not in (404, 405):
-                        raise
-                    log.warning("node has no GET /fees/priority; using priority fee 0")
-                    prio = 0
-            max_fee = cfg.max_fee_per_gas
-            if max_fee is None:
-                max_fee = 2 * best.base_fee_per_gas + prio
-            tx = thor.Transaction(
-                tx_type=thor.TYPE_DYNAMIC_FEE,
-                max_fee_per_gas=max(max_fee, prio),
-                max_priority_fee_per_gas=prio,
-                **common,
-            )
-        else:
-            tx = thor.Transaction(gas_price_coef=cfg.gas_price_coef, **common)
+        tx = thor.Transaction(
+            chain_tag=self._chain_tag,
+            block_ref=best.block_ref,
+            expiration=self.config.expiration,
+            clauses=(clause,),
+            gas=self._gas(clause),
+            nonce=secrets.randbits(64),
+            **self._fee_fields(best),
+        )
         payer = None if self.sponsor is None else self.sponsor.secret_bytes()
         return thor.sign_transaction(tx, self.key.secret_bytes(), payer)
 
@@ -844,11 +1026,28 @@ class Anchorer:
         if waiting or now < a.next_attempt_at:
             return
         rebuilt = bool(self.store.txs(a.id, TxStatus.EXPIRED))
-        tx = self._build(a, best)
+        try:
+            tx = self._build(a, best)
+        except ClauseRejected as e:
+            self._failed_attempt(a, str(e), now, now + self._backoff(a.failures + 1), report)
+            log.error("anchor %d: %s", a.id, e)
+            return
         row = self.store.add_tx(a.id, tx, now)
         if rebuilt:
             report.rebuilt.append(row.tx_id)
         self._post(self.store.get(a.id), row, report)
+
+    def _failed_attempt(
+        self, a: AnchorRow, error: str, now: float, next_at: float, report: StepReport
+    ) -> None:
+        self.store.update(
+            a.id,
+            last_error=error,
+            failures=a.failures + 1,
+            next_attempt_at=next_at,
+            updated_at=now,
+        )
+        report.errors.append(error)
 
     def _post(self, a: AnchorRow, t: AnchorTxRow, report: StepReport) -> None:
         now = self.clock()
@@ -863,15 +1062,11 @@ class Anchorer:
                 return
             status = TxStatus.EXPIRED if e.expired else TxStatus.REJECTED
             self.store.set_tx_status(t.tx_id, status, now, error=e.node_message)
-            failures = a.failures + 1
-            self.store.update(
-                a.id,
-                last_error=str(e),
-                failures=failures,
-                next_attempt_at=now if e.expired else now + self._backoff(failures),
-                updated_at=now,
+            # expired: a fresh blockRef cures it; fee too low: the next build reads the new fee
+            at_once = e.expired or isinstance(e, FeeTooLow)
+            self._failed_attempt(
+                a, str(e), now, now if at_once else now + self._backoff(a.failures + 1), report
             )
-            report.errors.append(str(e))
             level = (
                 logging.ERROR
                 if isinstance(e, InsufficientEnergy | BadTransaction)
@@ -942,3 +1137,37 @@ def retry_failed(store: AnchorStore, anchor_id: int, *, now: float | None = None
         gas_payer=None,
         updated_at=t,
     )
+
+
+def node_status(store: AnchorStore) -> NodeStatus | None:
+    """What the node said at the anchorer's last step (head, finality, synced), if any."""
+    text = store.get_meta("node_status")
+    return None if text is None else NodeStatus.from_json(text)
+
+
+def anchor_detail(row: AnchorRow, status: NodeStatus | None) -> str | None:
+    """Why an anchor is where it is, for ``fieldproof anchor status``: how far an included one
+    is from final (as of the last step), why a pending one waits, why a failed one failed."""
+    if row.state is AnchorState.FAILED:
+        return row.failure_reason
+    if row.state is AnchorState.FINALIZED:
+        return None
+    paused = None if status is None or status.synced else status.reason
+    if row.state is AnchorState.PENDING:
+        if paused:
+            return paused
+        if row.last_error:
+            return row.last_error
+        return "waiting for inclusion" + (f" of tx {row.tx_id}" if row.tx_id else "")
+    if row.block_number is None or status is None:
+        return None
+    gap = finality_gap_of(row, status)
+    text = gap.explain() if gap is not None else None
+    return f"{text} (as of the last step); {paused}" if paused else text
+
+
+def finality_gap_of(row: AnchorRow, status: NodeStatus) -> FinalityGap | None:
+    """The finality gap of an included anchor as of the node status' step."""
+    if row.state is not AnchorState.INCLUDED or row.block_number is None:
+        return None
+    return FinalityGap(row.block_number, status.finalized_number, status.best_number)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,23 +54,40 @@ def run_command(config_path: Path | None, once: bool) -> None:
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def status_command(config_path: Path | None, as_json: bool) -> None:
-    """Every anchor and its state: pending, included, finalized or failed (with the reason)."""
-    from anchor.service import anchor_views
+    """Every anchor and its state: pending, included, finalized or failed, and why: how far an
+    included anchor is from final, why a pending one waits, why a failed one failed."""
+    from anchor.service import anchor_views, thor_node_status
 
-    views = anchor_views(load_config_or_exit(config_path))
+    config = load_config_or_exit(config_path)
+    views = anchor_views(config)
     if as_json:
         click.echo(json.dumps([v.to_dict() for v in views], indent=2))
         return
-    table = Table("size", "chain", "state", "block", "tx", "reason")
+    node = thor_node_status(config)
+    if node is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.checked_at))
+        click.echo(f"Thor node at the last step ({when}): {node.explain()}")
+        if not node.synced:
+            click.echo("anchoring is PAUSED until the node is synced")
+    table = Table("size", "chain", "state", "block", "to final", "tx", "why")
     for v in views:
         table.add_row(
             str(v.tree_size),
             v.chain,
             v.state,
             "" if v.block_number is None else str(v.block_number),
+            _to_final(v),
             (v.tx_id or "")[:18] + "…",
-            v.reason or "",
+            v.detail or v.reason or "",
         )
     Console().print(table)
     if not views:
         click.echo("no anchors yet")
+
+
+def _to_final(v: Any) -> str:
+    """Blocks the head must still grow until the anchor is expected final (Thor, included)."""
+    if v.expected_final_at_best is None or v.node_best is None:
+        return ""
+    left = v.expected_final_at_best - v.node_best
+    return f"~{left} blocks" if left > 0 else "overdue"

@@ -45,6 +45,16 @@ class AnchorView:
     block_id: str | None
     block_timestamp: int | None
     reason: str | None
+    #: why it is where it is: how far an included anchor is from final and why, why a pending
+    #: one waits (the node not synced, the last refusal), why a failed one failed
+    detail: str | None = None
+    #: Thor, included, as of the last anchoring step: blocks the node's finalized block must
+    #: still advance to reach the anchor's, the best block number at which finality is expected
+    #: (its epoch's checkpoint + 2 epochs), and the node's finalized and best block numbers
+    blocks_behind_finalized: int | None = None
+    expected_final_at_best: int | None = None
+    node_finalized: int | None = None
+    node_best: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -110,6 +120,8 @@ class AnchorService:
                 log.warning("%s", error)
             for anchor_id in report.finalized:
                 log.info("anchor %d finalized", anchor_id)
+            for anchor_id, gap in report.not_final.items():
+                log.info("anchor %d: %s", anchor_id, gap.explain())
             return report.node_ok
         assert self.evm is not None
         from anchor import evm
@@ -150,8 +162,10 @@ def anchor_views(config: CollectorConfig) -> list[AnchorView]:
     if thor_path.exists():
         store = anchoring.AnchorStore(thor_path)
         try:
+            status = anchoring.node_status(store)
             for r in anchoring.anchor_status(store):
                 d = r.to_dict()
+                gap = None if status is None else anchoring.finality_gap_of(r, status)
                 views.append(
                     AnchorView(
                         "thor",
@@ -164,6 +178,11 @@ def anchor_views(config: CollectorConfig) -> list[AnchorView]:
                         d.get("block_id"),
                         d.get("block_timestamp"),
                         d.get("failure_reason"),
+                        anchoring.anchor_detail(r, status),
+                        None if gap is None else gap.blocks_behind,
+                        None if gap is None else gap.expected_at_best,
+                        None if gap is None else gap.finalized_number,
+                        None if gap is None else gap.best_number,
                     )
                 )
         finally:
@@ -192,6 +211,18 @@ def anchor_views(config: CollectorConfig) -> list[AnchorView]:
         finally:
             evm_store.close()
     return sorted(views, key=lambda v: (v.tree_size, v.chain))
+
+
+def thor_node_status(config: CollectorConfig) -> anchoring.NodeStatus | None:
+    """What the Thor node said at the anchorer's last step (head, finality, synced)."""
+    path = store_path(config, "thor")
+    if not path.exists():
+        return None
+    store = anchoring.AnchorStore(path)
+    try:
+        return anchoring.node_status(store)
+    finally:
+        store.close()
 
 
 def _hex(value: Any) -> str:

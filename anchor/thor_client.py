@@ -1,31 +1,54 @@
 """HTTP client for a VeChainThor node's REST API ("Thorest", shared/reference/thor-rest-api.yaml).
 
 Only what anchoring and verification need: genesis and best/finalized blocks (chainTag,
-blockRef, finality), sending raw transactions, receipts, transactions by id, account energy and
-the suggested priority fee. Transient failures (connection refused/reset, timeouts, HTTP 5xx/429)
-are retried with exponential backoff; what remains is raised as one of the exceptions below,
-each saying what the operator should do.
+blockRef, finality), sending raw transactions, receipts (also as seen from a given head, e.g.
+the finalized block), transactions by id, accounts, clause simulation (``POST /accounts/*``) and
+fees (``/fees/history``, ``/fees/priority``). Transient failures (connection refused/reset,
+timeouts, HTTP 5xx/429) are retried with exponential backoff; what remains is raised as one of
+the exceptions below, each saying what the operator should do.
+
+Every request carries ``x-genesis-id`` once the client knows which network it talks to (given at
+construction, by ``expect_genesis``, or learned from ``GET /blocks/0``), and every response's
+``x-genesis-id`` header is checked: a node on another network answers ``403 genesis id
+mismatch`` (thor's ``api/middleware``), which is :class:`WrongNetwork`, never a refused tx.
+
+A refused ``POST /transactions`` is classified by the node's own text, not by its status code
+alone (:func:`classify_refusal`): thor's tx pool prefixes ``bad tx:`` (the tx can never be valid:
+400) or ``tx rejected:`` (not acceptable now: 403). ``thor solo --on-demand`` answers the pool's
+"bad tx" checks as ``403 tx rejected: resolve transaction: …`` (measured on thor v2.4.4), so
+that prefix is a bad tx too.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 
 import httpx
+from eth_hash.auto import keccak
 
 from anchor import thor
+from fieldproof.errors import ChainError
 
 log = logging.getLogger(__name__)
+
+GENESIS_HEADER = "x-genesis-id"
+
+#: the Params built-in contract ("Params" right-aligned in 20 bytes) and its key for the price
+#: legacy txs pay per gas before gasPriceCoef (thor/params.go ``KeyLegacyTxBaseGasPrice``)
+PARAMS_ADDRESS = b"Params".rjust(20, b"\0")
+KEY_LEGACY_TX_BASE_GAS_PRICE = b"base-gas-price".rjust(32, b"\0")
+_PARAMS_GET = bytes(keccak(b"get(bytes32)"))[:4]
 
 # ----------------------------------------------------------------------------- errors
 
 
-class ThorClientError(Exception):
+class ThorClientError(ChainError):
     """Base of everything this client raises."""
 
 
@@ -62,12 +85,31 @@ class NodeResponseError(ThorClientError):
         )
 
 
+class WrongNetwork(ThorClientError):
+    """The node is on another network than the one expected (its genesis id differs).
+
+    ``got`` is the node's genesis id when it said which (the ``x-genesis-id`` response header
+    or its block 0), else None."""
+
+    def __init__(self, url: str, expected: str, got: str | None) -> None:
+        self.url = url
+        self.expected = expected
+        self.got = got
+        on = f"on the network with genesis {got}" if got else "on another network"
+        super().__init__(
+            f"Thor node at {url} is {on}, not on genesis {expected}: point this at a node of the "
+            "right network (this is not a refused transaction; nothing was sent)."
+        )
+
+
 class TxRejected(ThorClientError):
-    """``POST /transactions`` refused the transaction; ``node_message`` is the node's text."""
+    """``POST /transactions`` refused the transaction; ``node_message`` is the node's text and
+    ``reason`` that text without the pool's ``bad tx:`` / ``tx rejected:`` prefix."""
 
     def __init__(self, status: int, node_message: str, advice: str) -> None:
         self.status = status
         self.node_message = node_message.strip()
+        self.reason = _strip_prefix(self.node_message)
         super().__init__(
             f"Thor node refused the transaction (HTTP {status}): {self.node_message}. {advice}"
         )
@@ -75,19 +117,88 @@ class TxRejected(ThorClientError):
     @property
     def known(self) -> bool:
         """The node has this tx in its chain already (sending it again is harmless)."""
-        return "known tx" in self.node_message
+        return self.reason == "known tx"
 
     @property
     def expired(self) -> bool:
-        return self.node_message.endswith("expired")
+        """The next block is past the tx's blockRef + expiration: rebuild it."""
+        return self.reason == "expired"
 
 
 class BadTransaction(TxRejected):
-    """HTTP 400: the node considers the tx malformed (bad signature, chain tag, gas...)."""
+    """The tx can never be valid as built (signature, chain tag, gas below intrinsic, fee
+    fields, encoding): ``bad tx:``/``raw:`` from a node's pool, or ``tx rejected: resolve
+    transaction:`` from ``thor solo --on-demand``."""
 
 
 class InsufficientEnergy(TxRejected):
-    """HTTP 403 with "insufficient energy": the gas payer lacks VTHO."""
+    """``tx rejected: insufficient energy…``: the gas payer lacks VTHO."""
+
+
+class FeeTooLow(TxRejected):
+    """``tx rejected: gas price is less than block base fee``: build again on the current fee."""
+
+
+_REFUSAL_PREFIXES = ("bad tx:", "tx rejected:")
+#: refusals behind ``tx rejected:`` that no retry of the same tx can cure
+_PERMANENT = frozenset({"size too large", "unsupported features", "unused reserved slot"})
+
+
+def _strip_prefix(message: str) -> str:
+    for prefix in _REFUSAL_PREFIXES:
+        if message.startswith(prefix):
+            return message[len(prefix) :].strip()
+    return message
+
+
+def classify_refusal(status: int, text: str, *, energy_advice: str = "") -> ThorClientError:
+    """The error for a non-200 answer to ``POST /transactions``, from the node's own words.
+
+    ``bad tx: …`` (thor ``txpool.badTxError``), ``raw: …``/``body: …`` (the API's decoding) and
+    ``tx rejected: resolve transaction: …`` (solo on-demand's wording of the same checks) are
+    :class:`BadTransaction`; other ``tx rejected: …`` (``txpool.txRejectedError``) are
+    :class:`TxRejected`, :class:`InsufficientEnergy` or :class:`FeeTooLow`; ``genesis id
+    mismatch`` never gets here (the client raises :class:`WrongNetwork` for it on every
+    request); anything else is not the node's tx pool speaking (a proxy, another service) and is
+    a :class:`NodeResponseError`.
+    """
+    message = text.strip()
+    if message.startswith(("bad tx:", "raw:", "body")):
+        return BadTransaction(
+            status,
+            message,
+            "The node considers the tx malformed or invalid as built: check that the node is on "
+            "the network this anchorer was set up for (chain tag), and report it if it persists.",
+        )
+    if not message.startswith("tx rejected:"):
+        return NodeResponseError("POST /transactions", status, text)
+    reason = _strip_prefix(message)
+    if reason.startswith("resolve transaction:") or reason in _PERMANENT:
+        return BadTransaction(
+            status,
+            message,
+            "The node considers the tx invalid as built (signature, gas, fee fields or size); "
+            "report it if it persists.",
+        )
+    if reason.startswith("insufficient energy"):
+        return InsufficientEnergy(
+            status,
+            message,
+            energy_advice or "Send VTHO to the gas payer, or configure a VIP-191 sponsor key.",
+        )
+    if reason == "gas price is less than block base fee":
+        return FeeTooLow(
+            status,
+            message,
+            "The base fee rose above what the tx offers; the anchorer builds it again on the "
+            "node's current base fee (raise max_fee_per_gas if it was set by hand).",
+        )
+    return TxRejected(
+        status,
+        message,
+        "The node will not take this tx now; the anchorer rebuilds expired txs and retries the "
+        "others with backoff.",
+    )
 
 
 # ----------------------------------------------------------------------------- models
@@ -102,6 +213,14 @@ def _hex_int(v: Any, what: str) -> int:
         except ValueError:
             pass
     raise ValueError(f"{what} is not a hex or decimal integer: {v!r}")
+
+
+def _id32(d: Mapping[str, Any], key: str) -> str:
+    """A ``0x``-prefixed 32-byte hex id, lower-cased; anything else is refused."""
+    v: str = _field(d, key, str)
+    if len(v) != 66 or v[:2] != "0x" or len(bytes.fromhex(v[2:])) != 32:
+        raise ValueError(f"field {key!r} is not a 32-byte hex id")
+    return v.lower()
 
 
 def _field(d: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
@@ -144,8 +263,8 @@ class Block:
         txs = d.get("transactions", [])
         return cls(
             number=_field(d, "number", int),
-            id=_field(d, "id", str).lower(),
-            parent_id=_field(d, "parentID", str).lower(),
+            id=_id32(d, "id"),
+            parent_id=_id32(d, "parentID"),
             timestamp=_field(d, "timestamp", int),
             gas_limit=_field(d, "gasLimit", int),
             gas_used=_field(d, "gasUsed", int),
@@ -165,7 +284,7 @@ class TxMeta:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TxMeta:
         return cls(
-            block_id=_field(d, "blockID", str).lower(),
+            block_id=_id32(d, "blockID"),
             block_number=_field(d, "blockNumber", int),
             block_timestamp=_field(d, "blockTimestamp", int),
         )
@@ -192,7 +311,7 @@ class Receipt:
     def from_json(cls, d: Mapping[str, Any]) -> Receipt:
         meta = _field(d, "meta", dict)
         return cls(
-            tx_id=_field(meta, "txID", str).lower(),
+            tx_id=_id32(meta, "txID"),
             tx_origin=_field(meta, "txOrigin", str).lower(),
             tx_type=d.get("type"),
             gas_used=_field(d, "gasUsed", int),
@@ -200,7 +319,7 @@ class Receipt:
             paid=_hex_int(_field(d, "paid", (str, int)), "paid"),
             reward=_hex_int(_field(d, "reward", (str, int)), "reward"),
             reverted=_field(d, "reverted", bool),
-            block_id=_field(meta, "blockID", str).lower(),
+            block_id=_id32(meta, "blockID"),
             block_number=_field(meta, "blockNumber", int),
             block_timestamp=_field(meta, "blockTimestamp", int),
             outputs=tuple(d.get("outputs") or ()),
@@ -275,9 +394,54 @@ class Account:
         )
 
 
+@dataclass(frozen=True)
+class FeeHistory:
+    """``GET /fees/history``: base fee and gas used ratio per block, oldest first."""
+
+    oldest_block: str
+    base_fee_per_gas: tuple[int, ...]
+    gas_used_ratio: tuple[float, ...]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> FeeHistory:
+        fees = _field(d, "baseFeePerGas", list)
+        ratios = _field(d, "gasUsedRatio", list)
+        if not all(isinstance(r, int | float) and not isinstance(r, bool) for r in ratios):
+            raise ValueError("gasUsedRatio holds a non-number")
+        return cls(
+            oldest_block=_field(d, "oldestBlock", str).lower(),
+            base_fee_per_gas=tuple(_hex_int(f, "baseFeePerGas") for f in fees),
+            gas_used_ratio=tuple(float(r) for r in ratios),
+        )
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """One clause as ``POST /accounts/*`` executed it: ``gas_used`` excludes intrinsic gas."""
+
+    data: bytes
+    gas_used: int
+    reverted: bool
+    vm_error: str
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> CallResult:
+        gas_used = _field(d, "gasUsed", int)
+        if gas_used < 0:
+            raise ValueError("gasUsed is negative")
+        return cls(
+            data=thor.parse_hex(_field(d, "data", str), "data"),
+            gas_used=gas_used,
+            reverted=_field(d, "reverted", bool),
+            vm_error=str(d.get("vmError") or ""),
+        )
+
+
 # ----------------------------------------------------------------------------- client
 
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+#: answers of a node that lacks an optional endpoint or parameter (older versions)
+_UNSUPPORTED_STATUS = frozenset({400, 404, 405})
 
 
 def _address(addr: str | bytes) -> str:
@@ -294,13 +458,25 @@ def _bytes32(value: str | bytes, what: str) -> str:
     return "0x" + b.hex()
 
 
+def _http_date(value: str | None) -> float | None:
+    """Seconds since the epoch from an HTTP ``Date`` header; None if absent or unreadable."""
+    if not value or len(value) > 64:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
 class ThorClient:
     """Synchronous client for one Thor node.
 
     ``retries`` extra attempts are made for transient failures, sleeping ``backoff``·2^k seconds
     (capped at ``max_backoff``) between them. ``sleep`` and ``transport`` are injectable so tests
     run without real waiting. Sending a tx again is safe: the id is fixed by its bytes and the
-    node treats a copy it already holds as success.
+    node treats a copy it already holds as success. ``genesis_id``: the network this client must
+    talk to (else learned from the first ``genesis()``). ``last_node_time`` is the node's clock
+    (its HTTP ``Date``) at the last answer, or None.
     """
 
     def __init__(
@@ -313,6 +489,7 @@ class ThorClient:
         max_backoff: float = 8.0,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
+        genesis_id: str | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
@@ -328,6 +505,10 @@ class ThorClient:
             headers={"Accept": "application/json"},
         )
         self._genesis: Block | None = None
+        self._expected_genesis: str | None = None
+        self.last_node_time: float | None = None
+        if genesis_id is not None:
+            self.expect_genesis(genesis_id)
 
     # ---- plumbing
 
@@ -345,6 +526,27 @@ class ThorClient:
     ) -> None:
         self.close()
 
+    @property
+    def expected_genesis(self) -> str | None:
+        """The genesis id sent as ``x-genesis-id`` on every request (None until known)."""
+        return self._expected_genesis
+
+    def expect_genesis(self, genesis_id: str) -> None:
+        """Talk only to the network with this genesis id from now on."""
+        gid = _bytes32(genesis_id, "genesis id")
+        if self._expected_genesis is not None and self._expected_genesis != gid:
+            raise WrongNetwork(self.base_url, gid, self._expected_genesis)
+        self._expected_genesis = gid
+
+    def _check_network(self, resp: httpx.Response) -> None:
+        expected = self._expected_genesis
+        got = resp.headers.get(GENESIS_HEADER)
+        got = got.strip().lower() if isinstance(got, str) and len(got) <= 80 else None
+        if resp.status_code == 403 and resp.text.strip() == "genesis id mismatch":
+            raise WrongNetwork(self.base_url, expected or "the expected genesis", got)
+        if expected is not None and got is not None and got != expected:
+            raise WrongNetwork(self.base_url, expected, got)
+
     def _request(
         self,
         method: str,
@@ -355,16 +557,21 @@ class ThorClient:
     ) -> httpx.Response:
         attempts = self.retries + 1
         last = ""
+        headers = {GENESIS_HEADER: self._expected_genesis} if self._expected_genesis else None
         for attempt in range(attempts):
             if attempt:
                 delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
                 log.info("retrying %s %s in %.1fs (%s)", method, path, delay, last)
                 self._sleep(delay)
             try:
-                resp = self._http.request(method, path, params=params, json=json_body)
+                resp = self._http.request(
+                    method, path, params=params, json=json_body, headers=headers
+                )
             except httpx.TransportError as e:
                 last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
                 continue
+            self._check_network(resp)
+            self.last_node_time = _http_date(resp.headers.get("date"))
             if resp.status_code in _TRANSIENT_STATUS:
                 last = f"HTTP {resp.status_code}"
                 if attempt == attempts - 1:
@@ -385,11 +592,11 @@ class ThorClient:
     @staticmethod
     def _parse(what: str, parse: Callable[[Mapping[str, Any]], Any], data: Any) -> Any:
         if not isinstance(data, dict):
-            raise NodeResponseError(what, None, repr(data))
+            raise NodeResponseError(what, None, repr(data)[:500])
         try:
             return parse(data)
-        except (ValueError, TypeError, KeyError) as e:
-            raise NodeResponseError(what, None, f"{e}: {data!r}") from None
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise NodeResponseError(what, None, f"{e}: {data!r}"[:500]) from None
 
     # ---- blocks
 
@@ -409,9 +616,16 @@ class ThorClient:
         return blk
 
     def genesis(self) -> Block:
-        """Genesis block (cached: it never changes for a node)."""
+        """Genesis block (cached: it never changes for a node). Its id becomes the expected
+        network; a node whose block 0 is another is :class:`WrongNetwork`."""
         if self._genesis is None:
-            self._genesis = self._block_required("0")
+            blk = self._block_required("0")
+            if blk.number != 0:
+                raise NodeResponseError("GET /blocks/0", 200, f"block number {blk.number}")
+            if self._expected_genesis is not None and blk.id != self._expected_genesis:
+                raise WrongNetwork(self.base_url, self._expected_genesis, blk.id)
+            self._expected_genesis = blk.id
+            self._genesis = blk
         return self._genesis
 
     def chain_tag(self) -> int:
@@ -421,6 +635,12 @@ class ThorClient:
     def best_block(self) -> Block:
         return self._block_required("best")
 
+    def best_block_and_node_time(self) -> tuple[Block, float | None]:
+        """The best block and the node's clock when it answered (HTTP ``Date``; None if absent):
+        how old the node itself thinks its head is."""
+        best = self.best_block()
+        return best, self.last_node_time
+
     def finalized_block(self) -> Block:
         """``GET /blocks/finalized`` (VIP-220): blocks up to this one cannot be reverted."""
         return self._block_required("finalized")
@@ -428,32 +648,20 @@ class ThorClient:
     # ---- transactions
 
     def send_raw(self, raw: bytes) -> str:
-        """``POST /transactions``; returns the tx id. Raises TxRejected subclasses on 400/403."""
+        """``POST /transactions``; returns the tx id. A refusal raises what
+        :func:`classify_refusal` makes of the node's text."""
         resp = self._request("POST", "/transactions", json_body={"raw": "0x" + raw.hex()})
         if resp.status_code == 200:
             try:
                 tx_id = resp.json()["id"]
             except (ValueError, KeyError, TypeError):
                 raise NodeResponseError("POST /transactions", 200, resp.text) from None
-            return str(tx_id).lower()
-        text = resp.text.strip()
-        if resp.status_code == 400:
-            raise BadTransaction(
-                400,
-                text,
-                "The node considers the tx malformed: check that the node is on the network "
-                "this anchorer was set up for (chain tag), and report it if it persists.",
-            )
-        if resp.status_code == 403:
-            if "insufficient energy" in text:
-                raise InsufficientEnergy(403, text, self._energy_advice(raw))
-            raise TxRejected(
-                403,
-                text,
-                "The node will not take this tx now; the anchorer rebuilds expired txs and "
-                "retries the others with backoff.",
-            )
-        raise NodeResponseError("POST /transactions", resp.status_code, resp.text)
+            if not isinstance(tx_id, str):
+                raise NodeResponseError("POST /transactions", 200, resp.text)
+            return tx_id.lower()
+        text = resp.text[:2000]
+        advice = self._energy_advice(raw) if "insufficient energy" in text else ""
+        raise classify_refusal(resp.status_code, text, energy_advice=advice)
 
     @staticmethod
     def _energy_advice(raw: bytes) -> str:
@@ -466,10 +674,13 @@ class ThorClient:
             who = "gas payer"
         return f"Send VTHO to the {who}, or configure a VIP-191 sponsor key that holds VTHO."
 
-    def receipt(self, tx_id: str | bytes) -> Receipt | None:
-        """``GET /transactions/{id}/receipt`` on the best chain; None while not included."""
+    def receipt(self, tx_id: str | bytes, *, head: str | bytes | None = None) -> Receipt | None:
+        """``GET /transactions/{id}/receipt``: None while not included. With ``head`` (a block
+        id) the chain is read as ending at that block, so ``head=<finalized id>`` answers
+        "included at or below the finalized block" in one consistent read."""
         path = f"/transactions/{_bytes32(tx_id, 'tx id')}/receipt"
-        data = self._json("GET", path)
+        params = None if head is None else {"head": _bytes32(head, "head")}
+        data = self._json("GET", path, params=params)
         if data is None:
             return None
         rcpt: Receipt = self._parse(f"GET {path}", Receipt.from_json, data)
@@ -495,15 +706,15 @@ class ThorClient:
         if data is None:
             return None
         if not isinstance(data, dict) or not isinstance(data.get("raw"), str):
-            raise NodeResponseError(f"GET {path}?raw=true", None, repr(data))
+            raise NodeResponseError(f"GET {path}?raw=true", None, repr(data)[:500])
         meta = data.get("meta")
         try:
             raw = thor.parse_hex(data["raw"], "raw")
             return raw, None if meta is None else TxMeta.from_json(meta)
-        except (ValueError, TypeError) as e:
-            raise NodeResponseError(f"GET {path}?raw=true", None, f"{e}: {data!r}") from None
+        except (ValueError, TypeError, AttributeError) as e:
+            raise NodeResponseError(f"GET {path}?raw=true", None, f"{e}: {data!r}"[:500]) from None
 
-    # ---- accounts and fees
+    # ---- accounts, simulation and fees
 
     def account(self, address: str | bytes) -> Account:
         path = f"/accounts/{_address(address)}"
@@ -514,10 +725,78 @@ class ThorClient:
         """VTHO balance in wei: what a gas payer spends."""
         return self.account(address).energy
 
+    def inspect_clauses(
+        self,
+        clauses: Sequence[thor.Clause],
+        *,
+        caller: bytes | None = None,
+        gas_payer: bytes | None = None,
+        gas: int | None = None,
+        revision: str = "next",
+    ) -> tuple[CallResult, ...]:
+        """``POST /accounts/*?revision=next``: execute clauses without sending a tx, one result
+        per clause (``gas_used`` excludes the intrinsic gas)."""
+        body: dict[str, Any] = {
+            "clauses": [
+                {
+                    "to": None if c.to is None else "0x" + c.to.hex(),
+                    "value": hex(c.value),
+                    "data": "0x" + c.data.hex(),
+                }
+                for c in clauses
+            ]
+        }
+        if caller is not None:
+            body["caller"] = _address(caller)
+        if gas_payer is not None:
+            body["gasPayer"] = _address(gas_payer)
+        if gas is not None:
+            body["gas"] = gas
+        what = "POST /accounts/*"
+        data = self._json("POST", "/accounts/*", params={"revision": revision}, json_body=body)
+        if not isinstance(data, list) or len(data) != len(clauses):
+            raise NodeResponseError(what, None, repr(data)[:500])
+        return tuple(self._parse(what, CallResult.from_json, d) for d in data)
+
+    def legacy_base_gas_price(self) -> int:
+        """What a legacy tx pays per gas at gasPriceCoef 0 (``Params.get("base-gas-price")``);
+        it pays ``base + base·coef/255``."""
+        clause = thor.Clause(PARAMS_ADDRESS, 0, _PARAMS_GET + KEY_LEGACY_TX_BASE_GAS_PRICE)
+        (result,) = self.inspect_clauses([clause])
+        if result.reverted or len(result.data) != 32:
+            raise NodeResponseError(
+                "Params.get(base-gas-price)", None, f"{result.vm_error or result.data.hex()}"
+            )
+        return int.from_bytes(result.data, "big")
+
+    def fee_history(self, block_count: int, newest: int | str = "best") -> FeeHistory:
+        """``GET /fees/history``: base fees of ``block_count`` blocks up to ``newest`` (a number,
+        an id, ``best``, ``finalized`` or ``next``)."""
+        if not 0 < block_count < 2**32:
+            raise ValueError("block_count must be 1..2^32-1")
+        params = {"blockCount": str(block_count), "newestBlock": str(newest)}
+        data = self._json("GET", "/fees/history", params=params)
+        hist: FeeHistory = self._parse("GET /fees/history", FeeHistory.from_json, data)
+        if len(hist.base_fee_per_gas) != len(hist.gas_used_ratio) or not hist.base_fee_per_gas:
+            raise NodeResponseError("GET /fees/history", None, repr(data)[:500])
+        return hist
+
+    def next_base_fee(self) -> int | None:
+        """The base fee the next block will charge, which a tx posted now must cover
+        (``/fees/history?blockCount=1&newestBlock=next``). None before GALACTICA (the node
+        reports 0x0) or from a node without that endpoint."""
+        try:
+            fee = self.fee_history(1, "next").base_fee_per_gas[-1]
+        except NodeResponseError as e:
+            if e.status in _UNSUPPORTED_STATUS:
+                return None
+            raise
+        return fee or None
+
     def priority_fee(self) -> int:
         """``GET /fees/priority``: the node's suggested maxPriorityFeePerGas (wei)."""
         data = self._json("GET", "/fees/priority")
         try:
             return _hex_int(data["maxPriorityFeePerGas"], "maxPriorityFeePerGas")
         except (ValueError, KeyError, TypeError):
-            raise NodeResponseError("GET /fees/priority", None, repr(data)) from None
+            raise NodeResponseError("GET /fees/priority", None, repr(data)[:500]) from None

@@ -1,8 +1,7 @@
 """`fieldproof anchor run/status` over a real collector database: checkpoints signed by the
-collector are anchored, finalized, and shown — on the VeChainThor test double (no Thor node can
-run on these machines; tests/support/thornode.py follows the node's REST contract) and on a real
-anvil
-EVM dev chain."""
+collector are anchored, finalized, and shown — on the VeChainThor test double (finality in a few
+blocks and a lagging node on demand; the real thor solo node carries
+tests/integration/test_thor_real.py) and on a real anvil EVM dev chain."""
 
 from __future__ import annotations
 
@@ -96,6 +95,45 @@ def test_thor_anchor_service(tmp_path: Path, shared_dir: Path) -> None:
         assert result.exit_code == 0, result.output
         shown = json.loads(result.output)
         assert [r["state"] for r in shown] == ["finalized", "finalized"]
+
+
+def test_status_says_how_far_from_final_and_why(tmp_path: Path, shared_dir: Path) -> None:
+    address = thor.SecretKey(bytes.fromhex(KEY_HEX)).address
+    with ThorNode(finality_depth=2, energy=funded(address)) as node:
+        cfg_path = _collector_config(tmp_path, f'chain = "thor"\nurl = "{node.url}"\n')
+        _grow_log(cfg_path, 4)
+        service = AnchorService(load_collector_config(cfg_path))
+        assert service.step()
+        node.mine(2)  # the anchor is in block 1; best 2, finalized 0
+        assert service.step()
+        (view,) = anchor_views(load_collector_config(cfg_path))
+        assert view.state == "included" and view.block_number == 1
+        assert (view.blocks_behind_finalized, view.node_finalized, view.node_best) == (1, 0, 2)
+        assert view.expected_final_at_best == 540  # block 1's epoch checkpoint 180 + 2 epochs
+        assert view.detail is not None and "not final yet" in view.detail
+
+        status = CliRunner().invoke(cli, ["anchor", "status", "--config", str(cfg_path)])
+        assert status.exit_code == 0, status.output
+        assert "best #2" in status.output and "finalized #0" in status.output
+        assert "~538 blocks" in status.output and "PAUSED" not in status.output
+        shown = json.loads(
+            CliRunner()
+            .invoke(cli, ["anchor", "status", "--config", str(cfg_path), "--json"])
+            .output
+        )
+        assert shown[0]["blocks_behind_finalized"] == 1 and shown[0]["node_best"] == 2
+        assert "not final yet" in shown[0]["detail"]
+
+        node.lag_s = 3600  # the node's head is an hour old by its own clock (and ours)
+        assert not service.step()
+        status = CliRunner().invoke(cli, ["anchor", "status", "--config", str(cfg_path)])
+        assert "PAUSED" in status.output and "not synced" in status.output
+        node.lag_s = 0
+        node.mine()
+        assert service.step()
+        service.close()
+        (view,) = anchor_views(load_collector_config(cfg_path))
+        assert view.state == "finalized" and view.detail is None
 
 
 def test_evm_anchor_service_on_dev_chain(tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
 """Anchorer end to end against the Thor node test double (tests/support/thornode.py).
 
-No VeChainThor node can run on these machines (Go build, no Docker engine), so anchoring runs
-against a server implementing the REST contract in shared/reference/thor-rest-api.yaml; it
-rejects bad chainTag, bad signature, expired blockRef and insufficient energy as the node does.
-Time (backoff) is an injected clock; blocks are produced on demand: no test waits or times.
+The double stands in for what a real node cannot be made to do on demand (finality in a few
+blocks, outages, lost answers, reorgs, a node that lags); the same anchorer runs against a real
+thor solo node in tests/integration/test_thor_real.py. Time (backoff, node sync) is an injected
+clock; blocks are produced on demand: no test waits or times.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,16 @@ from anchor.anchoring import (
     KeyLoadError,
     StepReport,
     TxStatus,
+    anchor_detail,
     anchor_status,
     anchor_txs,
     find_anchor,
     generate_key_file,
     key_from_env,
+    legacy_coef_for,
     load_key,
     load_key_file,
+    node_status,
     retry_failed,
     run_forever,
 )
@@ -227,6 +231,7 @@ def test_newest_checkpoint_goes_next(
 def test_legacy_tx_and_custom_recipient(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    node.legacy_base_gas_price = 10**15  # mainnet's: far above the base fee, coef 10 is plenty
     to = "0x" + "ab" * 20
     a = make(
         store, client, log, clock, dynamic_fee=False, gas_price_coef=10, to=to, gas_margin=1000
@@ -531,7 +536,7 @@ def test_store_refuses_another_chain(
     with make(store, client, log, clock) as first:
         ok(first.step())
     with (
-        ThorNode(chain_tag=0x4A) as other,
+        ThorNode(chain_tag=(node.chain_tag + 1) % 256) as other,
         ThorClient(other.url, retries=0) as c,
         pytest.raises(ChainMismatch) as exc,
     ):
@@ -733,3 +738,276 @@ def test_accepts_the_logs_checkpoint_type(
     with Anchorer(store, client, Source(), KEY, clock=clock) as a:
         assert ok(a.step()).created == [1]
     assert store.get(1).record == AnchorRecord.for_checkpoint(ORIGIN, 3, b"\x33" * 32).encode()
+
+
+# ---------------------------------------------------------------------------- finality
+
+
+class RecordsReceipts(ThorClient):
+    """Records the ``head`` of every receipt read."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, retries=0)
+        self.heads: list[str | None] = []
+
+    def receipt(self, tx_id: str | bytes, *, head: str | bytes | None = None) -> Any:
+        self.heads.append(None if head is None else str(head))
+        return super().receipt(tx_id, head=head)
+
+
+def test_included_anchor_says_how_far_from_final_and_why(
+    store: AnchorStore, node: ThorNode, log: Log, clock: Clock
+) -> None:
+    c = RecordsReceipts(node.url)
+    with closing(c):
+        a = make(store, c, log, clock)
+        log.publish(2)
+        ok(a.step())
+        node.mine()  # block 1 holds it; finalized 0 (depth 3)
+        r = ok(a.step())
+        assert r.included == [1]
+        gap = r.not_final[1]
+        assert (gap.block_number, gap.finalized_number, gap.best_number) == (1, 0, 1)
+        assert gap.blocks_behind == 1 and not gap.final
+        assert "not final yet" in gap.explain() and "finalized block is #0" in gap.explain()
+        # the operator's view says the same, from what the step stored
+        status = node_status(store)
+        assert status is not None and status.synced
+        assert (status.best_number, status.finalized_number) == (1, 0)
+        assert status.finalized_id == node.block_id(0)
+        detail = anchor_detail(store.get(1), status)
+        assert detail is not None and "1 block below it" in detail and "best #1" in detail
+
+        node.mine(2)  # best 3, finalized 0: still not final, no deadline, nothing resent
+        r = ok(a.step())
+        assert r.not_final[1].best_number == 3 and r.finalized == []
+        assert store.get(1).state is AnchorState.INCLUDED
+        c.heads.clear()
+        node.mine()  # best 4, finalized 1
+        r = ok(a.step())
+        assert r.finalized == [1] and r.not_final == {}
+        # final = the receipt read from the finalized block: one consistent answer
+        assert c.heads == [node.block_id(1)]
+        assert anchor_detail(store.get(1), node_status(store)) is None
+
+
+def test_no_finality_deadline(
+    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
+) -> None:
+    """A node whose finality stalls leaves the anchor included, explained, never failed."""
+    node.finality_depth = 10_000
+    a = make(store, client, log, clock)
+    log.publish(1)
+    ok(a.step())
+    node.mine(400)  # far past where a healthy network would have finalized block 1 (540)
+    clock.now += 7 * 86400
+    node.mine(200)
+    r = ok(a.step())
+    assert store.get(1).state is AnchorState.INCLUDED
+    gap = r.not_final[1]
+    assert gap.expected_at_best == 540 and gap.best_number == 600
+    assert "is not: the network is not finalizing" in gap.explain()
+
+
+# ---------------------------------------------------------------------------- node sync
+
+
+def test_anchoring_pauses_while_the_node_is_not_synced(
+    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
+) -> None:
+    a = make(store, client, log, clock)
+    log.publish(1)
+    best_time = node.node_time
+    node.lag_s = 61.0  # by its own clock, the node's head is 61 s old
+    clock.now = best_time + 61.0  # and by ours
+    r = a.step()
+    assert not r.node_ok
+    assert r.created == [] and r.submitted == []
+    assert r.paused is not None and r.errors == [r.paused]
+    assert "not synced" in r.paused and "best block #0 is 61 s old" in r.paused
+    assert "paused" in r.paused
+    status = node_status(store)
+    assert status is not None and not status.synced and status.reason == r.paused
+    assert node.submissions == []
+
+    node.lag_s = 59.0  # the node caught up (its head is now less than 6 intervals old)
+    r = ok(a.step())
+    assert r.created == [1] and len(r.submitted) == 1
+    status = node_status(store)
+    assert status is not None and status.synced
+
+
+def test_a_stale_head_by_only_one_clock_is_not_a_pause(
+    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
+) -> None:
+    """Both our clock and the node's must say the head is old: a node whose own clock is
+    behind ours is not judged by our clock alone, and the other way round."""
+    a = make(store, client, log, clock)
+    log.publish(1)
+    clock.now = node.node_time + 3600  # our clock far ahead; the node says its head is fresh
+    assert ok(a.step()).created == [1]
+    node.lag_s = 3600  # the node's clock ahead; ours says the head is fresh
+    clock.now = node.node_time - 3600
+    assert ok(a.step()).paused is None
+
+
+def test_pending_anchor_detail_names_the_pause(
+    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
+) -> None:
+    a = make(store, client, log, clock)
+    log.publish(1)
+    ok(a.step())
+    node.lag_s = 600.0
+    clock.now = node.node_time
+    assert a.step().paused
+    detail = anchor_detail(store.get(1), node_status(store))
+    assert detail is not None and detail.startswith("node not synced")
+
+
+# ---------------------------------------------------------------------------- network
+
+
+def test_node_replaced_by_another_network_mid_run(
+    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
+) -> None:
+    a = make(store, client, log, clock)
+    log.publish(1)
+    ok(a.step())
+    assert node.genesis_headers[-1] == node.genesis_id  # every request names the network
+    port = int(node.url.rsplit(":", 1)[1])
+    node.go_down()
+    with ThorNode(chain_tag=(node.chain_tag + 1) % 256, port=port) as other:
+        with pytest.raises(ChainMismatch) as exc:
+            a.step()
+        assert node.genesis_id in str(exc.value) and other.genesis_id in str(exc.value)
+        assert other.submissions == []  # nothing was sent to the wrong network
+        assert other.genesis_headers == [node.genesis_id]
+
+
+# ---------------------------------------------------------------------------- fees
+
+
+def test_dynamic_fee_follows_the_next_base_fee(
+    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
+) -> None:
+    node.base_fee = 3 * 10**13  # the next block's, as /fees/history?newestBlock=next says
+    a = make(store, client, log, clock)
+    log.publish(1)
+    tx = thor.decode(store.get_tx(ok(a.step()).submitted[0]).raw)
+    assert tx.tx_type == thor.TYPE_DYNAMIC_FEE
+    assert tx.max_priority_fee_per_gas == node.priority_fee
+    assert tx.max_fee_per_gas == 2 * node.base_fee + node.priority_fee
+
+
+def test_legacy_price_covers_a_risen_base_fee(
+    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
+) -> None:
+    """At the floor (coef 0) a legacy tx pays the legacy base price; once the base fee is above
+    it, the node refuses such a tx, so the anchorer raises the coefficient to cover it."""
+    node.legacy_base_gas_price = 10**13
+    node.base_fee = 13 * 10**12
+    a = make(store, client, log, clock, dynamic_fee=False, gas_price_coef=0)
+    log.publish(1)
+    r = ok(a.step())
+    tx = thor.decode(store.get_tx(r.submitted[0]).raw)
+    assert tx.tx_type == thor.TYPE_LEGACY
+    want = legacy_coef_for(-(-node.base_fee * 9 // 8), 10**13)
+    assert want is not None and tx.gas_price_coef == want > 0
+    price = 10**13 + 10**13 * tx.gas_price_coef // 255
+    assert price >= node.base_fee * 9 // 8
+    node.mine()
+    assert ok(a.step()).included == [1]
+
+
+def test_legacy_falls_back_to_dynamic_fee_past_twice_the_legacy_price(
+    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
+) -> None:
+    node.legacy_base_gas_price = 10**13
+    node.base_fee = 25 * 10**12  # above 2 x: no gasPriceCoef can pay it
+    a = make(store, client, log, clock, dynamic_fee=False)
+    log.publish(1)
+    tx = thor.decode(store.get_tx(ok(a.step()).submitted[0]).raw)
+    assert tx.tx_type == thor.TYPE_DYNAMIC_FEE
+    assert tx.max_fee_per_gas >= node.base_fee
+
+
+def test_legacy_coef_for() -> None:
+    assert legacy_coef_for(10**13, 10**13) == 0
+    assert legacy_coef_for(10**13 + 1, 10**13) == 1
+    assert legacy_coef_for(2 * 10**13, 10**13) == 255
+    assert legacy_coef_for(2 * 10**13 + 1, 10**13) is None
+    assert legacy_coef_for(10**15, 0) is None
+    for price in (10**13 + 7, 15 * 10**12, 19_999_999_999_999):
+        coef = legacy_coef_for(price, 10**13)
+        assert coef is not None
+        assert 10**13 + 10**13 * coef // 255 >= price
+        assert coef == 0 or 10**13 + 10**13 * (coef - 1) // 255 < price
+
+
+class RaisesBaseFee(ThorClient):
+    """The base fee jumps between building the tx and posting it."""
+
+    def __init__(self, node: ThorNode) -> None:
+        super().__init__(node.url, retries=0)
+        self.node = node
+        self.jumps = 1
+
+    def send_raw(self, raw: bytes) -> str:
+        if self.jumps:
+            self.jumps -= 1
+            self.node.base_fee *= 4
+        return super().send_raw(raw)
+
+
+def test_fee_too_low_is_rebuilt_on_the_new_fee_at_once(
+    store: AnchorStore, node: ThorNode, log: Log, clock: Clock
+) -> None:
+    with RaisesBaseFee(node) as c:
+        a = make(store, c, log, clock, retry_base_s=600)
+        log.publish(1)
+        r = a.step()
+        assert r.node_ok and r.submitted == []
+        assert "gas price is less than block base fee" in r.errors[0]
+        (t,) = anchor_txs(store, 1)
+        assert t.status is TxStatus.REJECTED
+        r = ok(a.step())  # no backoff: the next build reads the new base fee
+        assert len(r.submitted) == 1
+        assert thor.decode(store.get_tx(r.submitted[0]).raw).max_fee_per_gas >= node.base_fee
+        node.mine()
+        assert ok(a.step()).included == [1]
+
+
+# ---------------------------------------------------------------------------- contract `to`
+
+
+def test_contract_to_gets_its_execution_gas(
+    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
+) -> None:
+    to = b"\xc0" * 20
+    node.deploy(to, gas=20_005)
+    a = make(store, client, log, clock, to="0x" + to.hex())
+    log.publish(1)
+    tx = thor.decode(store.get_tx(ok(a.step()).submitted[0]).raw)
+    assert tx.gas == tx.intrinsic_gas() + 20_005 + 15_000
+    node.mine()
+    assert ok(a.step()).included == [1]
+    receipt = client.receipt(store.get(1).tx_id or "")
+    assert receipt is not None and not receipt.reverted
+    assert receipt.gas_used == tx.intrinsic_gas() + 20_005
+
+
+def test_contract_to_that_reverts_is_refused_before_sending(
+    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
+) -> None:
+    to = b"\xc1" * 20
+    node.deploy(to, revert=True)
+    a = make(store, client, log, clock, to="0x" + to.hex(), retry_base_s=30)
+    log.publish(1)
+    r = a.step()
+    assert r.node_ok and r.submitted == []
+    assert "reverts when the node simulates it" in r.errors[0]
+    assert node.submissions == [] and anchor_txs(store, 1) == []
+    row = store.get(1)
+    assert row.state is AnchorState.PENDING and row.failures == 1
+    assert anchor_detail(row, node_status(store)) == row.last_error
+    assert ok(a.step()) == StepReport()  # backing off

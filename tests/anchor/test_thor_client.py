@@ -1,8 +1,10 @@
-"""ThorClient against the Thor node test double (tests/support/thornode.py).
+"""ThorClient against the Thor node test double (tests/support/thornode.py), and the refusal
+classifier on the exact texts thor v2.4.4 answers.
 
-No VeChainThor node can run on these machines (Go build, no Docker engine): the client is proven
-against a server implementing the REST contract in shared/reference/thor-rest-api.yaml, which
-rejects bad chainTag, bad signature, expired blockRef and insufficient energy as the node does.
+The same client runs against a real thor solo node in tests/integration/test_thor_real.py;
+here the double covers faults (outages, 5xx, lost answers), a production tx pool's wording
+(``400 bad tx: …``) beside solo's (``403 tx rejected: resolve transaction: …``), and hostile
+answers.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ import pytest
 from anchor import thor
 from anchor.thor_client import (
     BadTransaction,
+    FeeTooLow,
     InsufficientEnergy,
     NodeResponseError,
     NodeUnreachable,
     ThorClient,
+    ThorClientError,
     TxRejected,
+    WrongNetwork,
+    classify_refusal,
 )
-from tests.support.thornode import ThorNode, funded
+from tests.support.thornode import INITIAL_BASE_FEE, ThorNode, funded
 
 ORIGIN_KEY = thor.SecretKey(
     bytes.fromhex("7582be841ca040aa940fff6c05773129e135623e41acce3e0b8ba520dc1ae26a")
@@ -38,9 +44,7 @@ TO = b"\x77" * 20
 @pytest.fixture
 def node(shared_dir: Path) -> Iterator[ThorNode]:
     assert (shared_dir / "reference" / "thor-rest-api.yaml").is_file()
-    with ThorNode(
-        chain_tag=0x27, finality_depth=3, energy=funded(ORIGIN_KEY.address, SPONSOR_KEY.address)
-    ) as n:
+    with ThorNode(finality_depth=3, energy=funded(ORIGIN_KEY.address, SPONSOR_KEY.address)) as n:
         yield n
 
 
@@ -97,7 +101,7 @@ def test_genesis_chain_tag_and_block_ref(client: ThorClient, node: ThorNode) -> 
     g = client.genesis()
     assert g.number == 0
     assert g.id == node.genesis_id
-    assert client.chain_tag() == 0x27 == int(g.id[-2:], 16)
+    assert client.chain_tag() == node.chain_tag == int(g.id[-2:], 16)
     best = client.best_block()
     assert best.block_ref == bytes.fromhex(best.id[2:18])
     assert int.from_bytes(best.block_ref[:4], "big") == best.number
@@ -204,7 +208,7 @@ def test_account_and_priority_fee(client: ThorClient, node: ThorNode) -> None:
 
 
 def test_bad_chain_tag_is_400(client: ThorClient) -> None:
-    tx = build(client, chain_tag=0x4A)
+    tx = build(client, chain_tag=(client.chain_tag() + 1) % 256)
     with pytest.raises(BadTransaction) as exc:
         client.send_raw(tx.encode())
     assert exc.value.status == 400
@@ -288,7 +292,7 @@ def test_expired_tx_is_403(client: ThorClient, node: ThorNode) -> None:
 
 def test_base_fee_too_high_is_403(client: ThorClient, node: ThorNode) -> None:
     tx = build(client, max_fee_per_gas=node.base_fee - 1, max_priority_fee_per_gas=0)
-    with pytest.raises(TxRejected, match="gas price is less than block base fee"):
+    with pytest.raises(FeeTooLow, match="gas price is less than block base fee"):
         client.send_raw(tx.encode())
 
 
@@ -429,3 +433,263 @@ def test_double_expanded_block_embeds_receipts(client: ThorClient, node: ThorNod
     assert t["gasPayer"] == ORIGIN_KEY.address_hex
     assert t["reverted"] is False
     assert t["outputs"][0]["events"] == []
+
+
+# ------------------------------------------------------------------- refusals by the node's words
+
+# (status, text) exactly as thor v2.4.4 answers them: the production tx pool (txpool/) and
+# thor solo --on-demand (cmd/thor/solo/txpool.go), the latter measured on the real node
+REFUSALS: list[tuple[int, str, type[ThorClientError], str]] = [
+    (400, "bad tx: chain tag mismatch", BadTransaction, ""),
+    (400, "bad tx: invalid signature: S value is out of range", BadTransaction, ""),
+    (400, "bad tx: intrinsic gas exceeds provided gas", BadTransaction, ""),
+    (400, "raw: transaction type not supported", BadTransaction, ""),
+    (400, 'body: json: unknown field "x"', BadTransaction, ""),
+    (
+        403,
+        "tx rejected: resolve transaction: intrinsic gas exceeds provided gas",
+        BadTransaction,
+        "",
+    ),
+    (403, "tx rejected: resolve transaction: invalid signature length", BadTransaction, ""),
+    (403, "tx rejected: resolve transaction: invalid signature recovery id", BadTransaction, ""),
+    (
+        403,
+        "tx rejected: resolve transaction: maxFeePerGas is less than maxPriorityFeePerGas",
+        BadTransaction,
+        "",
+    ),
+    (403, "tx rejected: size too large", BadTransaction, ""),
+    (403, "tx rejected: unsupported features", BadTransaction, ""),
+    (403, "tx rejected: insufficient energy", InsufficientEnergy, ""),
+    (403, "tx rejected: insufficient energy for overall pending cost", InsufficientEnergy, ""),
+    (403, "tx rejected: gas price is less than block base fee", FeeTooLow, ""),
+    (403, "tx rejected: expired", TxRejected, "expired"),
+    (403, "tx rejected: known tx", TxRejected, "known"),
+    (403, "tx rejected: block ref out of schedule", TxRejected, ""),
+    (403, "tx rejected: pool is full", TxRejected, ""),
+    (403, "Forbidden", NodeResponseError, ""),  # a proxy, not the node's tx pool
+    (400, "<html>bad request</html>", NodeResponseError, ""),
+]
+
+
+@pytest.mark.parametrize(("status", "text", "kind", "flag"), REFUSALS)
+def test_refusals_are_classified_by_the_nodes_words(
+    status: int, text: str, kind: type[ThorClientError], flag: str
+) -> None:
+    err = classify_refusal(status, text + "\n")
+    assert type(err) is kind
+    if isinstance(err, TxRejected):
+        assert err.node_message == text and err.status == status
+        assert err.known == (flag == "known")
+        assert err.expired == (flag == "expired")
+        assert not err.reason.startswith(("bad tx:", "tx rejected:"))
+
+
+def test_solo_pool_says_403_for_bad_txs_and_the_client_still_knows(shared_dir: Path) -> None:
+    with (
+        ThorNode(pool="solo", energy=funded(ORIGIN_KEY.address)) as solo,
+        ThorClient(solo.url, retries=0) as c,
+    ):
+        with pytest.raises(BadTransaction) as exc:
+            c.send_raw(build(c, gas=21000).encode())
+        assert exc.value.status == 403
+        assert exc.value.node_message == (
+            "tx rejected: resolve transaction: intrinsic gas exceeds provided gas"
+        )
+        tx = build(c)
+        with pytest.raises(BadTransaction, match="resolve transaction: invalid signature length"):
+            c.send_raw(tx.with_signature(tx.signature[:64]).encode())
+        with pytest.raises(BadTransaction, match=r"HTTP 400.*chain tag mismatch"):
+            c.send_raw(build(c, chain_tag=(c.chain_tag() + 1) % 256).encode())
+
+
+# ---------------------------------------------------------------------------- the network
+
+
+def test_every_request_names_the_network_once_known(client: ThorClient, node: ThorNode) -> None:
+    assert client.expected_genesis is None
+    client.best_block()
+    assert node.genesis_headers == [None]  # not known yet: nothing to send
+    client.genesis()
+    client.best_block()
+    client.send_raw(build(client).encode())
+    assert node.genesis_headers[-3:] == [node.genesis_id] * 3
+    assert client.expected_genesis == node.genesis_id
+
+
+def test_a_node_of_another_network_is_wrong_network_not_a_refusal(node: ThorNode) -> None:
+    other_genesis = "0x" + "11" * 32
+    with ThorClient(node.url, retries=0, genesis_id=other_genesis) as c:
+        with pytest.raises(WrongNetwork) as exc:
+            c.best_block()
+        assert exc.value.expected == other_genesis and exc.value.got == node.genesis_id
+        with pytest.raises(WrongNetwork):
+            c.send_raw(b"\x00")
+        assert not isinstance(exc.value, TxRejected)
+    assert node.submissions == []
+    with ThorClient(node.url, retries=0) as c:
+        c.genesis()
+        with pytest.raises(WrongNetwork):
+            c.expect_genesis(other_genesis)
+
+
+def test_answer_from_another_network_is_refused_even_without_the_403() -> None:
+    """A node (or a proxy in front of another one) that ignores the request header but says
+    which network answered."""
+    ours, theirs = "0x" + "aa" * 32, "0x" + "bb" * 32
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["x-genesis-id"] == ours
+        return httpx.Response(200, json=None, headers={"x-genesis-id": theirs})
+
+    with (
+        ThorClient(
+            "http://node", retries=0, transport=httpx.MockTransport(handler), genesis_id=ours
+        ) as c,
+        pytest.raises(WrongNetwork) as exc,
+    ):
+        c.block(5)
+    assert exc.value.got == theirs
+
+
+def test_genesis_block_of_another_network_is_wrong_network(node: ThorNode) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = httpx.get(node.url + request.url.raw_path.decode()).json()  # the double's block 0
+        return httpx.Response(200, json=body)  # relayed without the node's headers
+
+    with (
+        ThorClient(
+            "http://relay",
+            retries=0,
+            transport=httpx.MockTransport(handler),
+            genesis_id="0x" + "cc" * 32,
+        ) as c,
+        pytest.raises(WrongNetwork),
+    ):
+        c.genesis()
+
+
+def test_node_time_comes_from_its_date_header(client: ThorClient, node: ThorNode) -> None:
+    node.mine(3)
+    node.lag_s = 75
+    best, node_time = client.best_block_and_node_time()
+    assert best.number == 3
+    assert node_time == int(node.node_time) == best.timestamp + 75
+
+
+# ---------------------------------------------------------------------------- fees, simulation
+
+
+def test_fee_history_and_next_base_fee(client: ThorClient, node: ThorNode) -> None:
+    node.mine(2)
+    node.base_fee = 12 * 10**12
+    assert client.next_base_fee() == 12 * 10**12
+    hist = client.fee_history(3, "best")
+    assert hist.oldest_block == node.block_id(0)
+    assert hist.base_fee_per_gas == (INITIAL_BASE_FEE,) * 3  # the fee they were mined at
+    assert hist.gas_used_ratio == (0.0, 0.0, 0.0)
+    with pytest.raises(NodeResponseError) as exc:
+        client.fee_history(1, "nope")
+    assert exc.value.status == 400
+    with pytest.raises(ValueError, match="block_count"):
+        client.fee_history(0)
+
+
+def test_next_base_fee_is_none_before_galactica_or_without_the_endpoint() -> None:
+    def zero(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json={"oldestBlock": "0x" + "00" * 32, "baseFeePerGas": ["0x0"], "gasUsedRatio": [0]},
+        )
+
+    def missing(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, text="404 page not found\n")
+
+    for handler in (zero, missing):
+        with ThorClient("http://n", retries=0, transport=httpx.MockTransport(handler)) as c:
+            assert c.next_base_fee() is None
+
+
+def test_clause_simulation_and_legacy_base_price(client: ThorClient, node: ThorNode) -> None:
+    contract, reverting = b"\xc0" * 20, b"\xc1" * 20
+    node.deploy(contract, gas=31_000)
+    node.deploy(reverting, revert=True)
+    ok_run, bad_run, plain = client.inspect_clauses(
+        [thor.Clause(contract, 0, b"x"), thor.Clause(reverting, 0, b"x"), thor.Clause(TO, 0, b"")],
+        caller=ORIGIN_KEY.address,
+    )
+    assert (ok_run.gas_used, ok_run.reverted) == (31_000, False)
+    assert bad_run.reverted and bad_run.vm_error == "execution reverted"
+    assert (plain.gas_used, plain.reverted) == (0, False)
+    assert client.account(contract).has_code and not client.account(TO).has_code
+    node.legacy_base_gas_price = 10**15
+    assert client.legacy_base_gas_price() == 10**15
+
+
+def test_receipt_seen_from_a_head(client: ThorClient, node: ThorNode) -> None:
+    tx_id = client.send_raw(build(client).encode())
+    node.mine(3)  # in block 1; finalized 0
+    fin = client.finalized_block()
+    assert fin.number == 0
+    assert client.receipt(tx_id, head=fin.id) is None  # not at or below finalized
+    assert client.receipt(tx_id, head=node.block_id(1)) is not None
+    node.mine()
+    fin = client.finalized_block()
+    got = client.receipt(tx_id, head=fin.id)
+    assert got is not None and got.block_number == 1
+    with pytest.raises(NodeResponseError, match="head: leveldb: not found"):
+        client.receipt(tx_id, head="0x" + "00" * 32)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {
+            "number": 1,
+            "id": "0x12",
+            "parentID": "0x" + "00" * 32,
+            "timestamp": 1,
+            "gasLimit": 1,
+            "gasUsed": 0,
+        },
+        {
+            "number": 1,
+            "id": "0x" + "zz" * 32,
+            "parentID": "0x" + "00" * 32,
+            "timestamp": 1,
+            "gasLimit": 1,
+            "gasUsed": 0,
+        },
+        {"number": "1", "id": "0x" + "00" * 32},
+        ["not", "a", "block"],
+    ],
+)
+def test_hostile_block_answers_are_response_errors(answer: object) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answer)
+
+    with (
+        ThorClient("http://n", retries=0, transport=httpx.MockTransport(handler)) as c,
+        pytest.raises(NodeResponseError),
+    ):
+        c.best_block()
+
+
+def test_hostile_fee_and_simulation_answers_are_response_errors() -> None:
+    answers = {
+        "/fees/history": {"oldestBlock": "0x00", "baseFeePerGas": ["zz"], "gasUsedRatio": [0]},
+        "/accounts/*": [{"data": "0x", "gasUsed": -5, "reverted": False}],
+        "/fees/priority": {"maxPriorityFeePerGas": None},
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answers[request.url.path])
+
+    with ThorClient("http://n", retries=0, transport=httpx.MockTransport(handler)) as c:
+        with pytest.raises(NodeResponseError):
+            c.next_base_fee()
+        with pytest.raises(NodeResponseError):
+            c.inspect_clauses([thor.Clause(TO, 0, b"")])
+        with pytest.raises(NodeResponseError):
+            c.priority_fee()

@@ -1,43 +1,65 @@
-"""A test double of a VeChainThor node's REST API.
+"""A test double of a VeChainThor node's REST API, for what a real node cannot be made to do.
 
-No real Thor node can run on these machines (it is a Go build and there is no Docker engine), so
-the Thor client and the anchorer are tested against this server instead. It serves, on a free
-loopback port, the subset of shared/reference/thor-rest-api.yaml that fieldproof uses, with the
-same paths, JSON shapes, status codes and text error bodies as github.com/vechain/thor's
-``api/`` and ``txpool/`` packages:
+The real node runs in the tests too: ``fieldproof.services.ThorSolo`` (thor v2.4.4 ``solo
+--on-demand``, built by scripts/peers) carries tests/integration/test_thor_real.py: legacy and
+0x51 anchors, VIP-191 sponsorship, every refusal the client classifies, base fee, contract
+``to``, a node that is not synced, and FINALIZED through solo's real finality (it moves by
+180-block epochs: ~540 blocks, a few seconds of posted txs). This double stands in for the rest:
+
+* **reaching FINALIZED in a handful of blocks**, so unit tests and other rooms' tests (export,
+  inspector, bundles) anchor without driving 540 blocks: the finalized block simply lags the
+  best by ``finality_depth`` (a real node's moves in 180-block steps);
+* faults no real node produces on demand: ``go_down()``/``come_up()`` (connections refused),
+  ``drop_incoming`` (accept txs and lose them), ``drop_pending()`` (a restarted node's empty
+  pool), ``fail_next()`` (HTTP 503s), ``rollback()`` (a reorg of unfinalized blocks),
+  ``revert_to`` (clauses to these addresses revert), ``lag_s`` (a node whose own clock is ahead
+  of its best block: not synced), ``base_fee`` set at will, ``deploy()`` (contracts that cost
+  gas or revert), ``set_energy()``;
+* a production node's tx pool (``pool="txpool"``, the default: github.com/vechain/thor
+  ``txpool/``), which holds txs until a block is produced (``mine()``/``auto_mine``) and words
+  its refusals ``400 bad tx: …`` (signature, low-S, chain tag, intrinsic gas, fee fields) and
+  ``403 tx rejected: …`` (expired, block ref out of schedule, known tx, base fee, energy…).
+  ``pool="solo"`` answers as ``thor solo --on-demand`` does instead (measured on v2.4.4): the
+  same checks but ``403 tx rejected: resolve transaction: …`` for the "bad tx" ones, no low-S
+  check, and no pending-cost check.
+
+It serves, on a free loopback port, the subset of shared/reference/thor-rest-api.yaml fieldproof
+uses, with the same paths, JSON shapes, status codes and text error bodies:
 
 * ``GET /blocks/{revision}`` (number, id, ``best``, ``justified``, ``finalized``; ``expanded``),
   ``null`` for an unknown block;
-* ``POST /transactions`` with ``{"raw": "0x…"}``: the raw tx is decoded with ``anchor.thor``
-  and checked as the tx pool does — canonical encoding (400 ``raw: …``), low-S signature and its
-  length (400 ``bad tx: …``), chain tag (400 ``bad tx: chain tag mismatch``), signature recovery
-  and intrinsic gas (400 ``bad tx: …``), then gas limit, expiry (403 ``tx rejected: expired``),
-  blockRef schedule, features, known tx, base fee and the payer's energy (403 ``tx rejected:
-  insufficient energy``; the payer is the VIP-191 delegator when there is one);
-* ``GET /transactions/{id}`` (``pending``, ``raw``), ``GET /transactions/{id}/receipt``;
-* ``GET /accounts/{address}`` (balance, energy), ``GET /fees/priority``.
+* ``POST /transactions`` with ``{"raw": "0x…"}``, decoded with ``anchor.thor`` and checked as
+  above (the payer is the VIP-191 delegator when there is one);
+* ``GET /transactions/{id}`` (``pending``, ``raw``, ``head``), ``GET
+  /transactions/{id}/receipt`` (``head``: the chain as ending at that block);
+* ``GET /accounts/{address}``, ``POST /accounts/*`` (clause simulation: accounts, ``deploy()``ed
+  contracts, ``Params.get("base-gas-price")``), ``GET /fees/priority``, ``GET /fees/history``
+  (``newestBlock=next`` included);
+* ``x-genesis-id`` on every answer, and ``403 genesis id mismatch`` for a request naming another
+  genesis (header or query), as thor's ``api/middleware``; ``Date`` is the node's clock: its best
+  block's time plus ``lag_s``.
 
 As on the real node, a well-formed signature made by the wrong key cannot be told apart from a
-right one: it recovers to a different origin, which then normally fails the energy check.
-
-Blocks are produced on demand (``mine()``) or on a timer (``auto_mine``); the finalized block
-lags the best by ``finality_depth``. Faults for tests: ``go_down()``/``come_up()`` (connections
-refused), ``drop_incoming`` (accept txs and lose them), ``drop_pending()``, ``fail_next()``
-(HTTP 503s), ``rollback()`` (a reorg of unfinalized blocks) and ``revert_to`` (clauses to these
-addresses revert). Not served: raw block headers, logs, subscriptions, debug, fee history.
+right one: it recovers to a different origin, which then normally fails the energy check. The
+chain tag is random per instance unless given, so no test can depend on one value. Not served:
+raw block headers, logs, subscriptions, debug, base fee dynamics (``base_fee`` is a knob).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
+
+from eth_hash.auto import keccak
 
 from anchor import thor
 
@@ -45,6 +67,13 @@ BLOCK_INTERVAL = 10
 MAX_TX_SIZE = 64 * 1024
 INITIAL_BASE_FEE = 10_000_000_000_000  # 10^13 wei, thor.InitialBaseFee
 ZERO_ADDRESS = b"\x00" * 20
+GENESIS_HEADER = "x-genesis-id"
+#: thor's Params built-in contract and the call ``get("base-gas-price")`` (thor/params.go)
+PARAMS_ADDRESS = b"Params".rjust(20, b"\x00")
+PARAMS_GET_BASE_GAS_PRICE = bytes(keccak(b"get(bytes32)"))[:4] + b"base-gas-price".rjust(
+    32, b"\x00"
+)
+PoolStyle = Literal["txpool", "solo"]
 
 
 def _hex(b: bytes) -> str:
@@ -60,6 +89,14 @@ def addr_bytes(addr: str | bytes) -> bytes:
     if len(b) != 20:
         raise ValueError("address must be 20 bytes")
     return b
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A deployed contract as the double models it: each call costs ``gas`` or reverts."""
+
+    gas: int = 20_005
+    revert: bool = False
 
 
 @dataclass
@@ -110,7 +147,7 @@ class ThorNode:
     def __init__(
         self,
         *,
-        chain_tag: int = 0xF6,
+        chain_tag: int | None = None,
         finality_depth: int = 3,
         base_fee: int = INITIAL_BASE_FEE,
         legacy_base_gas_price: int = INITIAL_BASE_FEE,
@@ -119,8 +156,17 @@ class ThorNode:
         balance: Mapping[str, int] | None = None,
         genesis_timestamp: int = 1_700_000_000,
         host: str = "127.0.0.1",
+        pool: PoolStyle = "txpool",
+        port: int = 0,
     ) -> None:
+        if chain_tag is None:
+            chain_tag = secrets.randbelow(256)
+        if pool not in ("txpool", "solo"):
+            raise ValueError('pool must be "txpool" or "solo"')
         self.chain_tag = chain_tag
+        self.pool = pool
+        self.lag_s = 0.0
+        self.contracts: dict[bytes, Contract] = {}
         self.finality_depth = finality_depth
         self.base_fee = base_fee
         self.legacy_base_gas_price = legacy_base_gas_price
@@ -130,6 +176,7 @@ class ThorNode:
         self.drop_incoming = False
         self.revert_to: set[bytes] = set()
         self.requests: list[tuple[str, str]] = []
+        self.genesis_headers: list[str | None] = []  # the x-genesis-id of each request
         self.submissions: list[tuple[int, str]] = []  # (status, text or tx id) per POST
         self._lock = threading.RLock()
         self._energy: dict[bytes, int] = {addr_bytes(a): v for a, v in (energy or {}).items()}
@@ -147,7 +194,7 @@ class ThorNode:
         ]
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._port = 0
+        self._port = port  # 0: a free one; given: take over another double's URL
         self._auto: threading.Thread | None = None
         self._auto_stop = threading.Event()
 
@@ -219,6 +266,17 @@ class ThorNode:
         self._auto.start()
 
     # ------------------------------------------------------------------ knobs
+
+    def deploy(self, address: str | bytes, gas: int = 20_005, *, revert: bool = False) -> None:
+        """Put a contract at ``address``: every call to it costs ``gas`` or reverts."""
+        with self._lock:
+            self.contracts[addr_bytes(address)] = Contract(gas, revert)
+
+    @property
+    def node_time(self) -> float:
+        """The node's clock (its HTTP ``Date``): its best block's time plus ``lag_s``."""
+        with self._lock:
+            return self._blocks[-1].timestamp + self.lag_s
 
     def set_energy(self, address: str | bytes, wei: int) -> None:
         with self._lock:
@@ -336,11 +394,18 @@ class ThorNode:
                 continue
             del self._pool[tx_id]
             gas_used = e.tx.intrinsic_gas()
+            code = [self.contracts[c.to] for c in e.tx.clauses if c.to in self.contracts]
+            execution = sum(c.gas for c in code)
+            out_of_gas = gas_used + execution > e.tx.gas
+            gas_used = e.tx.gas if out_of_gas else gas_used + execution
             paid = gas_used * price
             self._energy[payer] = self._energy.get(payer, 0) - paid
             value = sum(c.value for c in e.tx.clauses)
-            reverted = any(c.to in self.revert_to for c in e.tx.clauses) or (
-                value > self._balance.get(e.origin, 0)
+            reverted = (
+                out_of_gas
+                or any(c.revert for c in code)
+                or any(c.to in self.revert_to for c in e.tx.clauses)
+                or value > self._balance.get(e.origin, 0)
             )
             outputs: list[dict[str, Any]] = []
             if not reverted:
@@ -389,26 +454,37 @@ class ThorNode:
     # ------------------------------------------------------------------ tx pool
 
     def _reject_if_invalid(self, tx: thor.Transaction) -> tuple[bytes, bytes | None]:
-        """The node's checks, in its order; returns (origin, delegator)."""
-        try:
-            low_s = tx.has_low_s()
-        except thor.SignatureError as e:
-            raise _Reject(400, f"bad tx: {e}") from None
-        if not low_s:
-            raise _Reject(400, "bad tx: invalid signature: S value is out of range")
+        """The node's checks, in its order; returns (origin, delegator). A production pool
+        (``txpool.validateTxBasics`` then ``resolveTx``) says ``400 bad tx: …``; solo
+        on-demand (``OnDemandTxPool.AddLocal``) checks no low-S and says ``403 tx rejected:
+        resolve transaction: …`` for what ``runtime.ResolveTransaction`` refuses."""
+        solo = self.pool == "solo"
+        if not solo:
+            try:
+                low_s = tx.has_low_s()
+            except thor.SignatureError as e:
+                raise _Reject(400, f"bad tx: {e}") from None
+            if not low_s:
+                raise _Reject(400, "bad tx: invalid signature: S value is out of range")
         if tx.chain_tag != self.chain_tag:
             raise _Reject(400, "bad tx: chain tag mismatch")
         if tx.size > MAX_TX_SIZE:
             raise _Reject(403, "tx rejected: size too large")
+
+        def bad(message: str) -> _Reject:
+            if solo:
+                return _Reject(403, f"tx rejected: resolve transaction: {message}")
+            return _Reject(400, f"bad tx: {message}")
+
         try:
             origin = tx.origin()
             if tx.gas < tx.intrinsic_gas():
-                raise _Reject(400, "bad tx: intrinsic gas exceeds provided gas")
+                raise bad("intrinsic gas exceeds provided gas")
             delegator = tx.delegator()
         except thor.SignatureError as e:
-            raise _Reject(400, f"bad tx: {e}") from None
+            raise bad(str(e)) from None
         if tx.tx_type == thor.TYPE_DYNAMIC_FEE and tx.max_fee_per_gas < tx.max_priority_fee_per_gas:
-            raise _Reject(400, "bad tx: maxFeePerGas is less than maxPriorityFeePerGas")
+            raise bad("maxFeePerGas is less than maxPriorityFeePerGas")
         return origin, delegator
 
     def _evaluate(self, e: _TxEntry) -> int | None:
@@ -457,7 +533,7 @@ class ThorNode:
             origin, delegator = self._reject_if_invalid(tx)
             new = _TxEntry(tx, raw, thor.blake2b256(tx.signing_hash(), origin), origin, delegator)
             prepaid = self._evaluate(new)
-            if prepaid is not None:
+            if prepaid is not None and self.pool == "txpool":
                 payer = self._payer(new)
                 pending = sum(
                     p.tx.gas * self._price(p.tx)
@@ -595,25 +671,57 @@ class ThorNode:
             d["transactions"] = [_hex(e.id) for e in blk.txs]
         return d
 
-    def _find_tx(self, tx_id: bytes) -> tuple[_TxEntry, _Block] | None:
+    def _on_trunk(self, blk: _Block) -> bool:
+        return blk.number < len(self._blocks) and self._blocks[blk.number].id == blk.id
+
+    def _find_tx(self, tx_id: bytes, head: _Block | None = None) -> tuple[_TxEntry, _Block] | None:
+        """The tx and its block on the chain ending at ``head`` (default: the best block)."""
+        while head is not None and not self._on_trunk(head):  # a side branch: walk it back
+            for e in head.txs:
+                if e.id == tx_id:
+                    return e, head
+            parent = self._side_blocks.get(head.parent_id)
+            if parent is None:
+                p = int.from_bytes(head.parent_id[:4], "big")
+                parent = self._blocks[p] if p < len(self._blocks) else None
+            head = parent
         n = self._tx_block.get(tx_id)
-        if n is None:
+        if n is None or (head is not None and n > head.number):
             return None
         blk = self._blocks[n]
         return next(e for e in blk.txs if e.id == tx_id), blk
 
+    def _head(self, q: dict[str, str]) -> _Block | None:
+        """The ``head`` query parameter: a block id (absent: the best block)."""
+        text = q.get("head", "")
+        if text == "":
+            return None
+        bid = _parse_bytes32(text, "head")
+        n = int.from_bytes(bid[:4], "big")
+        if n < len(self._blocks) and self._blocks[n].id == bid:
+            return self._blocks[n]
+        if bid in self._side_blocks:
+            return self._side_blocks[bid]
+        raise _Reject(400, "head: leveldb: not found")
+
     # ------------------------------------------------------------------ HTTP dispatch
 
-    def handle(self, method: str, target: str, body: bytes) -> tuple[int, str, str]:
+    def handle(
+        self, method: str, target: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, str, str]:
         """Returns (status, content type, body) for one request."""
         parts = urlsplit(target)
         path, query = parts.path, parse_qs(parts.query)
         q = {k: v[-1] for k, v in query.items()}
         with self._lock:
             self.requests.append((method, path))
+            self.genesis_headers.append((headers or {}).get(GENESIS_HEADER) or None)
             if self._fail_next:
                 status = self._fail_next.pop(0)
                 return status, "text/plain; charset=utf-8", "service unavailable\n"
+        named = (headers or {}).get(GENESIS_HEADER) or q.get(GENESIS_HEADER, "")
+        if named and named != self.genesis_id:
+            return 403, "text/plain; charset=utf-8", "genesis id mismatch\n"
         try:
             return self._route(method, path, q, body)
         except _Reject as r:
@@ -628,7 +736,9 @@ class ThorNode:
             ("GET", r"/transactions/([^/]+)", self._get_tx),
             ("GET", r"/blocks/([^/]+)", self._get_block),
             ("GET", r"/accounts/([^/*]+)", self._get_account),
+            ("POST", r"/accounts/\*", self._inspect_clauses),
             ("GET", r"/fees/priority", self._get_priority),
+            ("GET", r"/fees/history", self._get_fee_history),
         ]
         path_matched = False
         for m, pattern, fn in routes:
@@ -671,7 +781,7 @@ class ThorNode:
 
     def _get_receipt(self, q: dict[str, str], body: bytes, id_text: str) -> Any:
         tx_id = _parse_bytes32(id_text, "id")
-        found = self._find_tx(tx_id)
+        found = self._find_tx(tx_id, self._head(q))
         if found is None:
             return None
         return self._receipt_json(*found)
@@ -680,7 +790,7 @@ class ThorNode:
         tx_id = _parse_bytes32(id_text, "id")
         raw = _bool(q.get("raw", ""), "raw")
         pending = _bool(q.get("pending", ""), "pending")
-        found = self._find_tx(tx_id)
+        found = self._find_tx(tx_id, self._head(q))
         if found is not None:
             e, blk = found
             meta = {
@@ -709,26 +819,117 @@ class ThorNode:
         return None if blk is None else self._block_json(blk, expanded)
 
     def _get_account(self, q: dict[str, str], body: bytes, address: str) -> Any:
-        if len(address) == 40:
-            text = address
-        elif len(address) == 42:
-            if address[:2].lower() != "0x":
-                raise _Reject(400, "address: invalid prefix")
-            text = address[2:]
-        else:
-            raise _Reject(400, "address: invalid length")
-        try:
-            a = bytes.fromhex(text)
-        except ValueError:
-            raise _Reject(400, "address: encoding/hex: invalid byte") from None
+        a = _parse_address(address, "address")
         return {
             "balance": _qty(self._balance.get(a, 0)),
             "energy": _qty(self._energy.get(a, 0)),
-            "hasCode": False,
+            "hasCode": a in self.contracts or a == PARAMS_ADDRESS,
         }
+
+    def _inspect_clauses(self, q: dict[str, str], body: bytes) -> Any:
+        """``POST /accounts/*``: simulate clauses; ``gasUsed`` excludes intrinsic gas."""
+        revision = q.get("revision", "")
+        if revision not in ("", "best", "next"):
+            self._block_for(revision)  # 400 for a malformed one, as the node
+        try:
+            data = json.loads(body)
+        except ValueError as e:
+            raise _Reject(400, f"body: {e}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("clauses"), list):
+            raise _Reject(
+                400, "body: json: cannot unmarshal into Go value of type api.BatchCallData"
+            )
+        known = {
+            "clauses",
+            "gas",
+            "gasPrice",
+            "provedWork",
+            "caller",
+            "gasPayer",
+            "expiration",
+            "blockRef",
+        }
+        for k in data:
+            if k not in known:
+                raise _Reject(400, f'body: json: unknown field "{k}"')
+        results = []
+        for c in data["clauses"]:
+            if not isinstance(c, dict):
+                raise _Reject(400, "body: json: cannot unmarshal into Go struct field")
+            to, data_text = c.get("to"), c.get("data") or "0x"
+            if not isinstance(data_text, str) or (to is not None and not isinstance(to, str)):
+                raise _Reject(400, "body: json: cannot unmarshal into Go struct field")
+            call = _hexutil_decode(data_text, "data")
+            result: dict[str, Any] = {
+                "data": "0x",
+                "events": [],
+                "transfers": [],
+                "gasUsed": 0,
+                "reverted": False,
+                "vmError": "",
+            }
+            if isinstance(to, str):
+                target = _parse_address(to, "to")
+                contract = self.contracts.get(target)
+                if target == PARAMS_ADDRESS and call == PARAMS_GET_BASE_GAS_PRICE:
+                    word = self.legacy_base_gas_price.to_bytes(32, "big")
+                    result.update(data=_hex(word), gasUsed=591)
+                elif target == PARAMS_ADDRESS or (contract is not None and contract.revert):
+                    result.update(gasUsed=6, reverted=True, vmError="execution reverted")
+                elif contract is not None:
+                    result.update(gasUsed=contract.gas)
+            results.append(result)
+        return results
 
     def _get_priority(self, q: dict[str, str], body: bytes) -> Any:
         return {"maxPriorityFeePerGas": _qty(self.priority_fee)}
+
+    def _get_fee_history(self, q: dict[str, str], body: bytes) -> Any:
+        """``GET /fees/history``: ``newestBlock=next`` is the block to come (its base fee is the
+        ``base_fee`` knob now), as in thor's api/fees."""
+        count_text = q.get("blockCount", "")
+        try:
+            count = int(count_text, 10)
+        except ValueError:
+            raise _Reject(400, "invalid blockCount, it should represent an integer") from None
+        if count == 0:
+            raise _Reject(400, "invalid blockCount, it should not be 0")
+        newest = q.get("newestBlock", "") or "best"
+        fees: list[str] = []
+        ratios: list[float] = []
+        if newest == "next":
+            number = self._blocks[-1].number + 1
+            oldest = number.to_bytes(4, "big") + b"\x00" * 28
+            fees.append(_qty(self.base_fee))
+            ratios.append(0.0)
+            count -= 1
+            blk: _Block | None = self._blocks[-1]
+        else:
+            blk = self._block_for(newest)
+            if blk is None:
+                raise _Reject(400, "newestBlock: leveldb: not found")
+        while count > 0 and blk is not None:
+            oldest = blk.id
+            fees.insert(0, _qty(blk.base_fee))
+            ratios.insert(0, blk.gas_used / blk.gas_limit if blk.gas_limit else 0.0)
+            count -= 1
+            blk = self._blocks[blk.number - 1] if blk.number > 0 else None
+        return {"oldestBlock": _hex(oldest), "baseFeePerGas": fees, "gasUsedRatio": ratios}
+
+
+def _parse_address(address: str, name: str) -> bytes:
+    if len(address) == 40:
+        text = address
+    elif len(address) == 42:
+        if address[:2].lower() != "0x":
+            raise _Reject(400, f"{name}: invalid prefix")
+        text = address[2:]
+    else:
+        raise _Reject(400, f"{name}: invalid length")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise _Reject(400, f"{name}: encoding/hex: invalid byte") from None
 
 
 def _bool(value: str, name: str) -> bool:
@@ -772,13 +973,18 @@ def _make_handler(node: ThorNode) -> type[BaseHTTPRequestHandler]:
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            status, ctype, text = node.handle(self.command, self.path, body)
+            headers = {GENESIS_HEADER: self.headers.get(GENESIS_HEADER) or ""}
+            status, ctype, text = node.handle(self.command, self.path, body, headers)
             data = text.encode()
             try:
                 phrase = HTTPStatus(status).phrase
             except ValueError:
                 phrase = ""
-            self.send_response(status, phrase)
+            self.log_request(status)
+            self.send_response_only(status, phrase)
+            self.send_header("Server", self.version_string())
+            self.send_header("Date", formatdate(node.node_time, usegmt=True))
+            self.send_header(GENESIS_HEADER, node.genesis_id)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
