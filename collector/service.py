@@ -23,6 +23,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from anchor.evidence import EvidenceLog, StoredCheckpoint
 from anchor.service import anchor_views
 from anchor.tiles import published_size, write_tiles
+from anchor.witness import Witnesses
 from collector.agronomy_hook import AgronomyHook
 from collector.influx import InfluxUnavailable, PointWriter, make_writer
 from collector.ingest import Incoming, Ingestor, Interrupted
@@ -70,6 +71,7 @@ class Collector:
         self._tiles_size = published_size(self.tiles_dir)
         self._tiles_failing = False
         self._tiles_retry_at = 0.0
+        self.witnesses = Witnesses(self.db, self.evidence, config.log.witnesses)
         # paho's network thread appends, the worker drains (deque appends/pops are atomic);
         # _wake tells the worker a batch has begun or is full
         self.inbox: deque[Delivery] = deque()
@@ -244,6 +246,9 @@ class Collector:
             if cp is not None:
                 log.info("checkpoint: log size %d", cp.checkpoint.size)
                 latest = cp
+        if latest is not None and self.witnesses.cosign_latest(latest):
+            latest = self.evidence.latest()  # now with cosignatures: publish it again
+            self._tiles_size = -1
         if (
             latest is not None
             and latest.checkpoint.size != self._tiles_size

@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from fieldproof.errors import ConfigError
@@ -68,6 +69,42 @@ class InfluxConfig(StrictModel):
     create_database: bool = True
 
 
+class WitnessConfig(StrictModel):
+    """A C2SP tlog-witness that cosigns the log's checkpoints (docs/evidence-log.md §9)."""
+
+    #: the witness's name as in its cosignature lines (must equal the vkey's name)
+    name: str = Field(min_length=1, max_length=200)
+    #: base URL; the client POSTs to <url>/add-checkpoint
+    url: str = Field(min_length=1, max_length=2000)
+    #: its cosignature/v1 verifier key: name+hexid+base64(0x04 || Ed25519 public key)
+    vkey: str = Field(min_length=1, max_length=1024)
+    #: seconds for one request (connect, send, answer)
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    #: seconds before a witness that was down or refused is asked again
+    retry_s: float = Field(default=60.0, ge=0)
+
+    @pydantic.field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")) or any(c.isspace() for c in v):
+            raise ValueError("a witness url is http:// or https:// without spaces")
+        return v.rstrip("/")
+
+    @pydantic.field_validator("vkey")
+    @classmethod
+    def _cosigner_vkey(cls, v: str) -> str:
+        from fieldproof.formats.cosignature import CosignatureVerifier
+
+        CosignatureVerifier.from_vkey(v)  # CosignatureError is a ValueError
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _name_matches_vkey(self) -> WitnessConfig:
+        if self.vkey.split("+", 1)[0] != self.name:
+            raise ValueError(f"witness {self.name!r}: its vkey names another key")
+        return self
+
+
 class LogConfig(StrictModel):
     """The evidence log: its name (origin) and signing key, and how often to checkpoint."""
 
@@ -77,6 +114,8 @@ class LogConfig(StrictModel):
     key_file: Path | None = None
     checkpoint_interval_s: float = Field(default=300.0, gt=0)
     checkpoint_every_entries: int = Field(default=10_000, ge=1)
+    #: witnesses asked to cosign each checkpoint (none: the log is not witnessed)
+    witnesses: list[WitnessConfig] = Field(default_factory=list, max_length=32)
 
 
 class AnchorSettings(StrictModel):

@@ -589,12 +589,20 @@ class Litewitness(ManagedProcess):
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        env = dict(os.environ, SSH_AUTH_SOCK=str(self.agent_socket))
         deadline = time.monotonic() + 10
-        while not self.agent_socket.exists():
+        # the socket file appears at bind(), a moment before the agent listens: wait until
+        # 'ssh-add -l' reaches it (exit 1: no keys yet; 2: no agent)
+        while True:
             if self.agent.poll() is not None or time.monotonic() > deadline:
                 raise ServiceError(f"ssh-agent did not start on {self.agent_socket}")
+            if self.agent_socket.exists():
+                probe = subprocess.run(
+                    [self.ssh_add, "-l"], env=env, capture_output=True, stdin=subprocess.DEVNULL
+                )
+                if probe.returncode in (0, 1):
+                    break
             time.sleep(0.02)
-        env = dict(os.environ, SSH_AUTH_SOCK=str(self.agent_socket))
         self._run(self.ssh_add, "-q", str(self.key_path), env=env)
 
     def command(self) -> list[str]:

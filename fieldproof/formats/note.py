@@ -40,6 +40,7 @@ __all__ = [
     "Signer",
     "UnverifiedNoteError",
     "Verifier",
+    "add_signature_lines",
     "check_key_name",
     "ed25519_key_id",
     "generate_key",
@@ -394,3 +395,57 @@ def open_note(msg: bytes, verifiers: Sequence[Verifier]) -> Note:
             note,
         )
     return note
+
+
+def add_signature_lines(msg: bytes, lines: Iterable[str]) -> bytes:
+    """The signed note ``msg`` with extra signature lines (witness cosignatures) appended.
+
+    The text and the existing signatures are kept byte for byte. A new line whose key (name and
+    key ID) already signed the note replaces that key's line (a witness's newer cosignature);
+    an identical line is not repeated. Only the form is checked here, not the signatures: verify
+    each line before adding it. Raises MalformedNoteError on a malformed note or line, or when
+    the result would exceed MAX_SIGNATURES or MAX_NOTE_SIZE."""
+    if not isinstance(msg, bytes | bytearray):
+        raise MalformedNoteError(f"signed note must be bytes, got {type(msg).__name__}")
+    try:
+        decoded = bytes(msg).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedNoteError("signed note is not valid UTF-8") from None
+    split = decoded.rfind("\n\n")
+    if split < 0 or not decoded.endswith("\n") or split + 2 >= len(decoded):
+        raise MalformedNoteError("not a signed note: no signature lines after a blank line")
+    text, sig_block = decoded[: split + 2], decoded[split + 2 :]
+
+    def key_of(line: str) -> tuple[str, int]:
+        if not line.startswith(_SIG_PREFIX):
+            raise MalformedNoteError("a signature line starts with an em dash and space")
+        name, sep, b64 = line[len(_SIG_PREFIX) :].partition(" ")
+        if not sep:
+            raise MalformedNoteError("a signature line has a space between name and signature")
+        check_key_name(name)
+        _check_text_chars(line, "signature line")
+        raw = _b64decode(b64, "signature line")
+        if len(raw) < 5:
+            raise MalformedNoteError("signature line too short for a key ID and signature")
+        return name, int.from_bytes(raw[:4], "big")
+
+    current = sig_block[:-1].split("\n")
+    keys = [key_of(line) for line in current]
+    for line in lines:
+        if not isinstance(line, str):
+            raise MalformedNoteError("signature lines must be strings")
+        line = line.removesuffix("\n")
+        key = key_of(line)
+        if key in keys:
+            current[keys.index(key)] = line
+        else:
+            current.append(line)
+            keys.append(key)
+    if len(current) > MAX_SIGNATURES:
+        raise MalformedNoteError(
+            f"note would have {len(current)} signatures, over {MAX_SIGNATURES}"
+        )
+    out = (text + "".join(line + "\n" for line in current)).encode("utf-8")
+    if len(out) > MAX_NOTE_SIZE:
+        raise MalformedNoteError(f"signed note would be {len(out)} bytes, over {MAX_NOTE_SIZE}")
+    return out

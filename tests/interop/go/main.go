@@ -15,6 +15,7 @@
 //
 //	fpcheck TESTDATA_DIR                           check every known-answer file
 //	fpcheck -vkey VKEY -bundle FILE [-bundle FILE]  check bundles against a pinned log key
+//	fpcheck -vkey VKEY -tiles DIR [-witness WVKEY]  read a tlog-tiles directory (tiles.go)
 //
 // Both may be combined. Exit status: 0 all agree, 1 a mismatch (each one printed as FAIL: ...),
 // 2 usage or I/O error.
@@ -63,16 +64,19 @@ func main() {
 	var bundles multiFlag
 	vkey := flag.String("vkey", "", "the log's verifier key (name+hexid+base64), pinned for -bundle")
 	flag.Var(&bundles, "bundle", "an evidence bundle (.fpb) to check (repeatable; needs -vkey)")
+	var tileDirs, witnesses multiFlag
+	flag.Var(&tileDirs, "tiles", "a C2SP tlog-tiles directory to read (repeatable; needs -vkey)")
+	flag.Var(&witnesses, "witness", "a witness cosignature/v1 vkey whose cosignature -tiles requires (repeatable)")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: fpcheck [-vkey VKEY -bundle FILE ...] [TESTDATA_DIR]\n")
+		fmt.Fprintf(os.Stderr, "usage: fpcheck [-vkey VKEY [-bundle FILE ...] [-tiles DIR [-witness WVKEY] ...]] [TESTDATA_DIR]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if flag.NArg() > 1 || (flag.NArg() == 0 && len(bundles) == 0) {
+	if flag.NArg() > 1 || (flag.NArg() == 0 && len(bundles) == 0 && len(tileDirs) == 0) {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if len(bundles) > 0 && *vkey == "" {
+	if (len(bundles) > 0 || len(tileDirs) > 0) && *vkey == "" {
 		fmt.Fprintln(os.Stderr, "fpcheck: -bundle needs -vkey (the log key to pin)")
 		os.Exit(2)
 	}
@@ -93,6 +97,9 @@ func main() {
 		if sum != nil {
 			c.ok("%s: %s", path, sum)
 		}
+	}
+	for _, dir := range tileDirs {
+		checkTiles(c, dir, *vkey, witnesses)
 	}
 	if len(c.failures) > 0 {
 		fmt.Fprintf(os.Stderr, "fpcheck: %d mismatch(es), %d check(s) agreed\n", len(c.failures), c.oks)

@@ -1,0 +1,376 @@
+"""Witness cosigning (C2SP tlog-witness, tlog-cosignature): after each checkpoint, ask every
+configured witness to cosign it, verify the cosignatures with the witnesses' keys, and add them
+to the stored checkpoint note, so the public tiles' ``checkpoint`` carries them.
+
+A witness remembers the largest tree of our log it has cosigned and cosigns a new checkpoint
+only with a consistency proof from that size (``old <size>`` in the request). We keep that size
+per witness in ``witness_state`` (collector database); when it is stale the witness answers 409
+with the size it knows and we retry once from there. A witness that is down or refuses costs
+one short request per ``retry_s`` and is reported once per change of state (and counted); it
+never stops ingestion or checkpointing. A witness that holds a different tree of our log (it
+rejects our consistency proof from the size it knows, or knows a larger tree than ours) is a
+split view: someone signs another history under our log key, or our log was rolled back. That is
+logged at CRITICAL with ``SPLIT VIEW`` in the message. docs/evidence-log.md §9."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from anchor.evidence import EvidenceLog, StoredCheckpoint
+from fieldproof.config import WitnessConfig
+from fieldproof.errors import FormatError
+from fieldproof.formats.checkpoint import open_checkpoint
+from fieldproof.formats.cosignature import (
+    CosignatureError,
+    CosignatureVerifier,
+    parse_cosignature_line,
+    verify_cosignature_line,
+)
+from fieldproof.formats.note import Verifier, add_signature_lines, open_note
+
+log = logging.getLogger("fieldproof.anchor.witness")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS witness_state (
+    witness TEXT PRIMARY KEY,      -- the configured witness name
+    size INTEGER NOT NULL,         -- the size of our log the witness last cosigned (or knows)
+    updated_at REAL NOT NULL
+);
+"""
+
+#: the largest witness answer read (a cosignature line is ~150 bytes)
+MAX_RESPONSE_BYTES = 16 * 1024
+#: cosignature lines accepted in one answer
+MAX_RESPONSE_LINES = 16
+
+# states a witness is in; a change of state is logged once
+OK = "ok"
+UNREACHABLE = "unreachable"
+REFUSED = "refused"
+SPLIT_VIEW = "split_view"
+
+
+class WitnessUnavailable(Exception):
+    """The witness could not be asked (connection, timeout, an oversized or broken answer)."""
+
+
+@dataclass(frozen=True)
+class WitnessResponse:
+    status: int
+    body: bytes
+
+
+class WitnessClient:
+    """The HTTP side of one witness: ``POST <url>/add-checkpoint``, bounded and typed."""
+
+    def __init__(self, config: WitnessConfig, http: httpx.Client | None = None) -> None:
+        self.config = config
+        self.http = http or httpx.Client(follow_redirects=False, trust_env=False)
+
+    @staticmethod
+    def request_body(old_size: int, proof: Sequence[bytes], note: bytes) -> bytes:
+        lines = [f"old {old_size}\n".encode()]
+        lines += [base64.b64encode(h) + b"\n" for h in proof]
+        return b"".join(lines) + b"\n" + note
+
+    def add_checkpoint(self, old_size: int, proof: Sequence[bytes], note: bytes) -> WitnessResponse:
+        body = self.request_body(old_size, proof, note)
+        # httpx's timeout is per read: a witness dripping bytes is cut off by this deadline
+        deadline = time.monotonic() + 2 * self.config.timeout_s
+        try:
+            with self.http.stream(
+                "POST",
+                self.config.url + "/add-checkpoint",
+                content=body,
+                timeout=self.config.timeout_s,
+            ) as r:
+                data = b""
+                for chunk in r.iter_bytes():
+                    data += chunk
+                    if len(data) > MAX_RESPONSE_BYTES:
+                        raise WitnessUnavailable(
+                            f"answer ({r.status_code}) over {MAX_RESPONSE_BYTES} bytes"
+                        )
+                    if time.monotonic() > deadline:
+                        raise WitnessUnavailable(
+                            f"answer not complete in {2 * self.config.timeout_s:.0f} s"
+                        )
+                return WitnessResponse(r.status_code, data)
+        except (httpx.HTTPError, OSError) as exc:
+            raise WitnessUnavailable(f"{type(exc).__name__}: {exc}") from None
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _printable(raw: bytes) -> str:
+    """A witness's error text, safe to log (no control characters, bounded)."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def parse_conflict_size(body: bytes) -> int:
+    """A 409's body: the size the witness knows, ``<decimal>\\n``. ValueError otherwise."""
+    if len(body) > 32 or not body.endswith(b"\n"):
+        raise ValueError("a 409 answer is one line with a tree size")
+    text = body[:-1].decode("ascii", errors="strict")
+    if not text.isdigit() or (len(text) > 1 and text[0] == "0") or len(text) > 20:
+        raise ValueError(f"a 409 answer must be a decimal tree size, got {text[:32]!r}")
+    return int(text)
+
+
+def pick_cosignature(body: bytes, checkpoint_text: bytes, verifier: CosignatureVerifier) -> str:
+    """The configured witness's cosignature line from a 200 answer, verified over the checkpoint
+    text. Raises CosignatureError when the answer holds no valid one."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CosignatureError("the witness's answer is not UTF-8") from None
+    if not text.endswith("\n"):
+        raise CosignatureError("the witness's answer does not end in a newline")
+    lines = text[:-1].split("\n")
+    if len(lines) > MAX_RESPONSE_LINES:
+        raise CosignatureError(f"the witness sent {len(lines)} lines, over {MAX_RESPONSE_LINES}")
+    for line in lines:
+        cosig = parse_cosignature_line(line)
+        if (cosig.name, cosig.key_id) == (verifier.name, verifier.key_id):
+            return verify_cosignature_line(line, checkpoint_text, verifier).line
+    raise CosignatureError(
+        f"the answer has no cosignature by {verifier.name}/{verifier.key_id:08x} (check the "
+        "witness's vkey in the config)"
+    )
+
+
+@dataclass
+class WitnessState:
+    config: WitnessConfig
+    verifier: CosignatureVerifier
+    client: WitnessClient
+    size: int
+    status: str = OK
+    detail: str = ""
+    retry_at: float = 0.0
+    #: the checkpoint size whose stored note carries this witness's cosignature
+    done_size: int = -1
+
+
+class Witnesses:
+    """All configured witnesses of one log. ``cosign_latest()`` after each checkpoint."""
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        evidence: EvidenceLog,
+        configs: Sequence[WitnessConfig],
+        *,
+        http: httpx.Client | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.evidence = evidence
+        self.clock = clock
+        #: (witness name, outcome) -> count: cosigned, unreachable, refused, split_view
+        self.counters: Counter[tuple[str, str]] = Counter()
+        self.states: list[WitnessState] = []
+        if not configs:
+            return
+        db.executescript(_SCHEMA)
+        for c in configs:
+            row = db.execute("SELECT size FROM witness_state WHERE witness=?", (c.name,)).fetchone()
+            self.states.append(
+                WitnessState(
+                    c,
+                    CosignatureVerifier.from_vkey(c.vkey),
+                    WitnessClient(c, http),
+                    int(row[0]) if row else 0,
+                )
+            )
+
+    # ------------------------------------------------------------------ public
+
+    def cosign_latest(self, latest: StoredCheckpoint | None = None) -> bool:
+        """Ask each witness that is due to cosign the latest stored checkpoint; True when
+        cosignatures were added to the stored note (publish it again). Never raises for a
+        witness's failure."""
+        if not self.states:
+            return False
+        latest = latest if latest is not None else self.evidence.latest()
+        if latest is None:
+            return False
+        size = latest.checkpoint.size
+        changed = False
+        for st in self.states:
+            if st.done_size == size or self.clock() < st.retry_at:
+                continue
+            # the note may already carry its cosignature (stored before a restart)
+            current = self.evidence.latest()
+            if current is None or current.checkpoint.size != size:
+                return changed
+            if self._has_cosignature(current.note, st):
+                st.done_size = size
+                continue
+            line = self._cosign_one(st, current)
+            if line is not None and self._store(st, current, line):
+                st.done_size = size
+                changed = True
+        return changed
+
+    def status(self) -> dict[str, str]:
+        """witness name -> state (ok, unreachable, refused, split_view)."""
+        return {st.config.name: st.status for st in self.states}
+
+    def close(self) -> None:
+        for st in self.states:
+            st.client.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _log_verifier(self) -> Verifier:
+        return self.evidence.verifier()
+
+    def _has_cosignature(self, note: bytes, st: WitnessState) -> bool:
+        try:
+            opened = open_note(note, [self._log_verifier(), st.verifier])
+        except FormatError:
+            return False
+        return any(
+            (s.name, s.key_id) == (st.verifier.name, st.verifier.key_id) for s in opened.sigs
+        )
+
+    def _cosign_one(self, st: WitnessState, cp: StoredCheckpoint) -> str | None:
+        size = cp.checkpoint.size
+        text = cp.note[: cp.note.rfind(b"\n\n") + 1]
+        old = st.size if st.size <= size else 0
+        tried: set[int] = set()
+        for _ in range(3):
+            tried.add(old)
+            proof = self.evidence.log.consistency_proof(old, size) if old else []
+            try:
+                r = st.client.add_checkpoint(old, proof, cp.note)
+            except WitnessUnavailable as exc:
+                self._fail(st, UNREACHABLE, f"cannot reach {st.config.url}: {exc}")
+                return None
+            reason = _printable(r.body[:200])
+            if r.status == 200:
+                try:
+                    line = pick_cosignature(r.body, text, st.verifier)
+                except CosignatureError as exc:
+                    self._fail(st, REFUSED, f"answered 200 without a valid cosignature: {exc}")
+                    return None
+                return line
+            if r.status == 409:
+                try:
+                    known = parse_conflict_size(r.body)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    self._fail(st, REFUSED, f"answered 409 with a malformed size: {exc}")
+                    return None
+                if known > size:
+                    self._fail(
+                        st,
+                        SPLIT_VIEW,
+                        f"it has cosigned a tree of {known} entries of our log, larger than our "
+                        f"latest checkpoint ({size}): another history is signed under our log "
+                        "key, or our log was rolled back",
+                    )
+                    return None
+                self._remember_size(st, known)
+                if known in tried:
+                    self._fail(st, REFUSED, f"answered 409 twice for size {known}")
+                    return None
+                old = known
+                continue
+            if r.status == 422 and old > 0:
+                self._fail(
+                    st,
+                    SPLIT_VIEW,
+                    f"it rejects our consistency proof from size {old} (the size it knows) to "
+                    f"{size}: its tree of {old} entries of our log is not ours ({reason!r})",
+                )
+                return None
+            if r.status in (400, 403, 404, 422):
+                self._fail(
+                    st,
+                    REFUSED,
+                    f"answered {r.status} {reason!r} (403/404: the witness does not know our "
+                    "log's origin and key; register them with its operator)",
+                )
+                return None
+            self._fail(st, UNREACHABLE, f"answered {r.status} {reason!r}")
+            return None
+        self._fail(st, REFUSED, "the witness's size kept changing")
+        return None
+
+    def _store(self, st: WitnessState, cp: StoredCheckpoint, line: str) -> bool:
+        size = cp.checkpoint.size
+        try:
+            note = add_signature_lines(cp.note, [line])
+            checked = open_checkpoint(
+                note, [self._log_verifier(), st.verifier], origin=self.evidence.origin
+            )
+        except FormatError as exc:  # not expected: the line was verified above
+            self._fail(st, REFUSED, f"its cosignature cannot be added to the note: {exc}")
+            return False
+        if checked != cp.checkpoint:
+            self._fail(st, REFUSED, "the cosigned note no longer holds our checkpoint")
+            return False
+        with self.db:
+            cur = self.db.execute(
+                "UPDATE checkpoints SET note=? WHERE size=? AND note=?", (note, size, cp.note)
+            )
+            self._write_size(st, size)
+        if cur.rowcount != 1:  # the note changed meanwhile: the next pass starts again
+            return False
+        st.size = size
+        self.counters[(st.config.name, "cosigned")] += 1
+        if st.status != OK:
+            log.warning("witness %s cosigns again (size %d)", st.config.name, size)
+        else:
+            log.info("witness %s cosigned size %d", st.config.name, size)
+        st.status, st.detail, st.retry_at = OK, "", 0.0
+        return True
+
+    def _remember_size(self, st: WitnessState, size: int) -> None:
+        with self.db:
+            self._write_size(st, size)
+        st.size = size
+
+    def _write_size(self, st: WitnessState, size: int) -> None:
+        self.db.execute(
+            "INSERT INTO witness_state (witness, size, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(witness) DO UPDATE SET size=excluded.size, updated_at=excluded.updated_at",
+            (st.config.name, size, time.time()),
+        )
+
+    def _fail(self, st: WitnessState, status: str, detail: str) -> None:
+        self.counters[(st.config.name, status)] += 1
+        st.retry_at = self.clock() + st.config.retry_s
+        changed = status != st.status
+        st.status, st.detail = status, detail
+        if not changed:
+            return
+        name = st.config.name
+        if status == SPLIT_VIEW:
+            log.critical(
+                "SPLIT VIEW reported by witness %s for log %s: %s. Do not trust checkpoints of "
+                "this log until this is explained.",
+                name,
+                self.evidence.origin,
+                detail,
+            )
+        else:
+            log.error(
+                "witness %s %s: %s; checkpoints go on without its cosignature, retrying every "
+                "%.0f s",
+                name,
+                "is unreachable" if status == UNREACHABLE else "refuses to cosign",
+                detail,
+                st.config.retry_s,
+            )

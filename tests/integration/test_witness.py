@@ -1,0 +1,473 @@
+"""Witness cosigning against a real C2SP tlog-witness: torchwood's litewitness (built by
+scripts/peers at the pinned version, its key in its own ssh-agent). The collector's
+``maybe_checkpoint`` asks it to cosign each checkpoint; the cosignature is verified with the
+witness's vkey and lands in the stored note and in the public tiles' ``checkpoint``. A witness
+that is down does not stop checkpoints and is asked again when back; a witness that holds
+another tree of our log (a split view) is reported as such.
+
+A missing litewitness build makes these tests fail (run scripts/peers), never skip."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import logging
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from anchor.evidence import EvidenceLog
+from anchor.logkey import load_or_create_log_key
+from anchor.tiles import write_tiles
+from anchor.witness import (
+    MAX_RESPONSE_BYTES,
+    OK,
+    REFUSED,
+    SPLIT_VIEW,
+    UNREACHABLE,
+    Witnesses,
+    parse_conflict_size,
+    pick_cosignature,
+)
+from collector.service import Collector
+from fieldproof.config import CollectorConfig, LogConfig, WitnessConfig
+from fieldproof.datadir import open_db
+from fieldproof.formats.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from fieldproof.formats.cosignature import (
+    CosignatureError,
+    CosignatureVerifier,
+    cosignature_key_id,
+    cosigned_message,
+    parse_cosignature_line,
+    verify_cosignature_line,
+)
+from fieldproof.formats.note import (
+    Ed25519Verifier,
+    MalformedNoteError,
+    add_signature_lines,
+    generate_key,
+    open_note,
+)
+from fieldproof.services import Litewitness, ServiceError
+
+pytestmark = pytest.mark.integration
+
+COLLECTOR_ID = "c-witness"
+ORIGIN = f"fieldproof.example/log/{COLLECTOR_ID}"
+WITNESS = "witness.fieldproof.example/w1"
+
+
+class NullWriter:
+    def write(self, lines: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def log_vkey(tmp_path: Path) -> Ed25519Verifier:
+    return load_or_create_log_key(tmp_path / "data" / "log.key", ORIGIN).verifier()
+
+
+@pytest.fixture
+def witness(tmp_path: Path, log_vkey: Ed25519Verifier) -> Iterator[Litewitness]:
+    w = Litewitness(tmp_path / "witness", witness_name=WITNESS, logs=[(ORIGIN, log_vkey.vkey)])
+    try:
+        w.start()
+    except ServiceError as exc:
+        w.close()
+        pytest.fail(str(exc), pytrace=False)
+    yield w
+    w.close()
+
+
+def witness_config(w: Litewitness) -> WitnessConfig:
+    return WitnessConfig(name=WITNESS, url=w.url, vkey=w.vkey, timeout_s=5, retry_s=0)
+
+
+def make_collector(data_dir: Path, witnesses: list[WitnessConfig]) -> Collector:
+    cfg = CollectorConfig(
+        collector_id=COLLECTOR_ID,
+        data_dir=data_dir,
+        log=LogConfig(checkpoint_every_entries=1, witnesses=witnesses),
+    )
+    return Collector(cfg, writer=NullWriter())
+
+
+def append(c: Collector, n: int, tag: str = "a") -> None:
+    start = c.evidence.log.size()
+    with c.db:
+        c.evidence.append([f"{tag}-entry-{start + i}".encode() for i in range(n)])
+
+
+def witness_sigs(note: bytes, log_v: Ed25519Verifier, w: Litewitness) -> list[str]:
+    opened = open_note(note, [log_v, CosignatureVerifier.from_vkey(w.vkey)])
+    return [s.name for s in opened.sigs if s.name == WITNESS]
+
+
+def test_vkey_is_the_one_litewitness_announces(witness: Litewitness) -> None:
+    # litewitness logs 'msg="verifier key" vkey=<vkey>' at start; ours is computed from the
+    # ssh public key: they must agree, or no cosignature would ever verify
+    assert f"vkey={witness.vkey}" in witness.log_path.read_text()
+
+
+def test_cosigns_a_growing_log_into_note_and_tiles(
+    tmp_path: Path, witness: Litewitness, log_vkey: Ed25519Verifier
+) -> None:
+    c = make_collector(tmp_path / "data", [witness_config(witness)])
+    try:
+        for grow in (1, 2, 5, 9, 300):
+            append(c, grow)
+            c.maybe_checkpoint(force=True)
+            latest = c.evidence.latest()
+            assert latest is not None
+            size = latest.checkpoint.size
+            # in the stored note, verified with the witness's key
+            assert witness_sigs(latest.note, log_vkey, witness) == [WITNESS]
+            # ... and in the public tiles' checkpoint file, byte for byte
+            published = (c.tiles_dir / "checkpoint").read_bytes()
+            assert published == latest.note
+            assert open_checkpoint(published, log_vkey, origin=ORIGIN) == latest.checkpoint
+            # the witness stored exactly our tree (it checked each consistency proof)
+            (known,) = witness.list_logs()
+            assert known["size"] == size
+            assert known["root_hash"] == base64.b64encode(latest.checkpoint.root_hash).decode()
+            row = c.db.execute("SELECT size FROM witness_state WHERE witness=?", (WITNESS,))
+            assert row.fetchone()[0] == size
+            assert c.witnesses.status() == {WITNESS: OK}
+        assert size == 317
+        assert c.witnesses.counters[(WITNESS, "cosigned")] == 5
+        # a pass with nothing new does not ask the witness again
+        c.maybe_checkpoint()
+        assert c.witnesses.counters[(WITNESS, "cosigned")] == 5
+        # the cosignature line verifies on its own (cosignature/v1 over the note text)
+        assert latest is not None
+        line = latest.note.decode().rstrip("\n").split("\n")[-1]
+        text = latest.note[: latest.note.rfind(b"\n\n") + 1]
+        cosig = verify_cosignature_line(line, text, CosignatureVerifier.from_vkey(witness.vkey))
+        assert cosig.timestamp > 1_700_000_000
+        with pytest.raises(CosignatureError):
+            verify_cosignature_line(line, text.replace(b"317", b"318"), witness_verifier(witness))
+    finally:
+        c.db.close()
+
+
+def witness_verifier(w: Litewitness) -> CosignatureVerifier:
+    return CosignatureVerifier.from_vkey(w.vkey)
+
+
+def test_witness_down_checkpoints_go_on_and_cosigning_resumes(
+    tmp_path: Path,
+    witness: Litewitness,
+    log_vkey: Ed25519Verifier,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    c = make_collector(tmp_path / "data", [witness_config(witness)])
+    try:
+        append(c, 4)
+        c.maybe_checkpoint(force=True)
+        assert c.witnesses.status() == {WITNESS: OK}
+
+        witness.stop()
+        with caplog.at_level(logging.INFO, logger="fieldproof.anchor.witness"):
+            for _ in range(3):
+                append(c, 3)
+                c.maybe_checkpoint(force=True)  # returns: the log and its tiles go on
+                latest = c.evidence.latest()
+                assert latest is not None
+                assert open_checkpoint(latest.note, log_vkey) == latest.checkpoint
+                assert (c.tiles_dir / "checkpoint").read_bytes() == latest.note
+                assert witness_sigs(latest.note, log_vkey, witness) == []
+        assert latest is not None and latest.checkpoint.size == 13
+        assert c.witnesses.status() == {WITNESS: UNREACHABLE}
+        assert c.witnesses.counters[(WITNESS, UNREACHABLE)] == 3
+        down = [r for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(down) == 1 and down[0].levelno == logging.ERROR  # once per state change
+        caplog.clear()
+
+        witness.start()  # same port, same database (it knows size 4)
+        with caplog.at_level(logging.INFO, logger="fieldproof.anchor.witness"):
+            c.maybe_checkpoint()  # nothing new in the log: only the cosigning is retried
+        latest = c.evidence.latest()
+        assert latest is not None and latest.checkpoint.size == 13
+        assert witness_sigs(latest.note, log_vkey, witness) == [WITNESS]
+        assert (c.tiles_dir / "checkpoint").read_bytes() == latest.note  # published again
+        assert c.witnesses.status() == {WITNESS: OK}
+        assert witness.list_logs()[0]["size"] == 13  # from 4 with a consistency proof
+        assert any("cosigns again" in r.getMessage() for r in caplog.records)
+    finally:
+        c.db.close()
+
+
+def test_stale_size_gets_409_and_is_retried_from_the_witness_size(
+    tmp_path: Path, witness: Litewitness, log_vkey: Ed25519Verifier
+) -> None:
+    c = make_collector(tmp_path / "data", [witness_config(witness)])
+    try:
+        append(c, 6)
+        c.maybe_checkpoint(force=True)
+        # forget what the witness cosigned: the next request says "old 0", the witness
+        # answers 409 with 6, and the client proves 6 -> 10 instead
+        with c.db:
+            c.db.execute("UPDATE witness_state SET size=0")
+        c.witnesses.states[0].size = 0
+        append(c, 4)
+        c.maybe_checkpoint(force=True)
+        latest = c.evidence.latest()
+        assert latest is not None and latest.checkpoint.size == 10
+        assert witness_sigs(latest.note, log_vkey, witness) == [WITNESS]
+        assert c.witnesses.states[0].size == 10
+    finally:
+        c.db.close()
+
+
+def split_log(tmp_path: Path, name: str, entries: int) -> EvidenceLog:
+    """Another log under the same key and origin, with other entries: a split view."""
+    d = tmp_path / name
+    d.mkdir()
+    key = d / "log.key"
+    shutil.copy(tmp_path / "data" / "log.key", key)
+    key.chmod(0o600)
+    db = open_db(d / "collector.sqlite")
+    ev = EvidenceLog.open(db, ORIGIN, key)
+    with db:
+        ev.append([f"forged-{i}".encode() for i in range(entries)])
+    assert ev.checkpoint() is not None
+    return ev
+
+
+def test_split_view_is_refused_and_reported_loudly(
+    tmp_path: Path,
+    witness: Litewitness,
+    log_vkey: Ed25519Verifier,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    c = make_collector(tmp_path / "data", [witness_config(witness)])
+    try:
+        append(c, 5)
+        c.maybe_checkpoint(force=True)
+        honest = witness.list_logs()[0]
+        assert honest["size"] == 5
+    finally:
+        c.db.close()
+
+    for name, size in (("same-size", 5), ("smaller", 3)):
+        ev = split_log(tmp_path, name, size)
+        ws = Witnesses(ev.db, ev, [witness_config(witness)])
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="fieldproof.anchor.witness"):
+            assert ws.cosign_latest() is False
+        assert ws.status() == {WITNESS: SPLIT_VIEW}
+        assert ws.counters[(WITNESS, SPLIT_VIEW)] == 1
+        critical = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+        assert len(critical) == 1 and "SPLIT VIEW" in critical[0].getMessage()
+        latest = ev.latest()
+        assert latest is not None and latest.checkpoint.size == size
+        assert witness_sigs(latest.note, log_vkey, witness) == []
+        # the witness kept the honest tree
+        assert witness.list_logs()[0] == honest
+        ev.db.close()
+        ws.close()
+
+
+def test_unknown_log_is_refused(
+    tmp_path: Path, witness: Litewitness, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    db = open_db(other / "collector.sqlite")
+    ev = EvidenceLog.open(db, "fieldproof.example/log/unknown", other / "log.key")
+    with db:
+        ev.append([b"x"])
+    ev.checkpoint()
+    ws = Witnesses(db, ev, [witness_config(witness)])
+    with caplog.at_level(logging.INFO, logger="fieldproof.anchor.witness"):
+        assert ws.cosign_latest() is False
+        assert ws.cosign_latest() is False  # retry_s=0: asked again, logged once
+    assert ws.status() == {WITNESS: REFUSED}
+    assert ws.counters[(WITNESS, REFUSED)] == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "403" in errors[0] and "unknown log" in errors[0]
+    db.close()
+    ws.close()
+
+
+def test_write_tiles_publishes_a_cosigned_note_unchanged(
+    tmp_path: Path, witness: Litewitness
+) -> None:
+    # the tiles writer takes a note with extra signature lines as it is
+    c = make_collector(tmp_path / "data", [witness_config(witness)])
+    try:
+        append(c, 2)
+        c.maybe_checkpoint(force=True)
+        latest = c.evidence.latest()
+        assert latest is not None
+        out = tmp_path / "tiles2"
+        write_tiles(c.evidence.log, latest.checkpoint.size, latest.note, out)
+        assert (out / "checkpoint").read_bytes() == latest.note
+    finally:
+        c.db.close()
+
+
+# ---------------------------------------------------------------- cosignature format (unit)
+
+
+def spec_example(vectors_dir: Path) -> tuple[bytes, str, bytes]:
+    """The C2SP example: the cosigned note, its witness line, and the spec's signed message."""
+    note = (vectors_dir / "checkpoint/notes/c2sp_tlog-cosignature_example.note").read_bytes()
+    spec = (vectors_dir / "checkpoint/c2sp/tlog-cosignature.md").read_text()
+    start = spec.index("    cosignature/v1\n")
+    block = []
+    for line in spec[start:].split("\n"):
+        if not line.startswith("    "):
+            break
+        block.append(line[4:])
+    message = ("\n".join(block) + "\n").encode()
+    line = note.decode().rstrip("\n").split("\n")[-1]
+    return note, line, message
+
+
+def test_cosignature_on_the_c2sp_vector(vectors_dir: Path) -> None:
+    note, line, message = spec_example(vectors_dir)
+    cosig = parse_cosignature_line(line)
+    assert cosig.name == "witness.example.com/w1"
+    assert cosig.key_id == 0x8D66CF3F
+    # the timestamp in the line is the one of the spec's example signed message
+    assert cosig.timestamp == 1679315147
+    text = note[: note.rfind(b"\n\n") + 1]
+    assert cosigned_message(cosig.timestamp, text) == message
+    # C2SP publishes no key for this witness: a key of that name cannot have its key ID, and
+    # with the ID forced a random key does not verify it
+    random_v = CosignatureVerifier(
+        "witness.example.com/w1", generate_key("x").verifier().public_key
+    )
+    assert random_v.key_id != cosig.key_id
+    with pytest.raises(CosignatureError, match="not by the configured witness"):
+        verify_cosignature_line(line, text, random_v)
+    assert random_v.verify(text, cosig.timestamp.to_bytes(8, "big") + cosig.signature) is False
+    # the log's own line (type 0x01, 68 bytes) is not a cosignature
+    with pytest.raises(CosignatureError, match="76 bytes"):
+        parse_cosignature_line(note.decode().split("\n")[4])
+
+
+def test_cosignature_key_ids_and_vkeys() -> None:
+    pub = bytes(range(32))
+    v = CosignatureVerifier("w.example/x", pub)
+    assert v.key_id == cosignature_key_id("w.example/x", pub)
+    assert CosignatureVerifier.from_vkey(v.vkey).public_key == pub
+    log_key = Ed25519Verifier("w.example/x", pub)
+    assert log_key.key_id != v.key_id  # 0x01 vs 0x04: one key never passes for the other
+    for bad in (log_key.vkey, v.vkey.replace("+", "+0", 1), "x" * 2000, "a+b"):
+        with pytest.raises(CosignatureError):
+            CosignatureVerifier.from_vkey(bad)
+
+
+def test_add_signature_lines_keeps_note_and_replaces_same_key() -> None:
+    signer = generate_key("log.example/l")
+    signed = sign_checkpoint(Checkpoint("log.example/l", 1, bytes(32)), signer)
+    a = "\u2014 w.example/a " + base64.b64encode(b"\0\0\0\1" + bytes(72)).decode()
+    b = "\u2014 w.example/a " + base64.b64encode(b"\0\0\0\1" + b"\1" * 72).decode()
+    once = add_signature_lines(signed, [a])
+    assert once.startswith(signed) and once.endswith((a + "\n").encode())
+    assert add_signature_lines(once, [a]) == once
+    assert add_signature_lines(once, [b]) == signed + (b + "\n").encode()
+    assert open_checkpoint(once, signer.verifier()).size == 1
+    for bad in ("no dash", "\u2014 w.example/a !!!", "\u2014 w.example/a\tx"):
+        with pytest.raises(MalformedNoteError):
+            add_signature_lines(signed, [bad])
+    with pytest.raises(MalformedNoteError):
+        add_signature_lines(b"no signatures\n", [a])
+
+
+# ---------------------------------------------------------------- hostile answers
+
+
+def test_hostile_witness_answers_are_bounded_and_typed(
+    tmp_path: Path, witness: Litewitness, log_vkey: Ed25519Verifier
+) -> None:
+    """What a real witness never sends: a stub on loopback answers each request with the next
+    canned reply; none may crash, hang or add a line to the note."""
+    good_vkey = witness.vkey
+    key_id = CosignatureVerifier.from_vkey(good_vkey).key_id.to_bytes(4, "big")
+    forged_sig = base64.b64encode(key_id + (1_800_000_000).to_bytes(8, "big") + bytes(64))
+    forged = ("\u2014 " + WITNESS + " " + forged_sig.decode() + "\n").encode()
+    replies: list[tuple[int, bytes]] = [
+        (200, b"x" * (MAX_RESPONSE_BYTES + 10)),  # oversized
+        (200, b"\xff\xfe not utf-8\n"),
+        (200, ("\u2014 " + WITNESS + " " + base64.b64encode(bytes(76)).decode()).encode()),
+        (200, ("\u2014 " + WITNESS + " " + base64.b64encode(bytes(76)).decode() + "\n").encode()),
+        (200, forged),  # its name and key ID, a signature that does not verify
+        (409, b"-1\n"),
+        (409, b"99999999999999999999999\n"),
+        (500, b"\x1b[31m boom"),
+    ]
+
+    class Stub(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, body = replies.pop(0)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    c = make_collector(
+        tmp_path / "data",
+        [WitnessConfig(name=WITNESS, url=f"http://127.0.0.1:{server.server_port}", vkey=good_vkey,
+                       timeout_s=5, retry_s=0)],
+    )  # fmt: skip
+    try:
+        append(c, 3)
+        seen = []
+        while replies:
+            append(c, 1)
+            c.maybe_checkpoint(force=True)
+            seen.append(c.witnesses.status()[WITNESS])
+        latest = c.evidence.latest()
+        assert latest is not None and latest.checkpoint.size == 11
+        assert witness_sigs(latest.note, log_vkey, witness) == []
+        assert seen == [UNREACHABLE] + [REFUSED] * 6 + [UNREACHABLE]
+    finally:
+        c.db.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_conflict_size_and_cosignature_parsing_reject_garbage() -> None:
+    assert parse_conflict_size(b"12\n") == 12
+    for bad in (b"", b"12", b"012\n", b"-1\n", b"1 2\n", b"\xff\n", b"9" * 40 + b"\n"):
+        with pytest.raises(ValueError):
+            parse_conflict_size(bad)
+    v = CosignatureVerifier(WITNESS, bytes(32))
+    body = b"o\n1\n" + base64.b64encode(bytes(32)) + b"\n"
+    for bad in (b"", b"\n", b"junk\n", "\u2014 a b\n".encode(), b"\n" * 40):
+        with pytest.raises(CosignatureError):
+            pick_cosignature(bad, body, v)
+
+
+def test_witness_config_checks_url_and_vkey() -> None:
+    v = CosignatureVerifier(WITNESS, bytes(range(32)))
+    ok = WitnessConfig(name=WITNESS, url="https://w.example/", vkey=v.vkey)
+    assert ok.url == "https://w.example" and ok.retry_s == 60
+    bad_args: list[dict[str, str]] = [
+        {"name": WITNESS, "url": "ftp://w.example", "vkey": v.vkey},
+        {"name": "other.example/w", "url": "https://w.example", "vkey": v.vkey},
+        {
+            "name": WITNESS,
+            "url": "https://w.example",
+            "vkey": generate_key(WITNESS).verifier().vkey,
+        },
+    ]
+    for args in bad_args:
+        with pytest.raises(ValueError):
+            WitnessConfig.model_validate(args)
