@@ -6,14 +6,24 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 
+def _no_newlines(text: str) -> str:
+    """Line protocol has no escape for a line break in a measurement, tag key or tag value:
+    one would end the line there and the rest would be read as a line of its own (a point the
+    sender chose). A break is written as the two characters ``\\n`` (``\\r``) instead."""
+    if "\n" in text or "\r" in text:
+        return text.replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
 @lru_cache(maxsize=16384)
 def _escape_key(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    text = text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    return _no_newlines(text)
 
 
 @lru_cache(maxsize=1024)
 def _escape_measurement(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+    return _no_newlines(text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ "))
 
 
 def field_value(value: float | int | str | bool) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any, Protocol
 
+from fieldproof.errors import FieldproofError
 from fieldproof.formats.registry_event import registry_event
 from fieldproof.wire import gateway_id_for
 
@@ -87,7 +88,7 @@ _TRIGGER_NAMES = (
 )
 
 
-class RegistryError(ValueError):
+class RegistryError(FieldproofError, ValueError):
     """A registry change was refused; the message says why and what to do."""
 
 
@@ -222,9 +223,13 @@ class Registry:
                 f"gateway id {gateway!r} does not belong to this public key (it would be "
                 f"{expected!r}); copy both from the output of 'fieldproof gateway init'"
             )
-        for label, value in (("farm", farm), ("field", field), ("location", location or "-")):
-            if not value or len(value) > 64 or not value.isprintable():
-                raise RegistryError(f"{label} must be 1 to 64 printable characters")
+        # the enrollment request's own bounds (fieldproof.formats.enrollment): a request the
+        # codec accepts is not refused here, after its token was spent
+        for label, value, limit in (
+            ("farm", farm, 64), ("field", field, 64), ("location", location or "-", 200)
+        ):  # fmt: skip
+            if not value or len(value) > limit or not value.isprintable():
+                raise RegistryError(f"{label} must be 1 to {limit} printable characters")
         now = time.time()
         with self.db:
             row = self.db.execute(

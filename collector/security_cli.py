@@ -24,12 +24,17 @@ import click
 from collector.broker import issue_local_client, provision_broker_certs
 from collector.ca import CertificateAuthority
 from collector.cli_common import open_registry
-from collector.enrollment import Enroller, TokenStore, ca_dir, start_enrollment_server
+from collector.enrollment import (
+    EndpointLimits,
+    Enroller,
+    ca_dir,
+    start_enrollment_server,
+    token_store,
+)
 from collector.registry import RegistryError
 from fieldproof.cli_common import config_option, load_config_or_exit
 from fieldproof.config import CollectorConfig
-from fieldproof.datadir import open_db
-from fieldproof.formats.enrollment import EnrollmentError, parse_request
+from fieldproof.formats.enrollment import EnrollmentError, parse_request, printable
 from fieldproof.tls import CAError, fingerprint
 
 
@@ -227,9 +232,10 @@ def pending_command(config_path: Path | None) -> None:
     reqs = _enroller(load_config_or_exit(config_path)).pending()
     if not reqs:
         click.echo("no pending requests")
-    for req in reqs:
+    for req in reqs:  # text from the network: shown escaped, never raw
         click.echo(
-            f"{req.gateway}  {req.farm}/{req.field}  by {req.installer}  "
+            f"{req.gateway}  {printable(req.farm)}/{printable(req.field)}  "
+            f"by {printable(req.installer)}  "
             f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(req.time))}"
         )
 
@@ -294,7 +300,7 @@ def token_create_command(
     cfg = load_config_or_exit(config_path)
     ttl = hours * 3600 if hours is not None else cfg.enrollment.token_ttl_s
     try:
-        text, info = TokenStore(open_db(cfg.db_path)).create(farm, field, ttl)
+        text, info = token_store(cfg).create(farm, field, ttl)
     except EnrollmentError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(text)
@@ -312,11 +318,14 @@ def token_list_command(config_path: Path | None) -> None:
     """Tokens and what they were used for (the secrets are not kept)."""
     cfg = load_config_or_exit(config_path)
     now = time.time()
-    for t in TokenStore(open_db(cfg.db_path)).all():
+    for t in token_store(cfg).all():
         state = (
             f"used by {t.used_by}" if t.used_by else ("expired" if t.expires_at <= now else "open")
         )
-        click.echo(f"{t.id}  {t.farm}/{t.field}  until {_day(t.expires_at)}  {state}")
+        click.echo(
+            f"{t.id}  {printable(t.farm)}/{printable(t.field)}  until {_day(t.expires_at)}  "
+            f"{state}"
+        )
 
 
 @token_group.command("revoke")
@@ -325,8 +334,8 @@ def token_list_command(config_path: Path | None) -> None:
 def token_revoke_command(config_path: Path | None, token_id: str) -> None:
     """Make an unused token unusable."""
     cfg = load_config_or_exit(config_path)
-    if not TokenStore(open_db(cfg.db_path)).revoke(token_id):
-        raise click.ClickException(f"no unused token {token_id}")
+    if not token_store(cfg).revoke(token_id):
+        raise click.ClickException(f"no unused token {printable(token_id)}")
     click.echo(f"token {token_id} can no longer be used")
 
 
@@ -344,7 +353,12 @@ def enroll_server_command(config_path: Path | None) -> None:
     if e.listen_port is None:
         raise click.ClickException("set [enrollment] listen_port in the collector config")
     server = start_enrollment_server(
-        _enroller(cfg), e.listen_host, e.listen_port, e.tls_cert_file, e.tls_key_file
+        _enroller(cfg),
+        e.listen_host,
+        e.listen_port,
+        e.tls_cert_file,
+        e.tls_key_file,
+        EndpointLimits.from_config(e),
     )
     stop = threading.Event()
 
@@ -357,6 +371,7 @@ def enroll_server_command(config_path: Path | None) -> None:
     click.echo(f"enrollment endpoint on {scheme}://{e.listen_host}:{server.server_address[1]}")
     stop.wait()
     server.shutdown()
+    server.server_close()
 
 
 def mount(collector_group: click.Group, devices_group: click.Group) -> None:

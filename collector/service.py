@@ -52,7 +52,9 @@ class Collector:
         self.db = open_db(config.db_path, lock=True)
         self.evidence = EvidenceLog.open(self.db, config.log_origin, config.log_key_file)
         self.registry = Registry(self.db, self.evidence)
-        self.store = CollectorStore(self.db, self.evidence, config.quarantine_max_rows)
+        self.store = CollectorStore(
+            self.db, self.evidence, config.quarantine_max_rows, config.quarantine_max_bytes
+        )
         self.received = ReceivedRanges.load(self.db)
         self.writer = writer or make_writer(config.influx)
         self.stop_event = threading.Event()

@@ -93,20 +93,38 @@ class NoEvidence:
         return None
 
 
+#: a quarantine row kept without its message keeps at most this much of its topic and detail
+QUARANTINE_TEXT_KEPT = 200
+
+
+def _quarantine_size(topic: str, detail: str, message: bytes | None) -> int:
+    return len(topic.encode()) + len(detail.encode()) + (len(message) if message else 0)
+
+
 class CollectorStore:
+    """``quarantine_max_rows`` bounds the quarantine's rows and ``quarantine_max_bytes`` what
+    they hold (message, topic, detail): past the bytes bound a row is kept without the
+    message's bytes and with its topic and detail cut short, past the rows bound no row is
+    kept. The counters count every message either way."""
+
     def __init__(
         self,
         db: sqlite3.Connection,
         sink: EvidenceSink | None = None,
         quarantine_max_rows: int = 100_000,
+        quarantine_max_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.db = db
         self.db.executescript(_SCHEMA)
         self.sink: EvidenceSink = sink or NoEvidence()
         self.quarantine_max_rows = quarantine_max_rows
-        self._quarantine_rows = int(
-            self.db.execute("SELECT count(*) FROM quarantine").fetchone()[0]
-        )
+        self.quarantine_max_bytes = quarantine_max_bytes
+        rows, size = self.db.execute(
+            "SELECT count(*), coalesce(sum(length(CAST(topic AS BLOB))"
+            " + length(CAST(detail AS BLOB)) + coalesce(length(message), 0)), 0) FROM quarantine"
+        ).fetchone()
+        self._quarantine_rows = int(rows)
+        self._quarantine_bytes = int(size)
 
     def digests(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
         """Digests of already-accepted messages among ``keys``: one query for the whole batch
@@ -147,14 +165,17 @@ class CollectorStore:
                 ],
             )
             keep = max(0, self.quarantine_max_rows - self._quarantine_rows)
+            rows, added, unkept = self._quarantine_rows_to_keep(quarantined[:keep])
             self.db.executemany(
                 "INSERT INTO quarantine (received_at, topic, gateway, reason, detail, message)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (now, q.topic, q.gateway, q.reason, q.detail, q.message)
-                    for q in quarantined[:keep]
-                ],
+                [(now, *row) for row in rows],
             )
+            # quarantined messages whose bytes the quarantine does not hold (bytes or rows bound)
+            unkept += max(0, len(quarantined) - keep)
+            if unkept:
+                counters = {**counters, "quarantine_unkept": counters.get("quarantine_unkept", 0)}
+                counters["quarantine_unkept"] += unkept
             for name, value in counters.items():
                 if value:
                     self.db.execute(
@@ -162,7 +183,26 @@ class CollectorStore:
                         " DO UPDATE SET value = value + excluded.value",
                         (name, value),
                     )
-        self._quarantine_rows += min(keep, len(quarantined))
+        self._quarantine_rows += len(rows)
+        self._quarantine_bytes += added
+
+    def _quarantine_rows_to_keep(
+        self, quarantined: Sequence[QuarantineRow]
+    ) -> tuple[list[tuple[str, str | None, str, str, bytes | None]], int, int]:
+        """(rows to insert, their bytes, how many lost their message to the bytes bound)."""
+        rows: list[tuple[str, str | None, str, str, bytes | None]] = []
+        added = unkept = 0
+        for q in quarantined:
+            size = _quarantine_size(q.topic, q.detail, q.message)
+            if self._quarantine_bytes + added + size <= self.quarantine_max_bytes:
+                rows.append((q.topic, q.gateway, q.reason, q.detail, q.message))
+            else:
+                topic, detail = q.topic[:QUARANTINE_TEXT_KEPT], q.detail[:QUARANTINE_TEXT_KEPT]
+                size = _quarantine_size(topic, detail, None)
+                rows.append((topic, q.gateway, q.reason, detail, None))
+                unkept += 1
+            added += size
+        return rows, added, unkept
 
     def counters(self) -> dict[str, int]:
         return {str(n): int(v) for n, v in self.db.execute("SELECT name, value FROM counters")}

@@ -160,6 +160,22 @@ class EnrollmentConfig(StrictModel):
     #: where gateways should connect, told to them in the enrollment response
     broker_host: str = ""
     broker_port: int = Field(default=8883, ge=1, le=65535)
+    #: requests waiting for an operator (they came without a token): at most this many and
+    #: bytes, each dropped after pending_ttl_s
+    pending_max: int = Field(default=100, ge=1, le=100_000)
+    pending_max_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    pending_ttl_s: float = Field(default=14 * 86400.0, gt=0)
+    #: the endpoint serves this many requests at once, with this many connections waiting
+    workers: int = Field(default=4, ge=1, le=64)
+    queue: int = Field(default=16, ge=1, le=1024)
+    #: connections one client address may hold open (behind a reverse proxy every client
+    #: has the proxy's address: raise these, or limit at the proxy)
+    connections_per_address: int = Field(default=4, ge=1, le=1024)
+    #: seconds a connection may take in all (TLS handshake, request, answer)
+    request_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    #: requests per client address: a burst of rate_burst, refilled at rate_per_minute
+    rate_burst: int = Field(default=10, ge=1, le=100_000)
+    rate_per_minute: float = Field(default=6.0, gt=0)
 
 
 class MetricsConfig(StrictModel):
@@ -223,6 +239,9 @@ class CollectorConfig(StrictModel):
     stats_interval_s: float = Field(default=10.0, gt=0)
     #: quarantine keeps message bytes for at most this many rows (counters keep counting)
     quarantine_max_rows: int = Field(default=100_000, ge=0)
+    #: ... and at most this many bytes of them (message, topic, detail); past it rows are
+    #: kept without the message bytes (counters keep counting)
+    quarantine_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     log: LogConfig = LogConfig()
     anchor: AnchorSettings = AnchorSettings()
     #: per-field agronomy settings (dashboards/fields.example.toml shows the format)

@@ -137,13 +137,26 @@ class Installed:
 
 
 def install_response(
-    cfg: GatewayConfig, data: bytes, ca_fingerprint: str | None = None
+    cfg: GatewayConfig,
+    data: bytes,
+    ca_fingerprint: str | None = None,
+    trust_unverified_ca: bool = False,
 ) -> Installed:
-    """Check a response belongs to this gateway and its TLS key, then install the certificate
-    (and the CA certificate, when none is installed yet)."""
+    """Check a response belongs to this gateway and its TLS key, and that something vouches
+    for its CA, then install the certificate (and the CA certificate, when none is installed
+    yet). What vouches: the seal of the token this gateway enrolled with (required whenever it
+    enrolled with one: a response without it was stripped on the way), ``ca_fingerprint``
+    (told by the operator), or a CA installed beforehand. With none of them the CA is refused
+    unless ``trust_unverified_ca``: an on-path attacker could have swapped it (and the broker)
+    and would then confirm readings the collector never got, emptying the spool."""
     from cryptography import x509
 
-    from fieldproof.formats.enrollment import EnrollmentError, check_response_mac, parse_response
+    from fieldproof.formats.enrollment import (
+        EnrollmentError,
+        check_response_mac,
+        parse_response,
+        printable,
+    )
     from fieldproof.tls import CAError, common_name, fingerprint, load_private_key
 
     resp = parse_response(data)
@@ -151,6 +164,7 @@ def install_response(
     gw = gateway_identity(cfg, key)
     if resp["gw"] != gw:
         raise EnrollmentError(f"this response is for {resp['gw']}; this gateway is {gw}")
+    # (parse_response checked resp["gw"] is a gateway id: no stranger's text is echoed)
     try:
         cert = x509.load_pem_x509_certificate(resp["cert"].encode())
         ca = x509.load_pem_x509_certificate(resp["ca"].encode())
@@ -180,18 +194,29 @@ def install_response(
         pending = json.loads(pending_file(cfg).read_text())
     except (OSError, ValueError):
         pending = {}
-    mac_key = pending.get("mac_key") if pending.get("gateway") == gw else None
-    if "mac" in resp and isinstance(mac_key, str):
-        if not check_response_mac(resp, bytes.fromhex(mac_key)):
+    if not isinstance(pending, dict):
+        pending = {}
+    mac_key = pending.get("mac_key")
+    if pending.get("gateway") == gw and isinstance(mac_key, str):
+        # this gateway enrolled with a token: only a response sealed with it is the collector's
+        try:
+            sealed = check_response_mac(resp, bytes.fromhex(mac_key))
+        except ValueError:
+            sealed = False
+        if not sealed:
             raise EnrollmentError(
-                "the response does not carry the enrollment token's seal: it was changed on "
-                "the way or comes from another collector. Do not install it."
+                "the response does not carry the enrollment token's seal"
+                + (" (it has none)" if "mac" not in resp else "")
+                + ": it was changed or stripped on the way, or comes from another collector."
+                " Do not install it; enroll again over a trusted link (https with the"
+                " collector's CA installed)."
             )
         authenticated_by = "token"
     if ca_fingerprint is not None:
         if ca_fingerprint.replace(":", "").lower() != ca_fp:
             raise EnrollmentError(
-                f"the CA's fingerprint is {ca_fp}, not the {ca_fingerprint} you were given"
+                f"the CA's fingerprint is {ca_fp}, not the {printable(ca_fingerprint, 100)} "
+                "you were given"
             )
         authenticated_by = authenticated_by or "fingerprint"
     if paths.ca_file.exists():
@@ -205,7 +230,15 @@ def install_response(
                 "comes from another collector. Ask the operator which CA is right."
             )
         authenticated_by = authenticated_by or "pre-installed CA"
-    else:
+    elif not authenticated_by and not trust_unverified_ca:
+        raise EnrollmentError(
+            f"nothing vouches for the CA in this response (fingerprint {ca_fp}): no token, "
+            "no --ca-fingerprint, no CA installed before. Ask the operator for the CA's "
+            "fingerprint and give it with --ca-fingerprint (or install the CA with "
+            "install-gateway.sh --ca-file). Only if you compared the fingerprint yourself: "
+            "--trust-unverified-ca."
+        )
+    if not paths.ca_file.exists():
         _write_public(paths.ca_file, ca.public_bytes(Encoding.PEM))
     _write_public(paths.cert_file, cert.public_bytes(Encoding.PEM))
     if pending:
@@ -290,10 +323,14 @@ def fetch_response(
 
 
 def _error_text(body: bytes) -> str:
+    """The endpoint's error message, escaped: it reaches the technician's terminal and may come
+    from whoever sits between the gateway and the collector."""
+    from fieldproof.formats.enrollment import printable
+
     try:
-        return str(json.loads(body)["error"])
+        return printable(str(json.loads(body)["error"]), 500)
     except (ValueError, KeyError, TypeError):
-        return body[:200].decode("utf-8", "replace")
+        return printable(body[:200].decode("utf-8", "replace"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,11 +421,20 @@ def _show_installed(result: Installed) -> None:
     else:
         click.echo(
             "WARNING: nothing vouched for this CA (no token, no --ca-fingerprint, no CA "
-            "installed before). Compare the fingerprint above with the operator's."
+            "installed before); installed because of --trust-unverified-ca. Compare the "
+            "fingerprint above with the operator's now."
         )
     if result.config_hint:
         click.echo(result.config_hint)
     click.echo("next: 'fieldproof gateway doctor --config …', then start the service")
+
+
+TRUST_UNVERIFIED_CA = click.option(
+    "--trust-unverified-ca",
+    is_flag=True,
+    help="install the CA even though nothing vouches for it (no token, no --ca-fingerprint, "
+    "no CA installed before); only after comparing its fingerprint with the operator's",
+)
 
 
 @click.command("enroll")
@@ -407,6 +453,8 @@ def _show_installed(result: Installed) -> None:
     default=None,
     help="write the request here (default: <data_dir>/enroll/request.cose)",
 )
+@click.option("--ca-fingerprint", default=None, help="SHA-256 of the CA the operator told you")
+@TRUST_UNVERIFIED_CA
 def enroll_command(
     config_path: Path,
     installer: str,
@@ -416,6 +464,8 @@ def enroll_command(
     token: str | None,
     url: str | None,
     out: Path | None,
+    ca_fingerprint: str | None,
+    trust_unverified_ca: bool,
 ) -> None:
     """Ask the collector to enroll this gateway: signed request + certificate request.
 
@@ -440,17 +490,25 @@ def enroll_command(
     if not url:
         click.echo("give that file to the operator, who runs:")
         click.echo(f"  fieldproof collector devices approve {path.name}")
-        click.echo("then install the answer: fieldproof gateway enroll-install --config … FILE")
+        click.echo(
+            "then install the answer: fieldproof gateway enroll-install --config … "
+            + ("" if tls_paths(cfg).ca_file.exists() else "--ca-fingerprint <the operator's> ")
+            + "FILE"
+        )
         return
     try:
         status, body = post_request(cfg, url, raw)
         if status == 202:
             click.echo("the collector has the request; an operator must approve it.")
-            click.echo("then: fieldproof gateway enroll-install --config … --url " + url)
+            click.echo(
+                "then: fieldproof gateway enroll-install --config … --url "
+                + url
+                + ("" if tls_paths(cfg).ca_file.exists() else " --ca-fingerprint <the operator's>")
+            )
             return
         if status != 200:
             raise EnrollmentError(f"the collector refused the request: {_error_text(body)}")
-        result = install_response(cfg, body)
+        result = install_response(cfg, body, ca_fingerprint, trust_unverified_ca)
     except (EnrollmentError, KeyFileError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("approved.")
@@ -461,9 +519,14 @@ def enroll_command(
 @click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
 @click.option("--url", default=None, help="fetch the answer from the enrollment endpoint")
 @click.option("--ca-fingerprint", default=None, help="SHA-256 of the CA the operator told you")
+@TRUST_UNVERIFIED_CA
 @click.argument("response", type=click.Path(path_type=Path), required=False)
 def enroll_install_command(
-    config_path: Path, url: str | None, ca_fingerprint: str | None, response: Path | None
+    config_path: Path,
+    url: str | None,
+    ca_fingerprint: str | None,
+    trust_unverified_ca: bool,
+    response: Path | None,
 ) -> None:
     """Install the collector's answer (a file, or fetched with --url)."""
     from fieldproof.formats.enrollment import EnrollmentError
@@ -482,7 +545,7 @@ def enroll_install_command(
                 raise EnrollmentError("not approved yet; ask the operator, then run this again")
             if status != 200:
                 raise EnrollmentError(f"no answer for {gw}: {_error_text(data)}")
-        result = install_response(cfg, data, ca_fingerprint)
+        result = install_response(cfg, data, ca_fingerprint, trust_unverified_ca)
     except OSError as exc:
         raise click.ClickException(f"cannot read {response}: {exc.strerror}") from None
     except (EnrollmentError, KeyFileError) as exc:

@@ -144,6 +144,8 @@ Installed. Next, as the technician (commands run as the service user):
   2. enroll (token from the operator, or send the request file):
        sudo -u $SVC_USER fieldproof gateway enroll --config $CONF --installer "YOUR NAME" \\
             --location "LAT,LON" --token TOKEN
+     without a token, the answer is installed only with the CA's fingerprint from the
+     operator (enroll-install --ca-fingerprint SHA256) unless --ca-file was given here
   3. start and check:
        sudo systemctl start fieldproof-gateway
        sudo -u $SVC_USER fieldproof gateway doctor --config $CONF --no-sensors

@@ -55,6 +55,13 @@ MAX_REQUEST_BYTES = 32 * 1024
 #: a request dated further ahead than this is refused (the device clock is wrong)
 MAX_FUTURE_S = 86400.0
 _TEXT_LIMITS = {"farm": 64, "field": 64, "location": 200, "installer": 100}
+#: a request lists at most this many sensors, each a map of at most this many members
+MAX_SENSORS = 64
+MAX_SENSOR_MEMBERS = 64
+#: any other text in a request (sensor names, kinds, configuration keys and values)
+MAX_OTHER_TEXT = 200
+#: sensor configuration maps and lists nest at most this deep
+_MAX_DEPTH = 8
 _REQUIRED = {"t", "gw", "pk", "farm", "field", "location", "installer", "sensors", "time",
              "nonce", "csr"}  # fmt: skip
 _OPTIONAL = {"token", "tmac"}
@@ -86,6 +93,74 @@ def token_mac_key(secret: bytes) -> bytes:
     return hashlib.sha256(b"fieldproof enrollment token v1\x00" + secret).digest()
 
 
+def printable(text: str, limit: int = 200) -> str:
+    """``text`` safe for a terminal or a log line: every character that is not printable
+    (controls such as ESC, bidirectional overrides, line separators) shown as its escape
+    (``\\x1b``), and cut at ``limit`` characters. For text that came from a network client."""
+    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text[:limit])
+    return out + ("…" if len(text) > limit else "")
+
+
+def _check_text(value: object, what: str, limit: int) -> str:
+    """Text of at most ``limit`` characters, every one printable (no control characters: a
+    request's text reaches the operator's terminal, the log and InfluxDB tags)."""
+    if not isinstance(value, str) or len(value) > limit:
+        raise EnrollmentError(f"{what} must be text of at most {limit} characters")
+    if not value.isprintable():
+        raise EnrollmentError(
+            f"{what} holds a control or other non-printable character "
+            f"({printable(value, 60)}); only printable text is accepted"
+        )
+    return value
+
+
+def _check_value(value: object, what: str, depth: int) -> None:
+    """A sensor configuration value: numbers, booleans, null, printable text, and lists or
+    maps of those, nested at most :data:`_MAX_DEPTH` deep."""
+    if value is None or isinstance(value, bool | int | float):
+        return
+    if isinstance(value, str):
+        _check_text(value, what, MAX_OTHER_TEXT)
+        return
+    if depth >= _MAX_DEPTH:
+        raise EnrollmentError(f"{what} nests too deep")
+    if isinstance(value, list):
+        if len(value) > MAX_SENSOR_MEMBERS:
+            raise EnrollmentError(f"{what} has more than {MAX_SENSOR_MEMBERS} items")
+        for i, item in enumerate(value):
+            _check_value(item, f"{what}[{i}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        if len(value) > MAX_SENSOR_MEMBERS:
+            raise EnrollmentError(f"{what} has more than {MAX_SENSOR_MEMBERS} members")
+        for k, v in value.items():
+            key = _check_text(k, f"a key of {what}", 64)
+            _check_value(v, f"{what}.{key}", depth + 1)
+        return
+    raise EnrollmentError(f"{what} must be text, a number, a list or a map")
+
+
+def check_fields(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's text fields and sensor list are bounded and printable; returns the
+    sensors. Used by the gateway before signing and by the collector after verifying."""
+    for name, limit in _TEXT_LIMITS.items():
+        _check_text(body.get(name), name, limit)
+    for name in ("farm", "field"):
+        if not body[name]:
+            raise EnrollmentError(f"{name} must not be empty")
+    sensors = body.get("sensors")
+    if not isinstance(sensors, list) or len(sensors) > MAX_SENSORS:
+        raise EnrollmentError(f"sensors must be a list of at most {MAX_SENSORS} maps")
+    for i, sensor in enumerate(sensors):
+        if not isinstance(sensor, dict) or not isinstance(sensor.get("name"), str):
+            raise EnrollmentError("sensors must be a list of maps with a name")
+        _check_text(sensor["name"], f"sensors[{i}].name", 64)
+        if "kind" in sensor:
+            _check_text(sensor["kind"], f"sensors[{i}].kind", 64)
+        _check_value(sensor, f"sensors[{i}]", 1)
+    return sensors
+
+
 def _mac(key: bytes, data: bytes) -> bytes:
     return hmac.new(key, data, hashlib.sha256).digest()
 
@@ -106,15 +181,19 @@ class EnrollmentRequest:
     token_id: str | None
 
     def summary(self) -> list[tuple[str, str]]:
-        """What an operator checks before approving."""
-        sensors = ", ".join(f"{s.get('name')} ({s.get('kind')})" for s in self.sensors) or "-"
+        """What an operator checks before approving. Every text is shown escaped
+        (:func:`printable`): it came from the network."""
+        p = printable
+        sensors = ", ".join(
+            f"{p(str(s.get('name')), 64)} ({p(str(s.get('kind')), 64)})" for s in self.sensors
+        )
         return [
-            ("gateway", self.gateway),
+            ("gateway", p(self.gateway)),
             ("public key", self.public_key.hex()),
-            ("farm / field", f"{self.farm} / {self.field}"),
-            ("location", self.location or "-"),
-            ("installer", self.installer),
-            ("sensors", sensors),
+            ("farm / field", f"{p(self.farm)} / {p(self.field)}"),
+            ("location", p(self.location) or "-"),
+            ("installer", p(self.installer)),
+            ("sensors", p(sensors, 2000) or "-"),
             ("signed at", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.time))),
             ("token", self.token_id or "none (needs an operator's approval)"),
         ]
@@ -148,6 +227,7 @@ def build_request(
         "nonce": secrets.token_bytes(16),
         "csr": csr.public_bytes(Encoding.DER),
     }
+    check_fields(body)
     if token is not None:
         token_id, mac_key = parse_token(token)
         body["token"] = token_id
@@ -197,15 +277,7 @@ def parse_request(raw: bytes, now: float | None = None) -> EnrollmentRequest:
         verify_sign1(raw, pk)
     except WireError as exc:
         raise EnrollmentError(f"enrollment request signature: {exc}") from None
-    for name, limit in _TEXT_LIMITS.items():
-        value = body[name]
-        if not isinstance(value, str) or len(value) > limit:
-            raise EnrollmentError(f"{name} must be text of at most {limit} characters")
-    sensors = body["sensors"]
-    if not isinstance(sensors, list) or not all(
-        isinstance(s, dict) and isinstance(s.get("name"), str) for s in sensors
-    ):
-        raise EnrollmentError("sensors must be a list of maps with a name")
+    sensors = check_fields(body)
     t = body["time"]
     if not isinstance(t, float):
         raise EnrollmentError("time must be a float (seconds since the epoch)")
@@ -225,10 +297,14 @@ def parse_request(raw: bytes, now: float | None = None) -> EnrollmentRequest:
     if common_name(csr.subject) != gw:
         raise EnrollmentError(f"the CSR must be for CN={gw}")
     token_id = body.get("token")
-    if ("token" in body) != ("tmac" in body) or (
-        token_id is not None and not isinstance(token_id, str)
-    ):
+    if ("token" in body) != ("tmac" in body):
         raise EnrollmentError("token and tmac go together")
+    if token_id is not None and (
+        not isinstance(token_id, str) or re.fullmatch(r"[0-9a-f]{8}", token_id) is None
+    ):
+        raise EnrollmentError("token must be a token id (8 hexadecimal digits)")
+    if "tmac" in body and (not isinstance(body["tmac"], bytes) or len(body["tmac"]) != 32):
+        raise EnrollmentError("tmac must be 32 bytes")
     return EnrollmentRequest(
         raw=raw,
         body=body,
@@ -328,6 +404,22 @@ def parse_response(data: bytes) -> dict[str, Any]:
     for name in ("gw", "cert", "ca", "farm", "field"):
         if not isinstance(resp.get(name), str):
             raise EnrollmentError(f"enrollment response has no {name}")
+    if not valid_gateway_id(resp["gw"]):
+        raise EnrollmentError(f"the enrollment response names no gateway id: {resp['gw']!r:.80}")
+    for name in ("farm", "field", "approved"):
+        if name in resp:
+            _check_text(resp[name], f"the response's {name}", 200)
+    broker = resp.get("broker")
+    if broker is not None and not (
+        isinstance(broker, dict)
+        and isinstance(broker.get("host"), str)
+        and 0 < len(broker["host"]) <= 253
+        and broker["host"].isprintable()
+        and " " not in broker["host"]
+        and type(broker.get("port")) is int
+        and 0 < broker["port"] < 65536
+    ):
+        raise EnrollmentError("the enrollment response's broker is not a host name and port")
     return resp
 
 

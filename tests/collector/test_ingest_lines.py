@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import sqlite3
 import string
+from pathlib import Path
 
+import httpx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.influx import PointWriter
+from collector.influx import PointWriter, make_writer
 from collector.ingest import Incoming, Ingestor, Verified
 from collector.points import Point
 from collector.registry import Device, Registry
 from collector.store import CollectorStore
+from fieldproof.config import InfluxConfig
+from fieldproof.services import InfluxDB
 from fieldproof.wire import Payload, Reading
 
 _text = st.text(
-    alphabet=string.ascii_letters + string.digits + ' ,=\\"_-é', min_size=0, max_size=12
+    alphabet=string.ascii_letters + string.digits + ' ,=\\"_-é\n\r', min_size=0, max_size=12
 )
 _name = st.text(alphabet=string.ascii_lowercase + string.digits + "_", min_size=1, max_size=10)
 
@@ -100,4 +105,55 @@ def test_fast_lines_equal_the_point_encoding(
     # the same gateway with changing registry data: the cache must follow the device object
     for d in devices + devices[:1]:
         v = Verified(Incoming("t", b""), d, payload)
-        assert ingestor.lines(v) == _model(d, payload)
+        lines = ingestor.lines(v)
+        assert lines == _model(d, payload)
+        # a line break in a tag would end the line there: one reading, one line
+        assert not any("\n" in line or "\r" in line for line in lines)
+
+
+# a farm, a sensor's metadata or a sensor name holding a line break and a line of its own
+SMUGGLED = "north\nsoil_moisture,farm=other,gateway=gw-ffffffffffffffff value=99 0"
+
+
+def _hostile_device() -> Device:
+    return Device(
+        gateway="gw-0011223344556677", farm="farm-a", field=SMUGGLED, location="",
+        status="active", added_at=0.0, revoked_at=None, public_key=b"\0" * 32,
+        sensor_meta={"soil1": {"depth\rcm": "20\n"}},
+    )  # fmt: skip
+
+
+def test_a_line_break_in_a_tag_stays_inside_its_line() -> None:
+    reading = Reading("soil1", "soil_moisture", "%", 0.31, 1.8e9)
+    payload = Payload("gw-0011223344556677", 7, 1, (reading,))
+    lines = _ingestor().lines(Verified(Incoming("t", b""), _hostile_device(), payload))
+    assert len(lines) == 1 and "\n" not in lines[0] and "\r" not in lines[0]
+    assert "field=north\\nsoil_moisture\\,farm\\=other" in lines[0]
+    point = Point("m", {"farm": "a\nb", "x\r": "y"}, {"v": 1.0}, 5).to_line()
+    assert point == "m,farm=a\\nb,x\\r=y v=1.0 5"
+
+
+@pytest.mark.integration
+def test_a_line_break_in_a_tag_is_one_point_in_a_real_influxdb(tmp_path: Path) -> None:
+    """Before: the break ended the line and the text after it was a point of its own (another
+    farm's soil moisture, at the attacker's value) or a parse error that refused the batch."""
+    influx = InfluxDB(tmp_path / "influxdb")
+    influx.start()
+    try:
+        writer = make_writer(InfluxConfig(url=influx.url, database="t"))
+        reading = Reading("soil1", "soil_moisture", "%", 0.31, 1.8e9)
+        payload = Payload("gw-0011223344556677", 7, 1, (reading,))
+        ingestor = _ingestor()
+        writer.write(ingestor.lines(Verified(Incoming("t", b""), _hostile_device(), payload)))
+        writer.close()
+        r = httpx.get(influx.url + "/query", params={
+            "db": "t", "q": 'SELECT * FROM "soil_moisture" GROUP BY *'})  # fmt: skip
+        series = r.json()["results"][0]["series"]
+        assert len(series) == 1 and len(series[0]["values"]) == 1
+        tags = series[0]["tags"]
+        assert tags["farm"] == "farm-a" and tags["gateway"] == "gw-0011223344556677"
+        assert tags["field"] == SMUGGLED.replace("\n", "\\n")
+        assert tags["depth\\rcm"] == "20\\n"
+        assert series[0]["values"][0][series[0]["columns"].index("value")] == 0.31
+    finally:
+        influx.stop()

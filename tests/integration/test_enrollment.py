@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector.broker import SecureMosquitto, provision_broker_certs
 from collector.ca import CertificateAuthority, load_crl
@@ -23,6 +24,7 @@ from collector.enrollment import (
     PendingApproval,
     TokenStore,
     start_enrollment_server,
+    token_store,
     verify_with_key_history,
 )
 from collector.security_cli import (
@@ -37,10 +39,15 @@ from collector.store import CollectorStore
 from demo import spool_counts
 from fieldproof import wire
 from fieldproof.datadir import open_db
-from fieldproof.formats.enrollment import EnrollmentError, build_request, parse_request
+from fieldproof.formats.enrollment import (
+    EnrollmentError,
+    build_request,
+    parse_request,
+    parse_token,
+)
 from fieldproof.keys import load_key_file
 from fieldproof.services import InfluxDB
-from fieldproof.tls import CAError, make_csr, new_tls_key
+from fieldproof.tls import CAError, fingerprint, make_csr, new_tls_key
 from gateway.config import GatewayConfig
 from gateway.enroll import (
     enroll_command,
@@ -118,7 +125,7 @@ def test_tampered_or_foreign_requests_are_refused(site: Site, tmp_path: Path) ->
     with pytest.raises(EnrollmentError, match="signature"):
         parse_request(tampered)
     # a key that is not the gateway's signs a request naming the gateway
-    other = wire.Ed25519PrivateKey.generate()
+    other = Ed25519PrivateKey.generate()
     key = new_tls_key()
     forged = build_request(
         other, make_csr(key, gw), farm=FARM, field=FIELD, location="", installer="x",
@@ -177,12 +184,14 @@ def test_token_enrollment_is_automatic_and_single_use(site: Site, tmp_path: Path
 
 def test_token_is_bound_to_its_farm_and_field_and_expiry(site: Site, tmp_path: Path) -> None:
     db = open_db(site.cfg.db_path)
-    token, _ = TokenStore(db).create(FARM, "south", 3600)
+    token, _ = token_store(site.cfg, db).create(FARM, "south", 3600)
     _, cfg = make_gateway(tmp_path, "g1")
     raw, gw = make_request(cfg, installer="Ana", token=token)
     with pytest.raises(EnrollmentError, match="south"):
         site.enroller().approve(raw)
-    expired, _ = TokenStore(db, clock=lambda: time.time() - 7200).create(FARM, FIELD, 3600)
+    seal_key = token_store(site.cfg, db).seal_key_file
+    past = TokenStore(db, seal_key, clock=lambda: time.time() - 7200)
+    expired, _ = past.create(FARM, FIELD, 3600)
     raw, gw = make_request(cfg, installer="Ana", token=expired)
     with pytest.raises(EnrollmentError, match="expired"):
         site.enroller().approve(raw)
@@ -191,6 +200,49 @@ def test_token_is_bound_to_its_farm_and_field_and_expiry(site: Site, tmp_path: P
     with pytest.raises(EnrollmentError, match="unknown or does not match"):
         site.enroller().approve(raw)
     assert site.registry().get(gw) is None
+
+
+def _database_bytes(site: Site) -> bytes:
+    db = open_db(site.cfg.db_path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    files = [site.cfg.db_path, *site.cfg.db_path.parent.glob("collector.sqlite-*")]
+    return b"".join(f.read_bytes() for f in files)
+
+
+def test_the_database_holds_no_usable_token_key(site: Site, tmp_path: Path) -> None:
+    """A token's MAC key K makes token-approved requests and seals answers. A reader of
+    collector.sqlite (a backup, the anchorer, an export) must not find it: it is sealed under
+    a key file beside the CA, outside the database."""
+    token = ok(invoke(token_create_command, "--config", site.collector_config,
+                      "--farm", FARM, "--field", FIELD)).splitlines()[0]  # fmt: skip
+    token_id, mac_key = parse_token(token)
+    assert mac_key not in _database_bytes(site)
+    seal_key = site.cfg.data_dir / "enrollment" / "token-seal.key"
+    assert stat.S_IMODE(seal_key.stat().st_mode) == 0o600
+    # the collector still checks tokens with it
+    _, cfg = make_gateway(tmp_path, "g1")
+    raw, gw = make_request(cfg, installer="Ana", token=token)
+    assert site.enroller().approve(raw).device.gateway == gw
+    # a copy of the database under another seal key opens no token
+    other = TokenStore(open_db(site.cfg.db_path), tmp_path / "other-seal.key")
+    assert other.get(token_id) is None
+    # rows from before the seal held K in the clear: sealed and erased on first use
+    legacy_key = bytes(range(32))
+    db = open_db(site.cfg.db_path)
+    with db:
+        db.execute(
+            "INSERT INTO enrollment_tokens (id, mac_key, farm, field, created_at, expires_at)"
+            " VALUES ('0badc0de', ?, ?, ?, ?, ?)",
+            (legacy_key, FARM, FIELD, time.time(), time.time() + 3600),
+        )
+    db.close()
+    assert legacy_key in _database_bytes(site)
+    store = token_store(site.cfg)
+    found = store.get("0badc0de")
+    assert found is not None and found[1] == legacy_key
+    store.db.close()
+    assert legacy_key not in _database_bytes(site)
 
 
 def test_without_token_the_request_waits_for_an_operator(site: Site, tmp_path: Path) -> None:
@@ -203,7 +255,7 @@ def test_without_token_the_request_waits_for_an_operator(site: Site, tmp_path: P
     ok(invoke(approve_command, "--config", site.collector_config, "--pending", gw, "--yes",
               "--out", tmp_path / "resp.json"))  # fmt: skip
     assert site.registry().get(gw) is not None
-    install_response(cfg, (tmp_path / "resp.json").read_bytes())
+    install_response(cfg, (tmp_path / "resp.json").read_bytes(), fingerprint(site.ca.cert))
 
 
 def test_operator_can_decline(site: Site, tmp_path: Path) -> None:
@@ -222,8 +274,7 @@ def test_operator_can_decline(site: Site, tmp_path: Path) -> None:
 
 
 def test_gateway_refuses_a_changed_or_foreign_response(site: Site, tmp_path: Path) -> None:
-    db = open_db(site.cfg.db_path)
-    token, _ = TokenStore(db).create(FARM, FIELD, 3600)
+    token, _ = token_store(site.cfg).create(FARM, FIELD, 3600)
     _, cfg = make_gateway(tmp_path, "g1")
     raw, _gw = make_request(cfg, installer="Ana", token=token)
     response = site.enroller().approve(raw).response
@@ -284,7 +335,7 @@ def test_key_rotation_keeps_the_old_key_for_what_it_signed(site: Site, tmp_path:
     gw = enroll_by_file(site, path)
     old_key = load_key_file(cfg.key_file)
 
-    def message(key: wire.Ed25519PrivateKey, seq: int) -> bytes:
+    def message(key: Ed25519PrivateKey, seq: int) -> bytes:
         reading = wire.Reading("station", "soil_moisture", "/", 0.3, time.time())
         return wire.encode_message(wire.Payload(gw, seq, 1, (reading,)), key)
 
@@ -394,7 +445,12 @@ def test_enroll_over_http_with_a_token(site: Site, tmp_path: Path) -> None:
         gw2 = gateway_identity(cfg2, load_key_file(cfg2.key_file))
         ok(invoke(approve_command, "--config", site.collector_config, "--pending", gw2, "--yes",
                   "--out", tmp_path / "r2.json"))  # fmt: skip
-        ok(invoke(enroll_install_command, "--config", path2, "--url", url))
+        # nothing vouches for the CA fetched over plain http: refused without the fingerprint
+        result = invoke(enroll_install_command, "--config", path2, "--url", url)
+        assert result.exit_code != 0 and "nothing vouches for the CA" in result.output
+        assert not tls_paths(cfg2).ca_file.exists()
+        ok(invoke(enroll_install_command, "--config", path2, "--url", url,
+                  "--ca-fingerprint", fingerprint(site.ca.cert)))  # fmt: skip
         assert tls_paths(cfg2).cert_file.exists()
     finally:
         server.shutdown()

@@ -3,10 +3,20 @@ files."""
 
 from __future__ import annotations
 
+import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import httpx
 from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from anchor.evidence import EvidenceLog
 from collector.broker import provision_broker_certs
@@ -20,8 +30,11 @@ from collector.security_cli import (
 )
 from fieldproof.config import CollectorConfig, load_collector_config
 from fieldproof.datadir import open_db
+from fieldproof.formats.enrollment import REQUEST_TYPE
 from fieldproof.formats.registry_event import parse_registry_event
 from fieldproof.keys import create_key_file
+from fieldproof.tls import fingerprint, make_csr
+from fieldproof.wire import encode_deterministic, gateway_id_for, public_key_bytes, sign1
 from gateway.config import GatewayConfig, load_gateway_config
 from gateway.enroll import (
     enroll_command,
@@ -130,8 +143,76 @@ def enroll_by_file(site: Site, gw_config: Path) -> str:
                     "--operator", "op", gw_config.parent / "request.cose"))  # fmt: skip
     assert "enrolled" in out
     response = next(gw_config.parent.glob("gw-*.response.json"))
-    ok(invoke(enroll_install_command, "--config", gw_config, response))
+    # the operator tells the technician the CA's fingerprint (nothing else vouches for it here)
+    ok(invoke(enroll_install_command, "--config", gw_config,
+              "--ca-fingerprint", fingerprint(site.ca.cert), response))  # fmt: skip
     return response.name.split(".")[0]
+
+
+def forge_request(
+    key: Ed25519PrivateKey, tls_key: ec.EllipticCurvePrivateKey, *, gw: str | None = None,
+    **fields: Any,
+) -> bytes:  # fmt: skip
+    """An enrollment request built by hand, as an attacker builds one: signed by ``key`` for
+    ``gw`` (default: the id ``key`` derives) with none of the gateway's own checks."""
+    pk = public_key_bytes(key)
+    gw = gw or gateway_id_for(pk)
+    body: dict[str, Any] = {
+        "t": REQUEST_TYPE, "gw": gw, "pk": pk, "farm": FARM, "field": FIELD, "location": "",
+        "installer": "mallory", "sensors": [], "time": time.time(),
+        "nonce": secrets.token_bytes(16), "csr": make_csr(tls_key, gw).public_bytes(Encoding.DER),
+    }  # fmt: skip
+    body.update(fields)
+    return sign1(encode_deterministic(body), key, gw.encode())
+
+
+class OnPathProxy:
+    """Someone between the gateway and a plain-HTTP enrollment endpoint: every request is
+    passed on to ``upstream`` and every answer goes through ``tamper(method, body)`` first."""
+
+    def __init__(
+        self, upstream: str, tamper: Callable[[str, int, bytes], bytes] | None = None
+    ) -> None:
+        self.upstream = upstream
+        self.tamper = tamper or (lambda method, status, body: body)
+        self.seen: list[tuple[str, str, int]] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _relay(self, method: str) -> None:
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n) if n else b""
+                r = httpx.request(
+                    method, proxy.upstream + self.path, content=body or None, timeout=30
+                )
+                out = proxy.tamper(method, r.status_code, r.content)
+                proxy.seen.append((method, self.path, r.status_code))
+                self.send_response(r.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def do_POST(self) -> None:
+                self._relay("POST")
+
+            def do_GET(self) -> None:
+                self._relay("GET")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def invoke(command: object, *args: str, input: str | None = None) -> Result:
