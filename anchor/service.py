@@ -20,6 +20,7 @@ from anchor.thor import SecretKey
 from anchor.thor_client import ThorClient
 from fieldproof.config import CollectorConfig
 from fieldproof.datadir import open_db
+from fieldproof.errors import ConfigError
 
 if TYPE_CHECKING:  # web3 costs ~1 s to import: only an EVM anchorer or store loads it
     from anchor import evm
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # web3 costs ~1 s to import: only an EVM anchorer or store lo
 log = logging.getLogger("fieldproof.anchor")
 
 
-class AnchorSetupError(RuntimeError):
+class AnchorSetupError(ConfigError):
     """Anchoring is not configured in a way that can work; the message says what to set."""
 
 

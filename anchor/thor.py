@@ -32,6 +32,8 @@ import coincurve
 import rlp
 from eth_hash.auto import keccak
 
+from fieldproof.errors import FormatError
+
 TYPE_LEGACY = 0x00
 TYPE_DYNAMIC_FEE = 0x51
 DELEGATION_FEATURE = 1
@@ -54,7 +56,7 @@ SECP256K1_HALF_N = SECP256K1_N // 2
 RLPItem: TypeAlias = bytes | list["RLPItem"]
 
 
-class ThorTxError(ValueError):
+class ThorTxError(FormatError):
     """A Thor transaction could not be built, encoded, decoded or verified."""
 
 

@@ -26,7 +26,7 @@ import httpx
 
 from anchor.evidence import EvidenceLog, StoredCheckpoint
 from fieldproof.config import WitnessConfig
-from fieldproof.errors import FormatError
+from fieldproof.errors import ChainError, FormatError
 from fieldproof.formats.checkpoint import open_checkpoint
 from fieldproof.formats.cosignature import (
     CosignatureError,
@@ -58,7 +58,7 @@ REFUSED = "refused"
 SPLIT_VIEW = "split_view"
 
 
-class WitnessUnavailable(Exception):
+class WitnessUnavailable(ChainError):
     """The witness could not be asked (connection, timeout, an oversized or broken answer)."""
 
 

@@ -52,6 +52,7 @@ import click
 
 from collector.api_tokens import ApiToken, TokenFile, tokens_path
 from fieldproof.config import CollectorConfig
+from fieldproof.errors import FieldproofError
 
 log = logging.getLogger("fieldproof.collector.api")
 
@@ -80,7 +81,7 @@ CSP = (
 )
 
 
-class ApiError(Exception):
+class ApiError(FieldproofError):
     """A request answered with ``status`` and a message the client may see (no secrets, no
     exception text)."""
 
@@ -98,7 +99,7 @@ class BadRequest(ApiError, ValueError):
         super().__init__(HTTPStatus.BAD_REQUEST, message)
 
 
-class Busy(Exception):
+class Busy(FieldproofError):
     """Every export slot (or the verifier) is taken; answered with 429 and Retry-After."""
 
 

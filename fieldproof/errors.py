@@ -7,7 +7,8 @@ ours. The branches say who can fix it:
 - :class:`ConfigError` — a config file or command line that cannot work; the user fixes it.
 - :class:`CredentialError` — a key, certificate or token that is missing, unreadable or wrong.
 - :class:`StorageError` — a database, spool or data directory that cannot be written or read.
-- :class:`ChainError` — a chain node that cannot be reached or refuses what we send.
+- :class:`ChainError` — a chain node or a witness (the outside parties that fix the log in
+  time) that cannot be reached, is on another network, or refuses what we send.
 - :class:`DeviceError` — a sensor, bus or serial node that does not answer as it should; the
   gateway records a missing reading and goes on.
 """
