@@ -1,15 +1,25 @@
 """Export an evidence bundle (docs/bundle.md) from a collector's database and anchor stores.
 
 The exporter runs at the operator's and is not trusted by the inspector: it only gathers what
-the verifier checks. It reads the collector database read-only (the collector may keep running),
-picks the gateways of a farm/field (from their enrollment events in the log, and from the
-registry table for gateways enrolled before the log existed, so their messages show up as
-unprovable rather than silently missing), every message of theirs whose sample times overlap
-the period or that arrived during it (so a wrong gateway clock is flagged, not hidden), every
-registry event of theirs, and for each entry the earliest *anchored*
-checkpoint that covers it (the tightest time bound the chain gives). Entries newer than the
-newest anchored checkpoint prove into the newest signed checkpoint if one covers them, else
-they travel without a proof; the verifier flags both as outside the anchored range.
+the verifier checks. It reads the collector database read-only (the collector may keep running)
+and picks:
+
+* the scope's gateways: every gateway any of whose enrollment events in the log names the
+  farm/field (and, for gateways enrolled before the log existed, the registry table, so their
+  messages show up as unprovable rather than silently missing);
+* every registry event of the log (all scopes) below the newest signed checkpoint, so the
+  verifier can count them, and the scope's gateways' later ones;
+* per gateway, the run of its messages from its last one sampled wholly before the period to
+  its first one sampled wholly after it (everything that arrived during the period is inside
+  the run too, so a wrong gateway clock is flagged, not hidden), found with a few primary-key
+  lookups on ``received (gateway, seq)``: the cost follows the period, not the gateway's
+  history; and its messages logged after the newest checkpoint that belong to the period;
+* for each entry the earliest *anchored* checkpoint that covers it (the tightest time bound the
+  chain gives), and the newest signed checkpoint; entries newer than every checkpoint travel
+  without a proof and the verifier flags them as outside the anchored range;
+* the completeness claim (docs/bundle.md §4a), signed with the log key: how many registry
+  events the log holds below the newest checkpoint, and per gateway its first and latest seq
+  there, the run carried and how many messages the run holds.
 
 Checkpoints an inspector already trusts (``--since-checkpoint``) are checked against this log
 and listed too, so the bundle's consistency proofs link them to its other checkpoints; EVM
@@ -22,7 +32,7 @@ import bisect
 import itertools
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,19 +44,23 @@ from anchor.logkey import LogKeyError, load_or_create_log_key
 from anchor.logstore import MerkleLog, SqliteLogStore
 from collector.registry import Registry
 from fieldproof.config import CollectorConfig
+from fieldproof.errors import ConfigError
 from fieldproof.formats import merkle
 from fieldproof.formats.bundle import (
     AnchorRef,
     Bundle,
     BundleCheckpoint,
     Entry,
+    GatewayClaim,
     Scope,
     encode_bundle,
+    in_scope,
+    sign_completeness,
 )
 from fieldproof.formats.checkpoint import CheckpointError, open_checkpoint
-from fieldproof.formats.note import Ed25519Verifier, NoteError
+from fieldproof.formats.note import Ed25519Signer, Ed25519Verifier, NoteError
 from fieldproof.formats.registry_event import parse_registry_event
-from fieldproof.wire import SENML_BT, SENML_T, WireError, parse_sign1
+from fieldproof.wire import MAX_SEQ, SENML_BT, SENML_T, WireError, parse_sign1
 
 __all__ = [
     "ExportError",
@@ -63,7 +77,7 @@ EVM_STORE = "anchors-evm.sqlite"
 _PROOF_BATCH = 2000
 
 
-class ExportError(ValueError):
+class ExportError(ConfigError):
     """The export cannot be made as asked; the message says what to change."""
 
 
@@ -80,6 +94,10 @@ class ExportStats:
     unlogged_messages: int = 0
     hashes: int = 0
     size: int = 0
+    #: tree size the completeness claim speaks of (0: no claim, the log has no checkpoint)
+    claim_size: int = 0
+    #: messages decoded to find the period's ends (the rest are copied without decoding)
+    decoded: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,30 +115,45 @@ def _open_ro(path: Path) -> sqlite3.Connection:
     return db
 
 
-def log_vkey(config: CollectorConfig) -> str:
-    """The log's verifier key (public), read from the collector's key file."""
+def _log_signer(config: CollectorConfig) -> Ed25519Signer:
+    """The log key, which signs the bundle's completeness claim (docs/bundle.md §4a)."""
     path = config.log_key_file
     if not path.exists():
         raise ExportError(
-            f"log key {path} not found: export runs where the collector's log key is (it only "
-            "reads the public half) or set [log] key_file"
+            f"log key {path} not found: export runs where the collector's log key is (it signs "
+            "the bundle's completeness claim with it) or set [log] key_file"
         )
     try:
-        return load_or_create_log_key(path, config.log_origin).verifier().vkey
+        return load_or_create_log_key(path, config.log_origin)
     except LogKeyError as exc:
         raise ExportError(str(exc)) from None
 
 
-def _registry_events(db: sqlite3.Connection) -> dict[str, list[tuple[int, dict[str, Any]]]]:
-    """Every registry event in the log, by gateway. Messages (0xd2…) are skipped in SQL."""
-    out: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+def log_vkey(config: CollectorConfig) -> str:
+    """The log's verifier key (public), read from the collector's key file."""
+    return _log_signer(config).verifier().vkey
+
+
+def _registry_events(db: sqlite3.Connection) -> list[tuple[int, dict[str, Any]]]:
+    """Every registry event in the log, in log order. Messages (0xd2…) are skipped in SQL."""
+    out: list[tuple[int, dict[str, Any]]] = []
     rows = db.execute(
         "SELECT idx, entry FROM fp_log_entries WHERE substr(entry, 1, 1) <> X'D2' ORDER BY idx"
     )
     for idx, entry in rows:
         event = parse_registry_event(bytes(entry))
-        if event is not None and isinstance(event.get("gw"), str):
-            out.setdefault(event["gw"], []).append((int(idx), event))
+        if event is not None:
+            out.append((int(idx), event))
+    return out
+
+
+def _by_gateway(
+    events: Sequence[tuple[int, dict[str, Any]]],
+) -> dict[str, list[tuple[int, dict[str, Any]]]]:
+    out: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for idx, e in events:
+        if isinstance(e.get("gw"), str):
+            out.setdefault(e["gw"], []).append((idx, e))
     return out
 
 
@@ -143,7 +176,7 @@ def list_scope(config: CollectorConfig) -> dict[str, dict[str, list[str]]]:
     try:
         EvidenceLog(db, config.log_origin, None)
         out: dict[str, dict[str, list[str]]] = {}
-        for g in _gateways(db, _registry_events(db)):
+        for g in _gateways(db, _by_gateway(_registry_events(db))):
             out.setdefault(g.farm, {}).setdefault(g.field, []).append(g.gateway)
         return out
     finally:
@@ -160,6 +193,162 @@ def _sample_span(entry: bytes) -> tuple[float, float] | None:
     except (WireError, ValueError, TypeError, KeyError, IndexError, AttributeError,
             cbor2.CBORDecodeError, OverflowError):
         return None
+
+
+class _Rows:
+    """One gateway's logged messages in the ``received`` table, walked by sequence number along
+    its primary key (gateway, seq): a lookup costs O(log n) however long the history is.
+    ``below``: only messages at log indices below it (the claim's tree size)."""
+
+    def __init__(self, db: sqlite3.Connection, gateway: str, below: int | None) -> None:
+        self.db = db
+        self.gateway = gateway
+        self.below = below
+        self.cond = "log_index IS NOT NULL" + ("" if below is None else " AND log_index < ?")
+        self.extra: tuple[int, ...] = () if below is None else (below,)
+        self.spans: dict[int, tuple[float, float] | None] = {}
+        self.decoded = 0
+
+    def _one(self, sql: str, seq: int) -> tuple[int, int] | None:
+        row = self.db.execute(sql.format(cond=self.cond),
+                              (self.gateway, seq, *self.extra)).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def at_or_after(self, seq: int) -> tuple[int, int] | None:
+        """(seq, log index) of the first message with a seq ≥ ``seq``."""
+        return self._one("SELECT seq, log_index FROM received WHERE gateway = ? AND seq >= ?"
+                         " AND {cond} ORDER BY seq LIMIT 1", seq)
+
+    def at_or_before(self, seq: int) -> tuple[int, int] | None:
+        return self._one("SELECT seq, log_index FROM received WHERE gateway = ? AND seq <= ?"
+                         " AND {cond} ORDER BY seq DESC LIMIT 1", seq)
+
+    def walk(self, seq: int, *, up: bool) -> Iterator[tuple[int, int]]:
+        """(seq, log index) from ``seq`` on, ascending (``up``) or descending."""
+        op, order = (">=", "") if up else ("<=", " DESC")
+        cur = self.db.execute(
+            f"SELECT seq, log_index FROM received WHERE gateway = ? AND seq {op} ?"  # noqa: S608
+            f" AND {self.cond} ORDER BY seq{order}", (self.gateway, seq, *self.extra))
+        for s, i in cur:
+            yield int(s), int(i)
+
+    def span(self, index: int) -> tuple[float, float] | None:
+        """The sample times a message claims (decoded once)."""
+        if index not in self.spans:
+            row = self.db.execute("SELECT entry FROM fp_log_entries WHERE idx = ?",
+                                  (index,)).fetchone()
+            self.decoded += 1
+            self.spans[index] = None if row is None else _sample_span(bytes(row[0]))
+        return self.spans[index]
+
+    def lower_bound(self, lo: int, hi: int,
+                    pred: Callable[[tuple[float, float] | None], bool]) -> tuple[int, int] | None:
+        """The message with the lowest seq in ``lo..hi`` for which ``pred(span)`` holds,
+        assuming it holds from some seq on (a gateway's clock moves forward with its seq):
+        a binary search over seq values, each probe one primary-key lookup."""
+        found: tuple[int, int] | None = None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            row = self.at_or_after(mid)
+            if row is None or row[0] > hi:
+                hi = mid - 1
+            elif pred(self.span(row[1])):
+                found, hi = row, mid - 1
+            else:
+                lo = row[0] + 1
+        return found
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the bundle carries of one gateway: every logged message with a seq in
+    ``from_seq``..``to_seq`` and, with a claim, the facts the claim states."""
+
+    claim: GatewayClaim
+    arrived: tuple[int, int] | None
+
+
+def _select(db: sqlite3.Connection, gateway: str, start: float, end: float,
+            below: int | None) -> tuple[_Run, _Rows]:
+    """The run of a gateway's messages a bundle for ``start``..``end`` carries (docs/bundle.md
+    §10): from its last message sampled wholly before the period to its first message sampled
+    wholly after it, so a cut head or tail shows; everything that arrived during the period
+    is inside the run too (a gateway whose clock is wrong is flagged, not left out). Cost: a few
+    dozen primary-key lookups and decodes, plus one scan of the gateway's rows in SQL for the
+    arrival times, whatever the length of its history."""
+    rows = _Rows(db, gateway, below)
+    first = rows.at_or_after(0)
+    latest = rows.at_or_before(MAX_SEQ)
+    if first is None or latest is None:
+        return _Run(GatewayClaim(gateway, None, None, None, None, 0), None), rows
+    arrived_row = db.execute(
+        f"SELECT min(seq), max(seq) FROM received WHERE gateway = ? AND {rows.cond}"  # noqa: S608
+        " AND received_at >= ? AND received_at <= ?",
+        (gateway, *rows.extra, start, end)).fetchone()
+    arrived = None if arrived_row[0] is None else (int(arrived_row[0]), int(arrived_row[1]))
+    # the first message not wholly before the period, the first wholly after it
+    begins = rows.lower_bound(first[0], latest[0], lambda s: s is None or s[1] >= start)
+    after = rows.lower_bound(first[0], latest[0], lambda s: s is not None and s[0] > end)
+    core: list[int] = []
+    if begins is not None:
+        last_in = latest if after is None else rows.at_or_before(after[0] - 1)
+        if last_in is not None and last_in[0] >= begins[0]:
+            core += [begins[0], last_in[0]]
+    if arrived is not None:
+        core += list(arrived)
+
+    def down(seq: int) -> int:
+        """The nearest message at or below ``seq`` sampled wholly before the period."""
+        for s, i in rows.walk(seq, up=False):
+            span = rows.span(i)
+            if span is not None and span[1] < start:
+                return s
+        return first[0]
+
+    def up(seq: int) -> int:
+        for s, i in rows.walk(seq, up=True):
+            span = rows.span(i)
+            if span is not None and span[0] > end:
+                return s
+        return latest[0]
+
+    if core:
+        lo, hi = down(min(core) - 1), up(max(core) + 1)
+    elif begins is None:  # every message before the period: its last one
+        lo = hi = down(latest[0])
+    else:  # none in it: the neighbours on both sides
+        lo, hi = down(begins[0] - 1), up(begins[0])
+    count = int(db.execute(
+        f"SELECT count(*) FROM received WHERE gateway = ? AND {rows.cond}"  # noqa: S608
+        " AND seq >= ? AND seq <= ?", (gateway, *rows.extra, lo, hi)).fetchone()[0])
+    return _Run(GatewayClaim(gateway, first[0], latest[0], lo, hi, count), arrived), rows
+
+
+def _carried(db: sqlite3.Connection, gateway: str, run: _Run, start: float, end: float,
+             below: int | None) -> list[Entry]:
+    """The run's messages (at any log index), and those logged at or above ``below`` (after
+    the claim's checkpoint) that belong to the period by sample or arrival time."""
+    c = run.claim
+    out: list[Entry] = []
+    if c.from_seq is not None:
+        rows = db.execute(
+            "SELECT r.log_index, e.entry FROM received r JOIN fp_log_entries e"
+            " ON e.idx = r.log_index WHERE r.gateway = ? AND r.seq >= ? AND r.seq <= ?"
+            " AND r.log_index IS NOT NULL", (gateway, c.from_seq, c.to_seq))
+        out += [Entry(int(i), bytes(raw)) for i, raw in rows]
+    if below is not None:
+        lo, hi = (c.from_seq, c.to_seq) if c.from_seq is not None else (1, 0)
+        rows = db.execute(
+            "SELECT r.log_index, r.received_at, e.entry FROM received r JOIN fp_log_entries e"
+            " ON e.idx = r.log_index WHERE r.gateway = ? AND r.log_index >= ?"
+            " AND NOT (r.seq >= ? AND r.seq <= ?)", (gateway, below, lo, hi))
+        for i, received_at, raw in rows:
+            entry = bytes(raw)
+            span = _sample_span(entry)
+            if (span is None or (span[1] >= start and span[0] <= end)
+                    or start <= float(received_at) <= end):
+                out.append(Entry(int(i), entry))
+    return out
 
 
 def evm_genesis_of(url: str, timeout: float = 10.0) -> tuple[int, str]:
@@ -338,56 +527,61 @@ def build_bundle(
     (default: asked of the collector's configured EVM node)."""
     if start > end:
         raise ExportError("the period starts after it ends: check --from and --to")
-    vkey = log_vkey(config)
+    signer = _log_signer(config)
+    vkey = signer.verifier().vkey
     notes: list[str] = []
     if evm_genesis is None and (evm_store or config.data_dir / EVM_STORE).exists():
         evm_genesis = _configured_evm_genesis(config, notes)
     anchors = _anchor_refs(config, thor_store, evm_store, evm_genesis)
+    scope = Scope(farm, field, gateway, float(start), float(end))
     db = _open_ro(config.db_path)
     try:
         evidence = EvidenceLog(db, config.log_origin, None)
         store = SqliteLogStore(db)
         log = MerkleLog(store)
+        stored = evidence.checkpoints()
+        # the completeness claim is about the log below its newest signed checkpoint
+        head = stored[-1] if stored else None
+        below = head.checkpoint.size if head is not None else None
         events = _registry_events(db)
-        gateways = [
-            g for g in _gateways(db, events)
-            if (farm is None or g.farm == farm)
-            and (field is None or g.field == field)
-            and (gateway is None or g.gateway == gateway)
-        ]
+        by_gw = _by_gateway(events)
+        enrolled = {gw for gw, evs in by_gw.items() if any(in_scope(scope, gw, e) for _, e in evs)}
+        claimed = sorted(gw for gw in enrolled if below is not None
+                         and any(i < below and in_scope(scope, gw, e) for i, e in by_gw[gw]))
+        # gateways enrolled before the log existed have no registry event; their messages go
+        # in (and are flagged as unprovable) rather than silently missing
+        legacy = {d.gateway for d in Registry(db).all()
+                  if d.gateway not in by_gw and (farm is None or d.farm == farm)
+                  and (field is None or d.field == field)
+                  and (gateway is None or d.gateway == gateway)}
+        gateways = sorted(enrolled | legacy)
         if not gateways:
             wanted = ", ".join(f"{k}={v}" for k, v in
                                (("farm", farm), ("field", field), ("gateway", gateway)) if v)
             raise ExportError(f"no gateway is enrolled for {wanted or 'this collector'}")
-        stats = ExportStats(gateways=[g.gateway for g in gateways])
-        registry = sorted(
-            (Entry(idx, log.entry(idx)) for g in gateways for idx, _ in events.get(g.gateway, [])),
-            key=lambda e: e.index,
-        )
+        stats = ExportStats(gateways=gateways)
+        # every registry event of the log (every scope) below the claim's size, so the
+        # verifier can count them; later ones of the scope's gateways as before
+        registry = [Entry(idx, log.entry(idx)) for idx, e in events
+                    if (below is not None and idx < below) or e.get("gw") in enrolled]
         messages: list[Entry] = []
-        for g in gateways:
+        records: list[GatewayClaim] = []
+        for gw in gateways:
             stats.unlogged_messages += int(db.execute(
                 "SELECT count(*) FROM received WHERE gateway = ? AND log_index IS NULL",
-                (g.gateway,)).fetchone()[0])
-            rows = db.execute(
-                "SELECT r.log_index, r.received_at, e.entry FROM received r"
-                " JOIN fp_log_entries e ON e.idx = r.log_index"
-                " WHERE r.gateway = ? AND r.log_index IS NOT NULL",
-                (g.gateway,),
-            )
-            for idx, received_at, raw in rows:
-                entry = bytes(raw)
-                span = _sample_span(entry)
-                # by sample time, and by arrival: a gateway whose clock was wrong still shows
-                # up (and is flagged) instead of silently falling outside the period
-                if (span is None or (span[1] >= start and span[0] <= end)
-                        or start <= float(received_at) <= end):
-                    messages.append(Entry(int(idx), entry))
+                (gw,)).fetchone()[0])
+            bound = below if gw in claimed else None
+            run, rows = _select(db, gw, start, end, bound)
+            stats.decoded += rows.decoded
+            messages += _carried(db, gw, run, start, end, bound)
+            if bound is not None:
+                records.append(run.claim)
         messages.sort(key=lambda e: e.index)
 
         needed = sorted([e.index for e in registry] + [e.index for e in messages])
-        stored = evidence.checkpoints()
         chosen = _choose_checkpoints(stored, set(anchors), needed)
+        if head is not None and all(c.checkpoint.size != head.checkpoint.size for c in chosen):
+            chosen.append(head)
         if since:
             known = _known_checkpoints(since, vkey, config.log_origin, log, stored)
             by_size = {c.checkpoint.size: c for c in chosen}
@@ -422,6 +616,15 @@ def build_bundle(
             )
             for c in chosen
         )
+        completeness = None
+        if head is not None and below is not None:
+            completeness = sign_completeness(
+                signer, config.log_origin, head.checkpoint.root_hash, scope, below,
+                sum(1 for idx, _ in events if idx < below), records)
+            stats.claim_size = below
+        else:
+            notes.append("the log has no signed checkpoint yet, so this bundle carries no "
+                         "completeness claim: nothing in it is proven")
         if stats.unlogged_messages:
             notes.append(
                 f"{stats.unlogged_messages} messages of these gateways were accepted before the "
@@ -430,7 +633,7 @@ def build_bundle(
         bundle = Bundle(
             origin=config.log_origin,
             vkey=vkey,
-            scope=Scope(farm, field, gateway, float(start), float(end)),
+            scope=scope,
             created=time.time() if now is None else now,
             checkpoints=bundle_cps,
             consistency=consistency,
@@ -438,6 +641,7 @@ def build_bundle(
             registry=tuple(registry),
             messages=tuple(messages),
             notes=tuple(notes),
+            completeness=completeness,
         )
     finally:
         db.close()

@@ -1,6 +1,7 @@
 """``fieldproof export``: the operator's side of an audit. Builds an evidence bundle for a
 farm, field or gateway and a period from the collector's database (docs/bundle.md) and writes
-it atomically; the inspector checks it with ``fieldproof verify``."""
+it atomically; the inspector checks it with ``fieldproof verify``. It signs the bundle's
+completeness claim, so it runs where the collector's log key is."""
 
 from __future__ import annotations
 
@@ -55,4 +56,11 @@ def export_command(config_path: Path, farm: str | None, field: str | None,
            if stats.unproven_entries else ""),
         err=True,
     )
+    if stats.claim_size:
+        click.echo(f"completeness claim signed with the log key: every registry event and, per "
+                   f"gateway, every message from just before to just after the period, below "
+                   f"tree size {stats.claim_size}", err=True)
+    else:
+        click.echo("no completeness claim: the log has no signed checkpoint yet (the inspector "
+                   "will see completeness_unproven)", err=True)
     click.echo(f"log key (publish it; inspectors pass it as --log-key): {bundle.vkey}", err=True)

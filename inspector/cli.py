@@ -55,7 +55,7 @@ def _human(result: object) -> str:
     from inspector.verify import VerificationResult
 
     assert isinstance(result, VerificationResult)
-    lines = [result.summary_line(), ""]
+    lines = [result.summary_line(), f"  completeness: {result.completeness.line()}", ""]
     for f in result.findings:
         more = f" (x{f.count})" if f.count > 1 else ""
         lines.append(f"  {f.severity.upper():7} {f.code}: {f.message}{more}")
@@ -66,6 +66,7 @@ def _human(result: object) -> str:
             f"  {g.gateway}  farm {g.farm} field {g.field}: {g.verified_messages}/{g.messages} "
             f"messages, {g.readings} readings, seq {g.first_seq}–{g.last_seq}, "
             f"{len(g.gaps)} gap(s), {g.outside_anchored} outside anchored range"
+            + (f", evidence {g.completeness}" if g.completeness else "")
         )
     for k in result.known_checkpoints:
         lines.append(f"  known checkpoint #{k.number} size {k.size}: {k.status.upper()}"
@@ -91,6 +92,7 @@ def _human_multi(multi: MultiResult) -> str:
         r = b.result
         lines.append(f"  {b.label}: {b.verdict.upper()} — log {r.origin or '(unreadable)'}"
                      f"{' (key pinned)' if r.log_key_pinned else ''}: {r.summary()}")
+        lines.append(f"    completeness: {r.completeness.line()}")
     lines.append("")
     for g in multi.combined.gateways:
         share = ", ".join(f"{label} {n}" for label, n in g.bundles.items())

@@ -16,8 +16,13 @@ What it finds, per gateway, over the union of every bundle:
   gateway's sequence never repeats, so one is forged or replayed, or the gateway is broken);
 * a gateway enrolled with unrelated keys in two logs (``gateway_key_mismatch``, error);
 
-and across bundles: different scopes (``scope_mismatch``, warning) and two bundles of one log
-whose checkpoints of one size have different roots (``log_fork``, error).
+and across bundles: different scopes (``scope_mismatch``, warning), two bundles of one log
+whose checkpoints of one size have different roots (``log_fork``, error), and a bundle whose
+signed completeness claim another bundle of the same log proves false: a registry event or a
+message of the claimed run below the claim's tree size that the claimant left out
+(``registry_withheld`` / ``messages_withheld``, error, naming both bundles; docs/bundle.md
+§4a). The exporter's claim is signed by the operator's log key, so this is how a false one is
+caught: the farmer's own gateway bundle against the inspector's farm bundle, say.
 """
 
 from __future__ import annotations
@@ -210,6 +215,7 @@ def combine(labels: Sequence[str], results: Sequence[VerificationResult],
     readable = [i for i, r in enumerate(results) if r.origin]
     _compare_scopes(labels, results, readable, out)
     _compare_same_logs(labels, results, readable, out)
+    _compare_claims(labels, results, readable, out)
     _compare_keys(labels, results, readable, out)
 
     # gateway -> seq -> [(bundle, message)], each bundle's first message of a seq (its own
@@ -295,6 +301,62 @@ def _compare_same_logs(labels: Sequence[str], results: Sequence[VerificationResu
                             f"({first[0][:16]}… and {c.root[:16]}…): the log was forked or "
                             "rewritten; they cannot both be its history",
                             None, [labels[j], labels[i]])
+
+
+def _shares_tree(result: VerificationResult, size: int, root: str) -> bool:
+    """Whether ``result``'s valid checkpoints are all linked by consistency proofs and one of
+    them is (size, root): then every entry it proves below ``size`` is that tree's entry."""
+    valid = [c for c in result.checkpoints if c.valid]
+    return (len({c.segment for c in valid}) == 1
+            and any(c.size == size and c.root == root for c in valid))
+
+
+def _compare_claims(labels: Sequence[str], results: Sequence[VerificationResult],
+                    readable: Sequence[int], out: _Out) -> None:
+    """A completeness claim (docs/bundle.md §4a) says what the log holds below its tree size;
+    another bundle of the same log that proves more there shows the claim false. Compared only
+    when both bundles hold the claim's checkpoint (and nothing in either is forked), so their
+    log indices name the same entries."""
+    for i in readable:
+        c = results[i].completeness
+        if c.status not in ("complete", "withheld") or c.size is None:
+            continue
+        head = next((x for x in results[i].checkpoints if x.valid and x.size == c.size), None)
+        if head is None or head.root is None:
+            continue
+        mine_registry = set(results[i].registry_proven)
+        mine_messages = {m.index for m in results[i].messages}
+        mine_messages.update(e.index for e in results[i].entries)
+        claims = {g.gateway: g.claim for g in results[i].gateways if g.claim is not None}
+        for j in readable:
+            if j == i or results[j].origin != results[i].origin \
+                    or not _shares_tree(results[j], c.size, head.root):
+                continue
+            pair = [labels[i], labels[j]]
+            extra = sorted(x for x in results[j].registry_proven
+                           if x < c.size and x not in mine_registry)
+            if extra:
+                out.add("error", "registry_withheld",
+                        f"{labels[j]} proves {len(extra)} registry event(s) of log "
+                        f"{results[i].origin!r} below tree size {c.size} (log index "
+                        f"{', '.join(map(str, extra[:5]))}{', …' if len(extra) > 5 else ''}) "
+                        f"that {labels[i]} does not carry, though its completeness claim, "
+                        "signed with the log key, says it carries them all: the claim is false",
+                        None, pair)
+            missing: Counter[str] = Counter()
+            for m in results[j].messages:
+                claim = claims.get(m.gateway)
+                if (claim is None or claim.from_seq is None or claim.to_seq is None
+                        or m.index >= c.size or m.index in mine_messages):
+                    continue
+                if claim.from_seq <= m.seq <= claim.to_seq:
+                    missing[m.gateway] += 1
+            for gw, n in sorted(missing.items()):
+                out.add("error", "messages_withheld",
+                        f"{labels[j]} proves {n} message(s) of {gw} in the run its "
+                        f"completeness claim in {labels[i]} lists as complete (below tree size "
+                        f"{c.size}), which {labels[i]} does not carry: the claim is false",
+                        gw, pair)
 
 
 def _compare_keys(labels: Sequence[str], results: Sequence[VerificationResult],

@@ -328,12 +328,32 @@ def _gateways(result: VerificationResult) -> str:
                 f"{g.verified_messages:,} / {g.messages:,}", f"{g.readings:,}",
                 f"{g.missing_values:,}", seqs,
                 f"{len(g.gaps)} ({g.missing_messages:,} msg)", f"{g.outside_anchored:,}",
-                _e(clock), key)
+                _e(clock), _gateway_completeness(g), key)
 
     return _table(("gateway", "farm", "field", "messages verified / in bundle", "readings",
                    "missing values", "seq", "gaps", "outside anchored range",
-                   "clock anomalies", "enrolled key (log index)"),
+                   "clock anomalies", "evidence complete", "enrolled key (log index)"),
                   [row(g) for g in result.gateways], "gateways")
+
+
+def _gateway_completeness(g: GatewaySummary) -> str:
+    """One gateway's completeness cell: what the signed claim says and whether it held."""
+    c = g.claim
+    if not g.completeness:
+        return '<span class="warn">unproven</span>'
+    if g.completeness != "complete":
+        return f'<b class="bad">{_e(g.completeness.upper())}</b>'
+    if c is None or c.from_seq is None:
+        return '<span class="ok">yes</span> (no message in the log yet)'
+    return (f'<span class="ok">yes</span>: seq {c.from_seq}–{c.to_seq}, {c.count:,} msg '
+            f"(log: {c.first_seq}–{c.latest_seq})")
+
+
+def _completeness(result: VerificationResult) -> str:
+    c = result.completeness
+    css = {"complete": "ok", "unproven": "warn"}.get(c.status, "bad")
+    return f'<span class="{css}">{_e(c.line())}</span>'
+
 
 
 def _gap_list(result: VerificationResult) -> str:
@@ -503,7 +523,8 @@ def render_multi_html(multi: MultiResult, *,
                  ("Period", f"{_e(_t(r.scope.get('from')))} – {_e(_t(r.scope.get('to')))}"),
                  ("Messages", f"{len(r.messages):,} verified of {r.total_messages:,}; "
                               f"{r.verified_readings:,} readings; {r.registry_events} "
-                              "registry events")]
+                              "registry events"),
+                 ("Completeness", _completeness(r))]
         if r.known_checkpoints:
             bmeta.append(("Known checkpoints", _known(r)))
         notes = "".join(f"<li>{_e(x)}</li>" for x in r.bundle_notes)
@@ -568,6 +589,7 @@ def render_html(result: VerificationResult, *, title: str = "fieldproof verifica
         ("Messages", f"{len(result.messages):,} verified of {result.total_messages:,}; "
                      f"{result.verified_readings:,} readings; {result.registry_events} registry "
                      "events"),
+        ("Completeness", _completeness(result)),
     ]
     if result.known_checkpoints:
         meta.append(("Known checkpoints", _known(result)))

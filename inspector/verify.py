@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import gc
+import hashlib
 import itertools
 import math
 import re
@@ -40,18 +41,29 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any, Literal, NamedTuple, Protocol
 
+from fieldproof.errors import ConfigError
 from fieldproof.formats import merkle
 from fieldproof.formats.anchor_record import AnchorRecord
-from fieldproof.formats.bundle import AnchorRef, Bundle, BundleError, Entry, Limits, decode_bundle
+from fieldproof.formats.bundle import (
+    AnchorRef,
+    Bundle,
+    BundleError,
+    Entry,
+    GatewayClaim,
+    Limits,
+    decode_bundle,
+    in_scope,
+    parse_claim_note,
+)
 from fieldproof.formats.checkpoint import (
     Checkpoint,
     CheckpointError,
     open_checkpoint,
     parse_checkpoint,
 )
-from fieldproof.formats.note import Ed25519Verifier, NoteError
+from fieldproof.formats.note import Ed25519Verifier, NoteError, open_note
 from fieldproof.formats.registry_event import parse_registry_event
-from fieldproof.wire import gateway_id_for
+from fieldproof.wire import gateway_id_for, open_message
 from inspector.batch import (
     BAD_SIGNATURE,
     MALFORMED,
@@ -63,6 +75,7 @@ from inspector.batch import (
     KeyEvent,
     MessageChecks,
     Result,
+    _claimed_seq,
     inclusion_problem,
 )
 from inspector.enrollment_checks import enrollment_problem, rotation_problem
@@ -70,6 +83,7 @@ from inspector.enrollment_checks import enrollment_problem, rotation_problem
 __all__ = [
     "AnchorCheck",
     "CheckpointSummary",
+    "CompletenessCheck",
     "Finding",
     "GatewaySummary",
     "InfluxAuth",
@@ -92,7 +106,7 @@ PLAUSIBLE_EPOCH = 1_577_836_800.0
 MAX_FINDINGS_PER_CODE = 20
 
 
-class UsageError(ValueError):
+class UsageError(ConfigError):
     """The verifier was called wrongly (bad key string, no node to ask...): exit code 2."""
 
 
@@ -259,17 +273,58 @@ class GatewaySummary:
     #: every key (hex) the proven registry gives the gateway (enrollments, valid rotations):
     #: compared across logs in a verification of several bundles; not in the JSON
     keys: tuple[str, ...] = ()
+    #: what the completeness check says of this gateway (docs/bundle.md §5 step 8):
+    #: "complete", "head cut", "tail cut", "head and tail cut", "messages withheld",
+    #: "withheld" (nothing of it), or "" (no claim to check against)
+    completeness: str = ""
+    #: the exporter's signed claim about it (first, latest, from, to, count), when there is one
+    claim: GatewayClaim | None = None
 
     @property
     def missing_messages(self) -> int:
         return sum(g.size for g in self.gaps)
 
     def to_json(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("gaps", "clock", "keys")}
+        d = {k: v for k, v in self.__dict__.items()
+             if k not in ("gaps", "clock", "keys", "claim")}
+        c = self.claim
+        d["claim"] = None if c is None else {
+            "first_seq": c.first_seq, "latest_seq": c.latest_seq, "from_seq": c.from_seq,
+            "to_seq": c.to_seq, "count": c.count}
         d["gaps"] = [g.__dict__ for g in self.gaps]
         d["missing_messages"] = self.missing_messages
         d["clock_anomalies"] = dict(self.clock)
         return d
+
+
+@dataclass
+class CompletenessCheck:
+    """Whether the bundle shows it holds every gateway of its scope and every message of the
+    period (docs/bundle.md §4a, §5 step 8).
+
+    ``status``: ``complete`` (the exporter's claim, signed with the log key, checks out against
+    the bundle), ``withheld`` (the claim shows evidence was left out), ``invalid`` (the claim
+    does not check out: not signed by the log key, another scope or checkpoint, or contradicted
+    by the bundle), ``unproven`` (no claim: a version 1 bundle, or no checkpoint)."""
+
+    status: Literal["complete", "withheld", "invalid", "unproven"] = "unproven"
+    size: int | None = None
+    registry_claimed: int | None = None
+    registry_held: int | None = None
+    gateways: list[str] = dc_field(default_factory=list)
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def line(self) -> str:
+        """One line for terminals and the report."""
+        if self.status == "complete":
+            return (f"complete: the log key signs that the bundle holds all "
+                    f"{self.registry_claimed} registry event(s) of the log below tree size "
+                    f"{self.size} and every message of the scope's {len(self.gateways)} "
+                    "gateway(s) from just before to just after the period; the bundle agrees")
+        return f"{self.status.upper()}: {self.detail}"
 
 
 @dataclass
@@ -286,6 +341,7 @@ class VerificationResult:
     gateways: list[GatewaySummary] = dc_field(default_factory=list)
     checkpoints: list[CheckpointSummary] = dc_field(default_factory=list)
     known_checkpoints: list[KnownCheckpoint] = dc_field(default_factory=list)
+    completeness: CompletenessCheck = dc_field(default_factory=CompletenessCheck)
     messages: list[VerifiedMessage] = dc_field(default_factory=list)
     total_messages: int = 0
     registry_events: int = 0
@@ -297,6 +353,10 @@ class VerificationResult:
     #: (``keep_entries``): a verification of several bundles compares the bytes of messages
     #: two logs both hold. Not in the JSON.
     entries: Sequence[Entry] = ()
+    #: log indices of the registry entries whose inclusion proof holds, also kept only with
+    #: ``keep_entries``: bundles of one log verified together check each other's completeness
+    #: claims against them. Not in the JSON.
+    registry_proven: tuple[int, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -323,10 +383,13 @@ class VerificationResult:
                  f"{anchored}/{len(self.checkpoints)} checkpoints anchored on "
                  f"{self.chain or 'no chain'} ({len(self.nodes)} node(s))")
         gaps = sum(len(g.gaps) for g in self.gateways)
+        complete = {"complete": "complete", "withheld": "EVIDENCE WITHHELD",
+                    "invalid": "completeness claim INVALID",
+                    "unproven": "completeness UNPROVEN"}[self.completeness.status]
         return (
             f"{len(self.messages):,}/{self.total_messages:,} messages "
             f"({self.verified_readings:,} readings) from {len(self.gateways)} gateway(s) "
-            f"verified; {where}; {gaps} sequence gap(s); "
+            f"verified; {where}; {complete}; {gaps} sequence gap(s); "
             f"{self.count('error')} error(s), {self.count('warning')} warning(s)"
         )
 
@@ -347,6 +410,7 @@ class VerificationResult:
             "gateways": [g.to_json() for g in self.gateways],
             "checkpoints": [c.to_json() for c in self.checkpoints],
             "known_checkpoints": [k.to_json() for k in self.known_checkpoints],
+            "completeness": self.completeness.to_json(),
             "influx": None if self.influx is None else self.influx.to_json(),
             "bundle_notes": self.bundle_notes,
             "verified_at": self.verified_at,
@@ -731,6 +795,7 @@ def verify_one(
             bundle = decode_bundle(data, opts.limits)
     except BundleError as exc:
         out.add("error", "malformed_bundle", f"the bundle cannot be read: {exc}")
+        result.completeness.detail = "the bundle cannot be read"
         result.findings = out.items
         result.verdict = "fail"
         result.elapsed_s = time.perf_counter() - started
@@ -750,7 +815,7 @@ def verify_one(
         result.entries = bundle.messages
     try:
         _verify(bundle, result, out, pinned_for(bundle.origin), chain, nodes, offline, opts,
-                now, known_for(bundle.origin))
+                now, known_for(bundle.origin), keep_entries)
     finally:
         result.findings = sorted(out.items, key=lambda f: ("error", "warning", "info").index(
             f.severity))
@@ -772,6 +837,7 @@ def _verify(
     opts: VerifyOptions,
     now: float,
     known: Sequence[tuple[int, bytes]] = (),
+    keep_entries: bool = False,
 ) -> None:
     s = bundle.scope
     result.scope = {"farm": s.farm, "field": s.field, "gateway": s.gateway,
@@ -872,6 +938,11 @@ def _verify(
             return pos if pos < len(sizes) else None
         return next((p for p, sz in enumerate(sizes) if sz > index), None)
 
+    def _quietly_included(entry: Entry) -> bool:
+        pos = place(entry.index)
+        cp = opened[pos] if pos is not None else None
+        return cp is not None and _inclusion(entry, cp.size, cp.root_hash, bundle.hashes) is None
+
     # registry findings are reported after the anchors' (the order of docs/bundle.md §5), but
     # made first: the message checks need the key history, and run while nodes are asked
     early: list[tuple[Any, ...]] = []
@@ -899,27 +970,44 @@ def _verify(
         return True
 
     # -- registry
+    # the scope's gateways: a version 1 bundle carries only theirs; a version 2 bundle carries
+    # the registry events of every scope (§4a), and a gateway is in the scope when any of its
+    # enrollments is. Another scope's events are there to be counted: what is wrong with them
+    # (a bad request, a broken rotation) is that scope's business, not a finding here; that
+    # they are in the log (their inclusion proofs) is this bundle's.
+    enrolled_here: set[str] = set()
+    for entry in bundle.registry:
+        obj = parse_registry_event(entry.data)
+        gw = obj.get("gw") if obj is not None else None
+        if isinstance(gw, str) and obj is not None and in_scope(s, gw, obj):
+            enrolled_here.add(gw)
+
+    def elsewhere(gw: str | None) -> bool:
+        return bundle.version >= 2 and gw is not None and gw not in enrolled_here
+
     timeline: dict[str, list[_KeyEvent]] = defaultdict(list)
     for entry in bundle.registry:
         ev = _registry_event(entry)
         obj = parse_registry_event(entry.data)
         gw = obj.get("gw") if obj is not None and isinstance(obj.get("gw"), str) else None
         if isinstance(ev, str):
-            later("error", "registry_invalid", f"registry entry at log index {entry.index}: {ev}",
-                  gw)
+            if not elsewhere(gw):
+                later("error", "registry_invalid",
+                      f"registry entry at log index {entry.index}: {ev}", gw)
             continue
         assert gw is not None and obj is not None
         if ev.event == "enroll":
             problem = enrollment_problem(obj, gw, ev.public_key)
-            if problem is not None:
+            if problem is not None and not elsewhere(gw):
                 later("error", "enrollment_request_invalid",
                       f"enrollment of {gw} at log index {entry.index}: {problem}. The "
                       "operator's record of what the gateway declared cannot be trusted", gw)
         elif ev.event == "rotate":
             problem = rotation_problem(obj, gw, ev.public_key, ev.prev_key, ev.from_seq)
             if problem is not None:
-                later("error", "registry_invalid",
-                      f"rotation of {gw} at log index {entry.index}: {problem}; ignored", gw)
+                if not elsewhere(gw):
+                    later("error", "registry_invalid",
+                          f"rotation of {gw} at log index {entry.index}: {problem}; ignored", gw)
                 continue
         included = prove(entry, f"registry event ({ev.event} {gw})", gw)
         if place(entry.index) is None:
@@ -939,6 +1027,8 @@ def _verify(
                 current, last_from = ev.public_key, 0
             elif ev.event == "rotate":
                 if current is None or ev.prev_key != current or ev.from_seq <= last_from:
+                    if elsewhere(gw):
+                        continue
                     later("error", "registry_invalid",
                           f"rotation of {gw} at log index {ev.index} does not follow from its "
                           "key at that point (wrong previous key or from_seq): ignored", gw)
@@ -963,7 +1053,8 @@ def _verify(
         return g
 
     for gw in timeline:
-        summary_for(gw)
+        if bundle.version == 1 or gw in enrolled_here:
+            summary_for(gw)
 
     # -- messages: kid, key, inclusion and signature in inspector.batch, over all cores for
     # large bundles, starting now: the workers check while the chain nodes are asked below.
@@ -1031,6 +1122,7 @@ def _verify(
             verified: list[VerifiedMessage] = []
             odd: list[tuple[Entry, int | None, Result]] = []
             counts: Counter[str] = Counter()
+            failed: Counter[tuple[int, str | None]] = Counter()
             make = VerifiedReading._make
             n = 0
             for chunk in checks:
@@ -1048,6 +1140,17 @@ def _verify(
                             entry.index, gw, seq, boot,  # type: ignore[arg-type]
                             tuple(map(make, raw)), bound is not None, bound))
                     else:
+                        # past the findings kept in full, only the count of a failure matters:
+                        # drop its text, so a bundle of 10^6 bad messages does not keep 10^6
+                        # error strings (a hostile bundle's cost stays a multiple of its size)
+                        if kind in (NOT_A_MESSAGE, BAD_SIGNATURE, MALFORMED):
+                            failed[(kind, gw)] += 1
+                            if failed[(kind, gw)] > MAX_FINDINGS_PER_CODE:
+                                res = (kind, gw, "", why, revoked)
+                        if why is not None:
+                            failed[(-1, gw)] += 1
+                            if failed[(-1, gw)] > MAX_FINDINGS_PER_CODE:
+                                res = (res[0], gw, res[2], "", revoked)
                         odd.append((entry, at, res))
             for gw, count in counts.items():
                 summary_for(gw).messages += count
@@ -1112,15 +1215,240 @@ def _verify(
             by_gw: dict[str, list[VerifiedMessage]] = defaultdict(list)
             for m in verified:
                 by_gw[m.gateway].append(m)
+            # what the bundle holds of each gateway, whether its signature or its proof checks
+            # out or not (either is its own finding, not a withheld message), and whether the
+            # entry is proven into a valid checkpoint
+            present: dict[str, list[Held]] = defaultdict(list)
+            for m in verified:
+                present[m.gateway].append(Held(m.seq, m.index, m, place(m.index) is not None))
+            seen = {m.index for m in verified}
+            for entry, at, (kind, gw, value, why, _) in odd:
+                if gw is None or entry.index in seen:
+                    continue
+                seq = value[0] if kind == OK else _claimed_seq_of(entry.data)
+                if seq is not None:
+                    present[gw].append(Held(seq, entry.index, None, why is None and at is not None
+                                            and heads[at] is not None))
+            result.completeness = _check_completeness(
+                bundle, verifier, opened, present, summary_for, out,
+                lambda e: place(e.index) is not None and _quietly_included(e))
+            if keep_entries:
+                result.registry_proven = tuple(
+                    e.index for e in bundle.registry
+                    if place(e.index) is not None and _quietly_included(e))
             for gw, g in sorted(gateways.items()):
                 msgs = sorted(by_gw.get(gw, []), key=lambda m: (m.seq, m.index))
-                _analyse_gateway(g, msgs, bundle, out, opts, now, unproven[gw])
+                _analyse_gateway(g, msgs, bundle, out, opts, now, unproven[gw],
+                                 gw in enrolled_here)
             if not verified:
                 out.add("warning", "no_readings",
                         "the bundle proves no readings for this scope and period")
             result.gateways = [gateways[k] for k in sorted(gateways)]
     finally:
         checks.close()
+
+
+class Held(NamedTuple):
+    """A message entry the bundle carries, as the completeness check sees it."""
+
+    seq: int
+    log_index: int
+    #: the verified message, when its signature checked out
+    message: VerifiedMessage | None
+    #: whether its inclusion proof into a valid checkpoint holds
+    proven: bool
+
+
+def _claimed_seq_of(data: bytes) -> int | None:
+    """The seq a message claims, unverified (its signature failed or its key is unknown): only
+    to count it as present for the completeness check."""
+    try:
+        return _claimed_seq(open_message(data)[1].payload)
+    except Exception:  # hostile bytes: not a message, so nothing to count
+        return None
+
+
+def _check_completeness(
+    bundle: Bundle,
+    verifier: Ed25519Verifier | None,
+    opened: Sequence[Checkpoint | None],
+    present: dict[str, list[Held]],
+    summary_for: Callable[[str], GatewaySummary],
+    out: _Findings,
+    included: Callable[[Entry], bool],
+) -> CompletenessCheck:
+    """docs/bundle.md §5 step 8: does the bundle hold every gateway of its scope and every
+    message of the period, as the exporter's signed completeness claim (§4a) says, or is
+    something withheld? Findings: ``completeness_unproven`` (no claim), ``completeness_claim_
+    invalid``, ``registry_withheld``, ``gateway_withheld``, ``period_cut``,
+    ``messages_withheld``.
+
+    ``present``: per gateway, every message entry the bundle carries; ``included``: whether a
+    registry entry's inclusion proof holds. What the bundle carries counts as held (an entry
+    whose proof or signature fails is its own error); what it *proves* is held against the
+    claim, which it must not exceed."""
+    c = bundle.completeness
+    check = CompletenessCheck()
+    if c is None:
+        check.detail = (
+            "this bundle is of format version 1, which carries no completeness claim"
+            if bundle.version == 1 else "this bundle has no checkpoint, so no completeness claim")
+        out.add("warning", "completeness_unproven",
+                f"{check.detail}: nothing shows that it holds every gateway of the scope and "
+                "every message of the period — gateways or messages may have been left out. "
+                "Ask the operator for a new export (fieldproof export writes format version 2)")
+        return check
+    check.size, check.registry_claimed = c.size, c.registry
+    check.gateways = [g.gateway for g in c.gateways]
+
+    def invalid(why: str) -> CompletenessCheck:
+        check.status, check.detail = "invalid", why
+        out.add("error", "completeness_claim_invalid",
+                f"the bundle's completeness claim does not hold: {why}. Without it nothing "
+                "shows the bundle is complete")
+        return check
+
+    if verifier is None:
+        return invalid("there is no usable log key to check its signature with")
+    try:
+        note = parse_claim_note(open_note(c.note, [verifier]).text)
+    except (NoteError, BundleError) as exc:
+        return invalid(f"its note is not a completeness claim signed by the log key ({exc})")
+    if note.origin != bundle.origin:
+        return invalid(f"it is signed for log {note.origin!r}, not {bundle.origin!r}")
+    if note.claim_hash != hashlib.sha256(c.claim).digest():
+        return invalid("the signed note does not commit to the claim the bundle carries "
+                       "(its hash differs): the claim was changed after it was signed")
+    if note.size != c.size:
+        return invalid(f"the note speaks of tree size {note.size}, the claim of {c.size}")
+    if c.scope != bundle.scope:
+        return invalid("it was made for another scope or period than the bundle says "
+                       f"(farm {c.scope.farm!r}, field {c.scope.field!r}, gateway "
+                       f"{c.scope.gateway!r}, {_fmt_time(c.scope.start)} – "
+                       f"{_fmt_time(c.scope.end)})")
+    head = next((cp for cp in opened if cp is not None and cp.size == c.size), None)
+    if head is None:
+        return invalid(f"the bundle holds no valid checkpoint of tree size {c.size}, which the "
+                       "claim speaks of")
+    if head.root_hash != note.root:
+        return invalid(f"it names root {note.root.hex()} at tree size {c.size}, the bundle's "
+                       f"checkpoint of that size has root {head.root_hash.hex()}")
+
+    withheld: list[str] = []
+    # 1. every registry event of the log below the claim's size, proven
+    held = [e for e in bundle.registry if e.index < c.size]
+    check.registry_held = len(held)
+    proven = sum(1 for e in held if included(e))
+    if proven > c.registry:
+        return invalid(f"the bundle proves {proven} registry events below tree size "
+                       f"{c.size}, the claim counts {c.registry}: the signed claim is false")
+    if len(held) < c.registry:
+        withheld.append("registry events")
+        out.add("error", "registry_withheld",
+                f"the log held {c.registry} registry event(s) below tree size {c.size} (the "
+                f"exporter's signed claim), the bundle carries {len(held)}: "
+                f"{c.registry - len(held)} were left out, so gateways of the scope, key "
+                "changes or revocations may be hidden")
+    # 2. the scope's gateways: every one enrolled in the scope has a claim
+    claims = {g.gateway: g for g in c.gateways}
+    enrolled: dict[str, int] = {}
+    for e in held:
+        obj = parse_registry_event(e.data)
+        gw = obj.get("gw") if obj is not None else None
+        if isinstance(gw, str) and obj is not None and in_scope(bundle.scope, gw, obj):
+            enrolled.setdefault(gw, e.index)
+    for gw, index in sorted(enrolled.items()):
+        if gw not in claims:
+            withheld.append(gw)
+            summary_for(gw).completeness = "withheld"
+            out.add("error", "gateway_withheld",
+                    f"{gw} is enrolled in this scope (registry event at log index {index}), "
+                    "but the exporter's claim says nothing of its messages: its evidence was "
+                    "left out", gw)
+    for gw in claims:
+        if gw not in enrolled and len(held) == c.registry:
+            return invalid(f"it lists {gw}, which no registry event below tree size {c.size} "
+                           "enrolls in this scope")
+    # 3. per gateway: the run from just before to just after the period, all of it
+    s = bundle.scope
+    for gw, claim in sorted(claims.items()):
+        g = summary_for(gw)
+        g.claim = claim
+        msgs = sorted(x for x in present.get(gw, []) if x.log_index < c.size)
+        sure = [x for x in msgs if x.proven]
+        if claim.first_seq is None or claim.latest_seq is None or claim.from_seq is None \
+                or claim.to_seq is None:
+            if sure:
+                return invalid(f"it says the log holds no message of {gw} below tree size "
+                               f"{c.size}, and the bundle proves {len(sure)}")
+            g.completeness = "complete"
+            continue
+        lo, hi = claim.from_seq, claim.to_seq
+        if any(x.seq < claim.first_seq or x.seq > claim.latest_seq for x in sure):
+            return invalid(f"it says {gw}'s messages below tree size {c.size} have seq "
+                           f"{claim.first_seq}–{claim.latest_seq}, and the bundle proves others")
+        run = [x for x in msgs if lo <= x.seq <= hi]
+        if sum(1 for x in run if x.proven) > claim.count:
+            return invalid(f"it counts {claim.count} message(s) of {gw} in seq {lo}–{hi}, the "
+                           f"bundle proves {sum(1 for x in run if x.proven)}")
+        what = f"{claim.count} message(s) of {gw} in seq {lo}–{hi}"
+        if not run:
+            withheld.append(gw)
+            g.completeness = "withheld"
+            out.add("error", "gateway_withheld",
+                    f"the log holds {what} (the exporter's signed claim), the bundle none: the "
+                    "gateway's evidence for the period was left out", gw)
+            continue
+        cuts: dict[str, str] = {}
+        first_seq, first = run[0].seq, run[0].message
+        last_seq, last = run[-1].seq, run[-1].message
+        # the ends must lie outside the period, unless nothing comes before / after them; a
+        # message whose signature failed says nothing about time (and is its own finding)
+        if first_seq > lo:
+            cuts["start"] = (f"its messages start at seq {first_seq}"
+                             + (f" ({_fmt_time(first.first_time)})" if first else "")
+                             + f", the log's run at seq {lo}")
+        elif lo != claim.first_seq and first is not None and first.last_time >= s.start:
+            cuts["start"] = (f"its run starts at seq {lo}, sampled {_fmt_time(first.first_time)} "
+                             "inside the period, while the log holds earlier messages (from seq "
+                             f"{claim.first_seq})")
+        if last_seq < hi:
+            cuts["end"] = (f"its messages end at seq {last_seq}"
+                           + (f" ({_fmt_time(last.last_time)})" if last else "")
+                           + f", the log's run at seq {hi}")
+        elif hi != claim.latest_seq and last is not None and last.first_time <= s.end:
+            cuts["end"] = (f"its run ends at seq {hi}, sampled {_fmt_time(last.last_time)} "
+                           "inside the period, while the log holds later messages (to seq "
+                           f"{claim.latest_seq})")
+        missing = max(0, claim.count - len(run))
+        if cuts:
+            withheld.append(gw)
+            g.completeness = {"start": "head cut", "end": "tail cut"}.get(
+                next(iter(cuts)) if len(cuts) == 1 else "", "head and tail cut")
+            out.add("error", "period_cut",
+                    f"{gw}'s evidence does not reach the period's {' and '.join(cuts)}: "
+                    + "; ".join(cuts.values())
+                    + (f"; {missing} of the {what} are not in the bundle" if missing else "")
+                    + ". What happened there is withheld", gw)
+        elif missing:
+            withheld.append(gw)
+            g.completeness = "messages withheld"
+            gaps = [f"{a.seq + 1}–{b.seq - 1}" for a, b in itertools.pairwise(run)
+                    if b.seq > a.seq + 1]
+            out.add("error", "messages_withheld",
+                    f"the log holds {what} (the exporter's signed claim), the bundle {len(run)}: "
+                    f"{missing} were left out"
+                    + (f" (among the missing seq {', '.join(gaps[:5])}"
+                       + (", …" if len(gaps) > 5 else "") + ")" if gaps else ""), gw)
+        else:
+            g.completeness = "complete"
+    if withheld:
+        check.status = "withheld"
+        check.detail = ("evidence was left out: " + ", ".join(dict.fromkeys(withheld))
+                        + " (see the findings)")
+    else:
+        check.status = "complete"
+    return check
 
 
 class MessageCounts(Protocol):
@@ -1175,10 +1503,12 @@ def _analyse_gateway(
     opts: VerifyOptions,
     now: float,
     unproven: int,
+    enrolled_here: bool = False,
 ) -> None:
     gw = g.gateway
     s = bundle.scope
-    if (s.farm and g.farm not in (None, s.farm)) or (s.field and g.field not in (None, s.field)):
+    if not enrolled_here and ((s.farm and g.farm not in (None, s.farm))
+                              or (s.field and g.field not in (None, s.field))):
         out.add("warning", "out_of_scope",
                 f"{gw} is enrolled for farm {g.farm!r} field {g.field!r}, outside the bundle's "
                 f"scope (farm {s.farm!r} field {s.field!r})", gw)
@@ -1197,12 +1527,19 @@ def _analyse_gateway(
     count_messages(g, msgs)
     if not msgs:
         return
+    claimed = g.completeness == "complete" and g.claim is not None
     for gap in g.gaps:
+        inside = (claimed and g.claim is not None and g.claim.from_seq is not None
+                  and g.claim.to_seq is not None
+                  and g.claim.from_seq < gap.first_missing <= gap.last_missing < g.claim.to_seq)
+        why = ("the log itself lacks them (the exporter's signed claim counts every message of "
+               "this run, and the bundle holds them all): lost or never sent, not withheld "
+               "from this bundle" if inside else
+               "lost, never sent, or withheld — the evidence cannot tell which")
         out.add("warning", "sequence_gap",
-                    f"{gw} is missing seq {gap.first_missing}–{gap.last_missing} ({gap.size} "
+                f"{gw} is missing seq {gap.first_missing}–{gap.last_missing} ({gap.size} "
                 f"message(s)) between {_fmt_time(gap.after_time)} and "
-                f"{_fmt_time(gap.before_time)}: lost, never sent, or withheld — the evidence "
-                "cannot tell which", gw)
+                f"{_fmt_time(gap.before_time)}: {why}", gw)
     outside = [m for m in msgs if not m.anchored]
     g.outside_anchored = len(outside)
     if outside:

@@ -23,6 +23,7 @@ from fieldproof.formats.bundle import (
     decode_bundle,
     encode_bundle,
 )
+from fieldproof.wire import parse_sign1, payload_from_cbor
 from inspector.verify import verify_bundle
 from tests.support.bundles import Farm, rewrite
 
@@ -57,19 +58,37 @@ def test_export_reads_back_exactly(farm: Farm, data: bytes) -> None:
     assert b.origin == farm.config.log_origin
     assert b.vkey == farm.vkey
     assert b.scope.farm == "farm-a" and b.scope.field is None
-    assert len(b.messages) == 28  # 12 + 12 + 4 of farm-a; farm-b stays out
-    assert len(b.registry) == 2
+    assert len(b.messages) == 28  # 12 + 12 + 4 of farm-a; farm-b's messages stay out
+    # every registry event of the log below the claim's size (farm-b's too), so the verifier
+    # can count them; the claim speaks of the newest checkpoint
+    assert len(b.registry) == 3
     assert [e.index for e in b.messages] == sorted(e.index for e in b.messages)
     assert len(b.checkpoints) == 2 and len(b.consistency) == 1
+    c = b.completeness
+    assert b.version == 2 and c is not None
+    assert c.size == farm.evidence.latest().checkpoint.size  # type: ignore[union-attr]
+    assert c.registry == 3 and c.scope == b.scope
+    a, south = farm.gateways[0].gateway, farm.gateways[1].gateway
+    assert {g.gateway: (g.first_seq, g.latest_seq, g.from_seq, g.to_seq, g.count)
+            for g in c.gateways} == {a: (1, 16, 1, 16, 16), south: (1, 12, 1, 12, 12)}
     stored = {bytes(r[0]) for r in farm.db.execute("SELECT entry FROM fp_log_entries")}
     assert all(e.data in stored for e in b.messages)  # exact bytes, as logged
 
 
 def test_period_and_field_select_messages(farm: Farm) -> None:
+    """The period's messages (seq 3..6, sampled T0+120..T0+300) and the gateway's neighbours
+    just outside it (seq 2 and 7), so a cut head or tail shows."""
     b, stats = build_bundle(farm.config, farm="farm-a", field="south", gateway=None,
                             start=T0 + 120, end=T0 + 300)
-    assert stats.messages == 4 and len(stats.gateways) == 1
-    assert {e.index for e in b.registry} == {1}
+    assert stats.messages == 6 and len(stats.gateways) == 1
+    south = farm.gateways[1]
+    assert sorted(payload_from_cbor(parse_sign1(e.data).payload).seq
+                  for e in b.messages) == [2, 3, 4, 5, 6, 7]
+    assert {e.index for e in b.registry} == {0, 1, 2}
+    assert b.completeness is not None
+    (claim,) = b.completeness.gateways
+    assert (claim.gateway, claim.first_seq, claim.latest_seq, claim.from_seq, claim.to_seq,
+            claim.count) == (south.gateway, 1, 12, 2, 7, 6)
     with pytest.raises(ExportError, match="no gateway is enrolled"):
         build_bundle(farm.config, farm="nowhere", field=None, gateway=None, start=0, end=1)
     with pytest.raises(ExportError, match="starts after"):
@@ -104,8 +123,32 @@ def _tag(tag: int, value: Any) -> Callable[[dict[str, Any]], None]:
     return _set(("created",), cbor2.CBORTag(tag, value))
 
 
+def _claim(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    """Change the completeness claim's CBOR (the signature is not the decoder's business)."""
+    def change(o: dict[str, Any]) -> None:
+        claim = cbor2.loads(o["completeness"]["claim"])
+        edit(claim)
+        o["completeness"]["claim"] = cbor2.dumps(claim, canonical=True)
+    return change
+
+
+def _v1_with_claim(o: dict[str, Any]) -> None:
+    o["version"] = 1
+
+
 HOSTILE: dict[str, Callable[[dict[str, Any]], None]] = {
-    "future version": _set(("version",), 2),
+    "future version": _set(("version",), 3),
+    "version 1 with a completeness claim": _v1_with_claim,
+    "version 2 without its claim": lambda o: o.pop("completeness"),
+    "claim not CBOR": _set(("completeness", "claim"), b"\xff\x00"),
+    "claim of another type": _claim(lambda c: c.__setitem__("t", "something/else")),
+    "claim with an extra field": _claim(lambda c: c.__setitem__("x", 1)),
+    "claim gateway not an id": _claim(lambda c: c["gateways"][0].__setitem__(0, "north")),
+    "claim gateways unsorted": _claim(lambda c: c["gateways"].reverse()),
+    "claim from after to": _claim(lambda c: c["gateways"][0].__setitem__(3, 99)),
+    "claim counts too many": _claim(lambda c: c["gateways"][0].__setitem__(5, 10**6)),
+    "claim half empty": _claim(lambda c: c["gateways"][0].__setitem__(1, None)),
+    "claim size zero": _claim(lambda c: c.__setitem__("size", 0)),
     "other format": _set(("format",), "something/else"),
     "unknown field": _set(("extra",), 1),
     "missing scope": lambda o: o.pop("scope"),

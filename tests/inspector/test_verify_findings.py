@@ -180,7 +180,9 @@ def test_duplicate_sequence_number(farm: Farm, node: ThorNode) -> None:
     farm.checkpoint()
     anchor_thor(farm, node.url, node.mine)
     r = verify(farm, node)
-    assert r.codes("error") == {"duplicate_seq"}
+    # the side door also put seq 10**6 in the collector's table, so the exporter's claim says
+    # the log's run goes on to seq 10**6, which the bundle (rightly) cannot show
+    assert r.codes("error") == {"duplicate_seq", "period_cut"}
     assert r.gateways[0].verified_messages == 3
 
 

@@ -6,7 +6,10 @@ can run on these machines; the double implements the REST contract of
 shared/reference/thor-rest-api.yaml and rejects bad chainTag, signature, expired blockRef and
 insufficient energy as a node does). The run is built once for the module.
 
-Each tampering is caught with its own finding; the untouched bundle passes.
+Each tampering is caught with its own finding; the untouched bundle passes. That includes
+withholding (issue 13, finding 3): a gateway dropped entirely, the last third or the first
+messages of a gateway dropped, one message taken out — each fails with its completeness finding
+(docs/bundle.md §4a).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from fieldproof.formats.anchor_record import AnchorRecord
 from fieldproof.formats.bundle import decode_bundle, encode_bundle
 from fieldproof.formats.checkpoint import Checkpoint, sign_checkpoint
 from fieldproof.formats.note import generate_key
-from fieldproof.formats.registry_event import registry_event
+from fieldproof.formats.registry_event import parse_registry_event, registry_event
 from fieldproof.keys import load_key_file
 from fieldproof.wire import (
     COSE_SIGN1_TAG,
@@ -196,6 +199,9 @@ def test_untouched_bundle_passes_on_both_chains(run: RealRun) -> None:
                        if a.checked)
             assert {g.farm for g in r.gateways} == {FARM}
             assert all(g.gaps == [] for g in r.gateways)
+            assert r.completeness.status == "complete"
+            assert sorted(r.completeness.gateways) == sorted(run.gateway_keys)
+            assert all(g.completeness == "complete" for g in r.gateways)
     finally:
         honest_thor.close()
         honest_evm.close()
@@ -235,6 +241,8 @@ def test_edit_one_reading(run: RealRun) -> None:
 
 
 def test_drop_one_message(run: RealRun) -> None:
+    """A gap alone is not proof of tampering; against the exporter's signed claim that the
+    run is complete, it is."""
     pos, _, raw = _message(run, 1, 4)
     seq = payload_from_cbor(parse_sign1(raw).payload).seq
 
@@ -242,11 +250,75 @@ def test_drop_one_message(run: RealRun) -> None:
         del o["messages"][pos]
 
     r = run.verify(rewrite(run.data, drop))
-    assert r.verdict == "warn"  # a gap is not proof of tampering, but it is shown
-    assert r.codes() - {"anchors_not_checked"} == {"sequence_gap"}
+    assert r.verdict == "fail"
+    assert _errors(r) == {"messages_withheld"}
+    assert r.codes("warning") == {"sequence_gap"}  # still shown where it is
     (gap,) = [g for x in r.gateways for g in x.gaps]
     assert (gap.first_missing, gap.last_missing) == (seq, seq)
     assert gap.after_time < gap.before_time
+    (f,) = [f for f in r.findings if f.code == "messages_withheld"]
+    assert f"{seq}–{seq}" in f.message
+
+
+def _gateway_seqs(run: RealRun, gateway_no: int) -> tuple[str, list[int]]:
+    gw = sorted(run.gateway_keys)[gateway_no]
+    seqs = sorted(p.seq for p in (payload_from_cbor(parse_sign1(e.data).payload)
+                                  for e in decode_bundle(run.data).messages) if p.gateway == gw)
+    return gw, seqs
+
+
+def _drop_messages(run: RealRun, gw: str, drop: set[int]) -> bytes:
+    """The bundle without the messages of ``gw`` whose seq is in ``drop`` (nothing re-signed)."""
+    def kept(raw: bytes) -> bool:
+        p = payload_from_cbor(parse_sign1(raw).payload)
+        return p.gateway != gw or p.seq not in drop
+
+    def edit(o: dict[str, Any]) -> None:
+        o["messages"] = [m for m in o["messages"] if kept(m[1])]
+    return rewrite(run.data, edit)
+
+
+def test_drop_one_gateway_entirely(run: RealRun) -> None:
+    """Its enrollment and all its messages, as if it never existed: the registry count and
+    the claim's record for it both show it."""
+    gw, _ = _gateway_seqs(run, 1)
+
+    def edit(o: dict[str, Any]) -> None:
+        o["registry"] = [e for e in o["registry"]
+                         if (parse_registry_event(e[1]) or {}).get("gw") != gw]
+
+    bad = rewrite(_drop_messages(run, gw, set(range(10**6))), edit)
+    assert len(decode_bundle(bad).registry) == len(decode_bundle(run.data).registry) - 1
+    for chain in ("thor", "evm"):
+        r = run.verify(bad, chain=chain)
+        assert r.verdict == "fail"
+        assert _errors(r) == {"registry_withheld", "gateway_withheld"}
+        assert r.completeness.status == "withheld"
+        assert any(f.gateway == gw for f in r.findings if f.code == "gateway_withheld")
+        other = next(g for g in r.gateways if g.gateway != gw)
+        assert other.completeness == "complete" and other.verified_messages > 0
+
+
+def test_drop_the_last_third_of_a_gateway(run: RealRun) -> None:
+    gw, seqs = _gateway_seqs(run, 0)
+    tail = set(seqs[len(seqs) * 2 // 3:])
+    r = run.verify(_drop_messages(run, gw, tail))
+    assert r.verdict == "fail"
+    assert _errors(r) == {"period_cut"}
+    (f,) = [f for f in r.findings if f.code == "period_cut"]
+    assert f.gateway == gw and "period's end" in f.message
+    assert next(g for g in r.gateways if g.gateway == gw).completeness == "tail cut"
+    assert len(r.messages) == run.accepted_messages - len(tail)
+
+
+def test_drop_the_first_messages_of_a_gateway(run: RealRun) -> None:
+    gw, seqs = _gateway_seqs(run, 1)
+    r = run.verify(_drop_messages(run, gw, set(seqs[:5])))
+    assert r.verdict == "fail"
+    assert _errors(r) == {"period_cut"}
+    (f,) = [f for f in r.findings if f.code == "period_cut"]
+    assert f.gateway == gw and "period's start" in f.message
+    assert next(g for g in r.gateways if g.gateway == gw).completeness == "head cut"
 
 
 def test_reorder_two_messages(run: RealRun) -> None:
@@ -535,7 +607,9 @@ def test_report_html_and_pdf(run: RealRun, tmp_path: Path) -> None:
     r = run.verify(dropped)
     files = write_report(r, tmp_path / "report.html", pdf=True)
     page = files.html.read_text()
-    assert 'data-verdict="warn"' in page and "#b35900" in page
+    # withheld against the signed completeness claim: a failing report that says so
+    assert 'data-verdict="fail"' in page and "#cf222e" in page
+    assert "messages_withheld" in page and "MESSAGES WITHHELD" in page
     assert page.count('<svg class="chart"') == 10  # 5 quantities x 2 fields
     assert page.count('class="gap"') == 5  # the dropped message, on each chart of its field
     for tx in run.thor_txs:
