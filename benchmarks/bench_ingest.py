@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import statistics
@@ -18,6 +19,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+
+import httpx  # noqa: E402
 
 from benchmarks import workload as wl  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
@@ -69,14 +72,19 @@ def ingest_run(
     timeout: float = 600.0,
     profile: bool = False,
     variant: str = "",
+    api: str = "v1",
 ) -> dict[str, Any]:
     """One timed run on a fresh broker, fresh collector databases and a fresh InfluxDB
-    database. ``kind`` is "collector" or "bridge"."""
+    database. ``kind`` is "collector" or "bridge". ``api`` is the collector's ``[influx] api``:
+    "v1" (``/write``) or "v2" (``/api/v2/write`` through influxdb-client, the database as the
+    bucket: InfluxDB 1.8+); the bridge always writes through ``/write``."""
+    if api != "v1" and kind != "collector":
+        raise ValueError("only the collector writes through the v2 API")
     busy_before = env.wait_quiet()
     rdir = env.next_dir(f"{kind}{procs}")
     broker = Mosquitto(rdir / "mosquitto")
     broker.start()
-    database = f"bench_{env.runs_done}"
+    database = f"bench_{env.runs_done}" + ("" if api == "v1" else f"_{api}")
     n = limit or len(w.messages)
     kids: list[subprocess.Popen[bytes]] = []
     result: dict[str, Any] = {
@@ -88,6 +96,7 @@ def ingest_run(
         "rate_offered": rate,
         "busy_cores_before": busy_before,
         "variant": variant,
+        "api": api,
     }
     bridge_state: dict[str, Any] = {
         "ready": set(),
@@ -105,6 +114,8 @@ def ingest_run(
                     broker.port,
                     env.influx.url,
                     database,
+                    api=api,
+                    token_env=_token_env(env) if api == "v2" else None,
                 )
                 cfg = load_collector_config(cpath)
                 wl.register(cfg, w.gateways, w.public_keys)
@@ -286,6 +297,7 @@ def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
     out["runs"] = len(runs)
     out["variant"] = runs[0].get("variant", "")
+    out["api"] = runs[0].get("api", "v1")
     out["complete_runs"] = sum(1 for r in runs if r.get("complete"))
     for key in (
         "msgs_per_s",
@@ -312,15 +324,37 @@ def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+INGEST_GATEWAYS = 200
+
+
+def ingest_plans(quick: bool) -> list[tuple[int, int]]:
+    """(readings per message, messages) of the ingest workloads."""
+    return [
+        (1, 15_000 if quick else 120_000),
+        (10, 3_000 if quick else 30_000),
+    ]
+
+
+TOKEN_ENV = "FIELDPROOF_BENCH_INFLUX_TOKEN"
+
+
+def _token_env(env: Env) -> str | None:
+    """The variable naming the v2 token for collectors started by ``env``: set in this
+    process's environment (children inherit it) when the server wants a token (InfluxDB 1.8
+    with auth: ``user:password``); None without auth, so no token is sent."""
+    token = getattr(env.influx, "token", "")
+    if not token:
+        return None
+    os.environ[TOKEN_ENV] = token
+    return TOKEN_ENV
+
+
 def run_ingest(
     env: Env, results: dict[str, Any], quick: bool, runs: int, only: set[str]
 ) -> float | None:
     cache = env.work / "workloads"
-    gateways = 200
-    plans: list[tuple[int, int]] = [
-        (1, 15_000 if quick else 120_000),
-        (10, 3_000 if quick else 30_000),
-    ]
+    gateways = INGEST_GATEWAYS
+    plans = ingest_plans(quick)
     summaries = []
     ratios = []
     capacity_r1: float | None = None
@@ -409,3 +443,73 @@ def run_ingest(
             results.setdefault("profiles", {})[str(readings)] = r.get("profile")
     results["ingest"] = {"gateways": gateways, "summaries": summaries, "ratios": ratios}
     return capacity_r1
+
+
+def _server_version(url: str) -> str:
+    try:
+        r = httpx.get(f"{url}/ping", timeout=5)
+    except httpx.HTTPError as exc:
+        return f"? ({type(exc).__name__})"
+    return str(r.headers.get("X-Influxdb-Version", "?"))
+
+
+def run_influx_api(env: Env, quick: bool, runs: int) -> dict[str, Any]:
+    """The same collector ingest workload (1 and 10 readings per message, one collector
+    process, the ingest section's message counts) written through the v1 API (``/write``)
+    and through the v2 API (``/api/v2/write`` via influxdb-client) of ONE InfluxDB server
+    (``env.influx``, an InfluxDB 1.8 that has both), each run into its own fresh database.
+    The two APIs alternate run by run (v1 v2, then v2 v1, ...) so a drifting machine load
+    does not favour one; figures are medians over ``runs`` runs per API."""
+    cache = env.work / "workloads"
+    gateways = INGEST_GATEWAYS
+    out: dict[str, Any] = {
+        "server": type(env.influx).__name__,
+        "server_version": _server_version(env.influx.url),
+        "server_auth": bool(getattr(env.influx, "token", "")),
+        "gateways": gateways,
+        "summaries": [],
+        "comparisons": [],
+    }
+    for readings, n in ingest_plans(quick):
+        log(f"signing {n:,} messages of {readings} reading(s) for {gateways} gateways")
+        w, wpath = wl.build("ingest", gateways, n, readings, 60.0, cache_dir=cache)
+        by_api: dict[str, list[dict[str, Any]]] = {"v1": [], "v2": []}
+        for i in range(runs):
+            order = ("v1", "v2") if i % 2 == 0 else ("v2", "v1")
+            for api in order:
+                log(
+                    f"influx-api: collector x1 via {api}, {readings} reading(s)/msg,"
+                    f" run {i + 1}/{runs}"
+                )
+                r = ingest_run(env, w, wpath, kind="collector", procs=1, api=api)
+                by_api[api].append(r)
+                log(f"   -> {fmt(r.get('msgs_per_s'))} msgs/s")
+        sums: dict[str, dict[str, Any]] = {}
+        for api, rs in by_api.items():
+            s = summarise_runs(rs)
+            s["detail"] = rs
+            sums[api] = s
+            out["summaries"].append(s)
+        v1, v2 = sums["v1"], sums["v2"]
+
+        def ratio(a: float | None, b: float | None) -> float | None:
+            return a / b if a and b else None
+
+        c1 = v1["cpu_us_per_msg"].get("collector0")
+        c2 = v2["cpu_us_per_msg"].get("collector0")
+        i1 = v1["cpu_us_per_msg"].get("influxd")
+        i2 = v2["cpu_us_per_msg"].get("influxd")
+        out["comparisons"].append(
+            {
+                "readings_per_message": readings,
+                "messages": n,
+                "v2_over_v1_msgs_per_s": ratio(v2["msgs_per_s"], v1["msgs_per_s"]),
+                "v2_over_v1_readings_per_s": ratio(v2["readings_per_s"], v1["readings_per_s"]),
+                "v2_over_v1_collector_cpu_us_per_msg": ratio(c2, c1),
+                "v2_minus_v1_collector_cpu_us_per_msg": (c2 - c1)
+                if c1 is not None and c2 is not None
+                else None,
+                "v2_over_v1_influxd_cpu_us_per_msg": ratio(i2, i1),
+            }
+        )
+    return out

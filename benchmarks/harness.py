@@ -106,10 +106,29 @@ def system_cpu() -> tuple[float, float]:
 
 
 def write_collector_config(
-    cdir: Path, cid: str, port: int, influx_url: str, database: str, share_group: str = "bench"
+    cdir: Path,
+    cid: str,
+    port: int,
+    influx_url: str,
+    database: str,
+    share_group: str = "bench",
+    *,
+    api: str = "v1",
+    token_env: str | None = None,
 ) -> Path:
+    """A collector config writing to ``database``: through ``/write`` (``api="v1"``) or through
+    ``/api/v2/write`` (``api="v2"``, bucket = ``database``; ``token_env`` names the variable
+    holding the token, none sent without it: InfluxDB 1.8 without auth)."""
+    if api not in ("v1", "v2"):
+        raise ValueError(f"api must be 'v1' or 'v2', not {api!r}")
     cdir.mkdir(parents=True, exist_ok=True)
     path = cdir / "collector.toml"
+    if api == "v1":
+        influx = f'api = "v1"\nurl = "{influx_url}"\ndatabase = "{database}"\n'
+    else:
+        influx = f'api = "v2"\nurl = "{influx_url}"\nbucket = "{database}"\n'
+        if token_env:
+            influx += f'token_env = "{token_env}"\n'
     path.write_text(
         f"""collector_id = "{cid}"
 data_dir = "{cdir}"
@@ -120,10 +139,7 @@ host = "127.0.0.1"
 port = {port}
 
 [influx]
-api = "v1"
-url = "{influx_url}"
-database = "{database}"
-"""
+{influx}"""
     )
     return path
 
@@ -135,6 +151,9 @@ class Env:
     py_spy: str | None
     quiet_wait_s: float = 60.0
     runs_done: int = 0
+    #: part of every run directory's name: two Envs sharing ``work`` (one per InfluxDB
+    #: server) never pick the same directory
+    tag: str = ""
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def wait_quiet(self, threshold: float = 0.3) -> float:
@@ -154,7 +173,7 @@ class Env:
 
     def next_dir(self, label: str) -> Path:
         self.runs_done += 1
-        d = self.work / f"run{self.runs_done:03d}-{label}"
+        d = self.work / f"run{self.tag}{self.runs_done:03d}-{label}"
         d.mkdir(parents=True)
         return d
 

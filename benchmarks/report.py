@@ -112,6 +112,7 @@ def markdown(res: dict[str, Any]) -> str:
                 " figures are lower than on an idle machine.",
                 "",
             ]
+    lines += _influx_api(res.get("influx_api"))
     for readings, prof in (res.get("profiles") or {}).items():
         if not prof or "inclusive_percent" not in prof:
             continue
@@ -250,3 +251,58 @@ def markdown(res: dict[str, Any]) -> str:
     elif lg:
         lines += ["## Evidence log", "", f"not measured: {lg.get('error')}", ""]
     return "\n".join(lines)
+
+
+def _influx_api(ia: dict[str, Any] | None) -> list[str]:
+    """The v1-vs-v2 write API table (run.py --only influx-api)."""
+    if not ia:
+        return []
+    lines = [
+        "## Collector ingest: InfluxDB v1 API vs v2 API, same server",
+        "",
+        f"One {ia.get('server', 'InfluxDB')} {ia.get('server_version', '?')}"
+        f" ({'auth on' if ia.get('server_auth') else 'no auth'}), the same collector ingest"
+        ' workload written once through `[influx] api = "v1"` (`/write`, httpx) and once'
+        ' through `api = "v2"` (`/api/v2/write`, influxdb-client, bucket = database), each'
+        " run into its own database; 1 collector process, "
+        f"{ia['gateways']} gateway ids, messages pre-signed, runs alternating v1/v2."
+        " Throughput = messages / (last receipt − first publish), median of the runs.",
+        "",
+        "| readings/msg | messages | API | msgs/s | readings/s | collector CPU µs/msg"
+        " | influxd CPU µs/msg | runs: msgs/s | stored = sent |",
+        "|---:|---:|---|---:|---:|---:|---:|---|---|",
+    ]
+    for s in ia["summaries"]:
+        cpu = s["cpu_us_per_msg"]
+        ok = s["all_points_stored"] and s.get("all_accepted_once", True)
+        lines.append(
+            f"| {s['readings_per_message']} | {s['messages']:,} | {s.get('api', 'v1')} |"
+            f" {fmt(s['msgs_per_s'])} | {fmt(s['readings_per_s'])} |"
+            f" {fmt(cpu.get('collector0'))} | {fmt(cpu.get('influxd'))} |"
+            f" {', '.join(fmt(x) for x in s['msgs_per_s_all'])} | {'yes' if ok else 'NO'} |"
+        )
+    lines += [
+        "",
+        "| readings/msg | v2/v1 msgs/s | v2/v1 readings/s | v2/v1 collector CPU µs/msg"
+        " (v2 − v1) | v2/v1 influxd CPU µs/msg |",
+        "|---:|---:|---:|---|---:|",
+    ]
+    for c in ia["comparisons"]:
+        lines.append(
+            f"| {c['readings_per_message']} | {fmt(c['v2_over_v1_msgs_per_s'], '{:.2f}')} |"
+            f" {fmt(c['v2_over_v1_readings_per_s'], '{:.2f}')} |"
+            f" {fmt(c['v2_over_v1_collector_cpu_us_per_msg'], '{:.2f}')}"
+            f" ({fmt(c['v2_minus_v1_collector_cpu_us_per_msg'], '{:+,.0f}')} µs) |"
+            f" {fmt(c['v2_over_v1_influxd_cpu_us_per_msg'], '{:.2f}')} |"
+        )
+    lines.append("")
+    other = [s.get("other_load_cores") for s in ia["summaries"]]
+    if any(o and o > 0.1 for o in other):
+        lines += [
+            "Other processes on the machine took up to "
+            f"{max(o or 0 for o in other):.2f} cores during these runs (shared machine):"
+            " figures are lower than on an idle machine, and a v2/v1 ratio within the"
+            " run-to-run spread is no difference.",
+            "",
+        ]
+    return lines

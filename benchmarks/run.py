@@ -17,7 +17,11 @@ Starts its own Mosquitto and InfluxDB on loopback (fieldproof.services), then me
 * a scale curve: 10 … 10,000 gateways at a 60 s interval, then 10,000 gateways at shorter
   intervals until the collector saturates;
 * the evidence-log benchmark (benchmarks/bench_log.py);
-* with --profile (default in full mode), a py-spy profile of a saturated collector.
+* with --profile (default in full mode), a py-spy profile of a saturated collector;
+* InfluxDB write API (``influx-api``): the same collector ingest (1 collector, 1 and 10
+  readings per message) through the v1 API (``/write``) and through the v2 API
+  (``/api/v2/write``, influxdb-client) of one InfluxDB 1.8 (fieldproof.services.InfluxDB18,
+  built by scripts/peers), each run into its own database, and the v2/v1 ratios.
 
 Writes ``results.json`` and ``results.md`` into --out. ``--quick`` is a < 3 minute sanity run
 with small counts and one run per figure; its numbers are noisy."""
@@ -39,11 +43,14 @@ sys.path.insert(0, str(ROOT))
 
 
 from benchmarks.bench_fleet import bench_gateway, bench_log, bench_scale, bench_verifier  # noqa: E402
-from benchmarks.bench_ingest import run_ingest  # noqa: E402
+from benchmarks.bench_ingest import run_influx_api, run_ingest  # noqa: E402
 from benchmarks.bench_rates import bench_verify  # noqa: E402
 from benchmarks.harness import BENCH, Env, find_py_spy, machine, section  # noqa: E402
 from benchmarks.report import markdown  # noqa: E402
-from fieldproof.services import InfluxDB  # noqa: E402
+from fieldproof.services import InfluxDB, InfluxDB18, ServiceError  # noqa: E402
+
+# sections that write through the Debian InfluxDB (1.x) the harness starts
+NEEDS_INFLUX = {"ingest", "profile", "gateway", "scale"}
 
 
 def main() -> None:
@@ -56,7 +63,7 @@ def main() -> None:
     ap.add_argument(
         "--only",
         default="",
-        help="comma list: verify,ingest,profile,gateway,scale,log,verifier",
+        help="comma list: verify,ingest,profile,gateway,scale,log,verifier,influx-api",
     )
     ap.add_argument(
         "--profile",
@@ -68,7 +75,8 @@ def main() -> None:
     args = ap.parse_args()
     quick = args.quick
     runs = args.runs or (1 if quick else 3)
-    only = set(filter(None, args.only.split(","))) or {
+    explicit = set(filter(None, args.only.split(",")))
+    only = explicit or {
         "verify",
         "ingest",
         "profile",
@@ -76,6 +84,7 @@ def main() -> None:
         "scale",
         "log",
         "verifier",
+        "influx-api",
     }
     if args.profile is False or (args.profile is None and quick):
         only.discard("profile")
@@ -85,18 +94,32 @@ def main() -> None:
     results: dict[str, Any] = {"quick": quick, "runs_per_figure": runs, "machine": machine()}
     errors: list[str] = []
     results["errors"] = errors
-    influx = InfluxDB(work / "influxdb")
-    env = Env(work, influx, find_py_spy(), quiet_wait_s=0.0 if quick else 60.0)
-    if "profile" in only and env.py_spy is None:
+    quiet_wait_s = 0.0 if quick else 60.0
+    py_spy = find_py_spy()
+    influx = InfluxDB(work / "influxdb") if only & NEEDS_INFLUX else None
+    env = Env(work, influx, py_spy, quiet_wait_s=quiet_wait_s) if influx else None
+    if "profile" in only and py_spy is None:
         errors.append("profile: py-spy not found (pip install py-spy)")
         only.discard("profile")
+    influx18: InfluxDB18 | None = None
+    if "influx-api" in only:
+        try:
+            influx18 = InfluxDB18(work / "influxdb18")
+        except ServiceError as exc:  # scripts/peers has not built influxd 1.8
+            only.discard("influx-api")
+            if "influx-api" in explicit:
+                errors.append(f"influx-api: {exc}")
+            else:
+                results["skipped"] = {"influx-api": str(exc)}
+                print(f"skipping influx-api: {exc}", file=sys.stderr)
 
     def save() -> None:
         (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
         (args.out / "results.md").write_text(markdown(results))
 
     try:
-        influx.start()
+        if influx is not None:
+            influx.start()
         if "verify" in only:
             with section("verify", results, errors):
                 results["verify"] = bench_verify(runs if not quick else 1, 1.0 if quick else 2.0)
@@ -104,14 +127,29 @@ def main() -> None:
         capacity: float | None = None
         if "ingest" in only or "profile" in only:
             with section("ingest", results, errors):
+                assert env is not None
                 capacity = run_ingest(env, results, quick, runs, only)
+                save()
+        if influx18 is not None:
+            with section("influx-api", results, errors):
+                # its own server and Env; same work directory, so the signed workloads of
+                # the ingest section are reused
+                env18 = Env(work, influx18, py_spy, quiet_wait_s=quiet_wait_s, tag="i18-")
+                try:
+                    influx18.start()
+                    results["influx_api"] = run_influx_api(env18, quick, runs)
+                finally:
+                    env18.kill_all()
+                    influx18.stop()
                 save()
         if "gateway" in only:
             with section("gateway", results, errors):
+                assert env is not None
                 results["gateway"] = bench_gateway(env, quick)
                 save()
         if "scale" in only:
             with section("scale", results, errors):
+                assert env is not None
                 results["scale"] = bench_scale(env, quick, capacity)
                 save()
         if "verifier" in only:
@@ -123,8 +161,12 @@ def main() -> None:
                 results["log"] = bench_log(quick, work / "bench_log.json")
                 save()
     finally:
-        env.kill_all()
-        influx.stop()
+        if env is not None:
+            env.kill_all()
+        if influx is not None:
+            influx.stop()
+        if influx18 is not None:
+            influx18.stop()
         results["total_seconds"] = round(time.monotonic() - started, 1)
         results["machine"]["loadavg_at_end"] = os.getloadavg()
         save()
