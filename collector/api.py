@@ -53,6 +53,7 @@ import click
 from collector.api_tokens import ApiToken, TokenFile, tokens_path
 from fieldproof.config import CollectorConfig
 from fieldproof.errors import FieldproofError
+from fieldproof.formats.tiles import TileError, entries_path, parse_path, tile_path
 
 log = logging.getLogger("fieldproof.collector.api")
 
@@ -79,6 +80,10 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+
+
+#: where the log's public tiles are served (C2SP tlog-tiles prefix)
+TILES_PREFIX = "/tiles/"
 
 
 class ApiError(FieldproofError):
@@ -129,9 +134,7 @@ def _time(value: object, what: str) -> float:
             t = math.inf
         shown = "the number given" if isinstance(value, int) else repr(t)
     if not math.isfinite(t):
-        raise BadRequest(
-            f"{what} must be a finite time (Unix seconds or ISO 8601), not {shown}"
-        )
+        raise BadRequest(f"{what} must be a finite time (Unix seconds or ISO 8601), not {shown}")
     if not MIN_TIME <= t <= MAX_TIME:
         raise BadRequest(
             f"{what} must lie between 1970-01-01 and 9999-12-31 (Unix seconds 0 to "
@@ -250,6 +253,7 @@ class InspectorServer:
         self.nodes = nodes
         self.chain = chain or (anchor.chain if anchor.chain != "none" else None)
         self.tokens = TokenFile(tokens_path(config))
+        self.tiles_dir = config.data_dir / "tiles"
         self.tokens.load()  # a broken or world-readable token file stops the start
         _assets()
         self._verify_lock = threading.Lock()
@@ -406,13 +410,18 @@ def _handler(app: InspectorServer) -> type[BaseHTTPRequestHandler]:
             log.debug("%s %s", self.address_string(), format % args)
 
         def _send(
-            self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None
+            self,
+            status: int,
+            body: bytes,
+            ctype: str,
+            extra: dict[str, str] | None = None,
+            cache: str = "no-store",
         ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Cache-Control", "no-store")
+            self.send_header("Cache-Control", cache)
             self.send_header("Content-Security-Policy", CSP)
             self.send_header("X-Frame-Options", "DENY")
             self.send_header("Referrer-Policy", "no-referrer")
@@ -531,6 +540,15 @@ def _handler(app: InspectorServer) -> type[BaseHTTPRequestHandler]:
                 if not self.path.startswith("/"):
                     raise BadRequest("the request target must be a path")
                 self._check_host()
+                if path.startswith(TILES_PREFIX):
+                    if method != "GET":
+                        raise ApiError(
+                            HTTPStatus.METHOD_NOT_ALLOWED,
+                            "tiles are read with GET",
+                            {"Allow": "GET"},
+                        )
+                    self._tile(path[len(TILES_PREFIX) :])
+                    return
                 asset = _assets().get(path)
                 route = _Route("GET", False) if asset is not None else _ROUTES.get(path)
                 if route is None:
@@ -539,8 +557,7 @@ def _handler(app: InspectorServer) -> type[BaseHTTPRequestHandler]:
                     raise ApiError(
                         HTTPStatus.METHOD_NOT_ALLOWED,
                         f"{path} takes {route.method} only"
-                        + (" with the parameters as a JSON body" if route.method == "POST"
-                           else ""),
+                        + (" with the parameters as a JSON body" if route.method == "POST" else ""),
                         {"Allow": route.method},
                     )
                 if asset is not None:
@@ -565,9 +582,40 @@ def _handler(app: InspectorServer) -> type[BaseHTTPRequestHandler]:
                 log.exception("inspector API: error %s on %s %s", error_id, method, path)
                 self._json(
                     HTTPStatus.INTERNAL_SERVER_ERROR,
-                    {"error": f"internal error {error_id}: the operator finds it in the "
-                              "collector's log", "id": error_id},
+                    {
+                        "error": f"internal error {error_id}: the operator finds it in the "
+                        "collector's log",
+                        "id": error_id,
+                    },
                 )
+
+        def _tile(self, rel: str) -> None:
+            """The log's public tiles (C2SP tlog-tiles, docs/evidence-log.md §8), read-only
+            from ``<data_dir>/tiles``. Hash tiles and the checkpoint reveal sizes and timing,
+            not readings: public. Entry bundles hold every farm's data: an all-farms token."""
+            if rel == "checkpoint":
+                name = "checkpoint"
+                ctype, cache = "text/plain; charset=utf-8", "no-cache, max-age=0"
+            else:
+                try:
+                    level, index, width = parse_path(rel)
+                except TileError:
+                    raise ApiError(HTTPStatus.NOT_FOUND, "no such tile") from None
+                if level is None and self._authenticate().farm is not None:
+                    raise ApiError(
+                        HTTPStatus.FORBIDDEN,
+                        "entry bundles hold every farm's messages: they need a token for all farms",
+                    )
+                # rebuilt from the parsed numbers: nothing of the request reaches the path
+                name = (
+                    entries_path(index, width) if level is None else tile_path(level, index, width)
+                )
+                ctype, cache = "application/octet-stream", "public, max-age=31536000, immutable"
+            try:
+                data = (app.tiles_dir / name).read_bytes()
+            except FileNotFoundError:
+                raise ApiError(HTTPStatus.NOT_FOUND, "no such tile (yet)") from None
+            self._send(200, data, ctype, cache=cache)
 
         def _api(self, path: str, token: ApiToken) -> None:
             from fieldproof.formats.bundle import MEDIA_TYPE
@@ -579,8 +627,13 @@ def _handler(app: InspectorServer) -> type[BaseHTTPRequestHandler]:
             _authorize(params, token)
             log.info(
                 "inspector API: %s farm=%s field=%s gateway=%s from=%.0f to=%.0f by token %s",
-                path, params["farm"], params["field"], params["gateway"], params["start"],
-                params["end"], token.id,
+                path,
+                params["farm"],
+                params["field"],
+                params["gateway"],
+                params["start"],
+                params["end"],
+                token.id,
             )
             with app.export_slot():
                 if path == "/api/export":
