@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -290,6 +291,12 @@ def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> N
     show_default=True,
     help="where the evidence bundles and inspector reports go",
 )
+@click.option(
+    "--keep-running",
+    is_flag=True,
+    help="after the checks, keep the broker, InfluxDB and chain node running and print how to "
+    "reach them and which configs to use, until Ctrl-C (needs --workdir)",
+)
 def demo_command(
     gateways: int,
     duration: float,
@@ -302,11 +309,14 @@ def demo_command(
     database: str,
     chain: str,
     report_dir: Path,
+    keep_running: bool,
 ) -> None:
     """Run simulated gateways → broker → collector → InfluxDB → evidence log → anchors, and
     check that nothing is lost and every anchor is final."""
     console = Console(stderr=True)
     tmp = None
+    if keep_running and workdir is None:
+        raise click.UsageError("--keep-running needs --workdir (where the configs stay)")
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="fieldproof-demo-")
         workdir = Path(tmp.name)
@@ -337,6 +347,7 @@ def demo_command(
         console.print(
             f"broker 127.0.0.1:{mqtt_port} · InfluxDB {influx_url} ({influx_api} API) · "
             f"work dir {workdir}"
+            + (" (removed at the end; --workdir keeps it)" if tmp is not None else "")
         )
 
         anchor_toml = ""
@@ -524,6 +535,11 @@ def demo_command(
             f" anchored_size={anchors.anchored_size}{anchor_part}"
             f" influx={influx_api} chain={chain}"
         )
+        if keep_running:
+            _keep_running(
+                console, mqtt_port, influx_url, influx_api, database, chain, chain_url,
+                collector_config, fleet, report_dir,
+            )  # fmt: skip
         if not ok:
             sys.exit(1)
     finally:
@@ -535,6 +551,55 @@ def demo_command(
             s.stop()
         if tmp is not None:
             tmp.cleanup()
+
+
+def _keep_running(
+    console: Console,
+    mqtt_port: int,
+    influx_url: str,
+    influx_api: str,
+    database: str,
+    chain: str,
+    chain_url: str,
+    collector_config: Path,
+    fleet: list[DemoGateway],
+    report_dir: Path,
+) -> None:
+    """Print where the demo's services are and which configs reach them, then wait for
+    Ctrl-C or SIGTERM (the caller stops everything afterwards)."""
+    chains = {"thor": "VeChainThor solo node", "evm": "EVM dev chain (anvil)"}
+    lines = [
+        "kept running; Ctrl-C stops everything:",
+        f"  MQTT broker      127.0.0.1:{mqtt_port} (no TLS)",
+        f"  InfluxDB         {influx_url} ({influx_api} API), database {database}",
+    ]
+    if chain != "none":
+        lines.append(f"  {chains[chain]:<16} {chain_url}")
+    lines += [
+        f"  collector config {collector_config}",
+        f"    fieldproof collector status --config {collector_config}",
+        f"    fieldproof collector run --config {collector_config}",
+        f"    fieldproof export --config {collector_config} --farm {fleet[0].farm} "
+        "--from 2020-01-01 -o farm.fpb",
+    ]
+    for g in fleet:
+        lines.append(f"  gateway {g.gateway_id}  {g.config_path}")
+    lines += [
+        f"    fieldproof gateway doctor --config {fleet[0].config_path}",
+        f"    fieldproof gateway run --config {fleet[0].config_path}",
+        f"  reports          {report_dir}",
+    ]
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
