@@ -7,8 +7,9 @@ and picks:
 * the scope's gateways: every gateway any of whose enrollment events in the log names the
   farm/field (and, for gateways enrolled before the log existed, the registry table, so their
   messages show up as unprovable rather than silently missing);
-* every registry event of the log (all scopes) below the newest signed checkpoint, so the
-  verifier can count them, and the scope's gateways' later ones;
+* every registry event of the scope's gateways (their whole key history, below and above the
+  newest signed checkpoint) and of no other gateway: another farm's gateway ids, locations,
+  installers and sensors are that farm's data and never travel in this scope's bundle;
 * per gateway, the run of its messages from its last one sampled wholly before the period to
   its first one sampled wholly after it (everything that arrived during the period is inside
   the run too, so a wrong gateway clock is flagged, not hidden), found with a few primary-key
@@ -18,8 +19,8 @@ and picks:
   chain gives), and the newest signed checkpoint; entries newer than every checkpoint travel
   without a proof and the verifier flags them as outside the anchored range;
 * the completeness claim (docs/bundle.md §4a), signed with the log key: how many registry
-  events the log holds below the newest checkpoint, and per gateway its first and latest seq
-  there, the run carried and how many messages the run holds.
+  events of the scope's gateways the log holds below the newest checkpoint, and per gateway its
+  first and latest seq there, the run carried and how many messages the run holds.
 
 Checkpoints an inspector already trusts (``--since-checkpoint``) are checked against this log
 and listed too, so the bundle's consistency proofs link them to its other checkpoints; EVM
@@ -155,6 +156,16 @@ def _by_gateway(
         if isinstance(e.get("gw"), str):
             out.setdefault(e["gw"], []).append((idx, e))
     return out
+
+
+def _claimed_registry(
+    events: Sequence[tuple[int, dict[str, Any]]], below: int, claimed: Iterable[str],
+) -> int:
+    """The claim's ``registry`` count (docs/bundle.md §4a): the registry events below tree size
+    ``below`` of the scope's gateways that an ``enroll`` below it puts in the scope (the ones
+    with a record), the count the verifier compares the bundle's carried ones with."""
+    gateways = set(claimed)
+    return sum(1 for idx, e in events if idx < below and e.get("gw") in gateways)
 
 
 def _gateways(
@@ -560,10 +571,9 @@ def build_bundle(
                                (("farm", farm), ("field", field), ("gateway", gateway)) if v)
             raise ExportError(f"no gateway is enrolled for {wanted or 'this collector'}")
         stats = ExportStats(gateways=gateways)
-        # every registry event of the log (every scope) below the claim's size, so the
-        # verifier can count them; later ones of the scope's gateways as before
-        registry = [Entry(idx, log.entry(idx)) for idx, e in events
-                    if (below is not None and idx < below) or e.get("gw") in enrolled]
+        # every registry event of the scope's gateways (their whole key history) and none of
+        # any other gateway: other farms' gateways, locations and installers stay out
+        registry = [Entry(idx, log.entry(idx)) for idx, e in events if e.get("gw") in enrolled]
         messages: list[Entry] = []
         records: list[GatewayClaim] = []
         for gw in gateways:
@@ -620,7 +630,7 @@ def build_bundle(
         if head is not None and below is not None:
             completeness = sign_completeness(
                 signer, config.log_origin, head.checkpoint.root_hash, scope, below,
-                sum(1 for idx, _ in events if idx < below), records)
+                _claimed_registry(events, below, claimed), records)
             stats.claim_size = below
         else:
             notes.append("the log has no signed checkpoint yet, so this bundle carries no "

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any, Literal
 
+from fieldproof.formats.bundle import Scope, in_scope
 from inspector.verify import (
     MAX_FINDINGS_PER_CODE,
     Finding,
@@ -313,10 +314,13 @@ def _shares_tree(result: VerificationResult, size: int, root: str) -> bool:
 
 def _compare_claims(labels: Sequence[str], results: Sequence[VerificationResult],
                     readable: Sequence[int], out: _Out) -> None:
-    """A completeness claim (docs/bundle.md §4a) says what the log holds below its tree size;
-    another bundle of the same log that proves more there shows the claim false. Compared only
-    when both bundles hold the claim's checkpoint (and nothing in either is forked), so their
-    log indices name the same entries."""
+    """A completeness claim (docs/bundle.md §4a) says what the log holds below its tree size for
+    its scope's gateways; another bundle of the same log that proves more there shows the claim
+    false. Compared only when both bundles hold the claim's checkpoint (and nothing in either is
+    forked), so their log indices name the same entries. A registry event the other bundle
+    proves counts only when its gateway is in the claimant's scope (an ``enroll`` below the
+    claim's size, in either bundle, puts it there): another farm's gateway is not withheld from
+    this farm's bundle, which never carries it."""
     for i in readable:
         c = results[i].completeness
         if c.status not in ("complete", "withheld") or c.size is None:
@@ -325,6 +329,8 @@ def _compare_claims(labels: Sequence[str], results: Sequence[VerificationResult]
         if head is None or head.root is None:
             continue
         mine_registry = set(results[i].registry_proven)
+        mine_events = [r for r in results[i].registry_proven_events if r.log_index < c.size]
+        scope = _scope_of(results[i])
         mine_messages = {m.index for m in results[i].messages}
         mine_messages.update(e.index for e in results[i].entries)
         claims = {g.gateway: g.claim for g in results[i].gateways if g.claim is not None}
@@ -333,12 +339,17 @@ def _compare_claims(labels: Sequence[str], results: Sequence[VerificationResult]
                     or not _shares_tree(results[j], c.size, head.root):
                 continue
             pair = [labels[i], labels[j]]
-            extra = sorted(x for x in results[j].registry_proven
-                           if x < c.size and x not in mine_registry)
+            theirs = [r for r in results[j].registry_proven_events if r.log_index < c.size]
+            members = {r.gateway for r in (*mine_events, *theirs)
+                       if r.gateway is not None and r.event is not None
+                       and in_scope(scope, r.gateway, r.event)}
+            extra = sorted(r.log_index for r in theirs
+                           if r.log_index not in mine_registry and r.gateway in members)
             if extra:
                 out.add("error", "registry_withheld",
-                        f"{labels[j]} proves {len(extra)} registry event(s) of log "
-                        f"{results[i].origin!r} below tree size {c.size} (log index "
+                        f"{labels[j]} proves {len(extra)} registry event(s) of gateways in "
+                        f"{labels[i]}'s scope, of log {results[i].origin!r} below tree size "
+                        f"{c.size} (log index "
                         f"{', '.join(map(str, extra[:5]))}{', …' if len(extra) > 5 else ''}) "
                         f"that {labels[i]} does not carry, though its completeness claim, "
                         "signed with the log key, says it carries them all: the claim is false",
@@ -357,6 +368,15 @@ def _compare_claims(labels: Sequence[str], results: Sequence[VerificationResult]
                         f"completeness claim in {labels[i]} lists as complete (below tree size "
                         f"{c.size}), which {labels[i]} does not carry: the claim is false",
                         gw, pair)
+
+
+def _scope_of(result: VerificationResult) -> Scope:
+    """A verified bundle's scope (its farm, field and gateway are what membership needs)."""
+    s = result.scope
+    farm, fld, gw = s.get("farm"), s.get("field"), s.get("gateway")
+    return Scope(farm if isinstance(farm, str) else None, fld if isinstance(fld, str) else None,
+                 gw if isinstance(gw, str) else None, float(s.get("from") or 0.0),
+                 float(s.get("to") or 0.0))
 
 
 def _compare_keys(labels: Sequence[str], results: Sequence[VerificationResult],

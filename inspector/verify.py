@@ -35,7 +35,7 @@ import math
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -321,10 +321,22 @@ class CompletenessCheck:
         """One line for terminals and the report."""
         if self.status == "complete":
             return (f"complete: the log key signs that the bundle holds all "
-                    f"{self.registry_claimed} registry event(s) of the log below tree size "
-                    f"{self.size} and every message of the scope's {len(self.gateways)} "
+                    f"{self.registry_claimed} registry event(s) of this scope's gateways below "
+                    f"tree size {self.size} and every message of the scope's "
+                    f"{len(self.gateways)} "
                     "gateway(s) from just before to just after the period; the bundle agrees")
         return f"{self.status.upper()}: {self.detail}"
+
+
+class ProvenRegistryEvent(NamedTuple):
+    """A registry entry whose inclusion proof holds, as bundles verified together compare them
+    (:mod:`inspector.combine`)."""
+
+    log_index: int
+    #: its gateway id, None when it names none
+    gateway: str | None
+    #: the event as parsed (None when it is not one): unverified, only to tell the scope
+    event: Mapping[str, Any] | None
 
 
 @dataclass
@@ -357,6 +369,9 @@ class VerificationResult:
     #: ``keep_entries``: bundles of one log verified together check each other's completeness
     #: claims against them. Not in the JSON.
     registry_proven: tuple[int, ...] = ()
+    #: the same entries with their gateway and parsed event (unverified fields, only to tell
+    #: which scope's gateways they belong to), kept only with ``keep_entries``. Not in the JSON.
+    registry_proven_events: tuple[ProvenRegistryEvent, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -970,11 +985,11 @@ def _verify(
         return True
 
     # -- registry
-    # the scope's gateways: a version 1 bundle carries only theirs; a version 2 bundle carries
-    # the registry events of every scope (§4a), and a gateway is in the scope when any of its
-    # enrollments is. Another scope's events are there to be counted: what is wrong with them
-    # (a bad request, a broken rotation) is that scope's business, not a finding here; that
-    # they are in the log (their inclusion proofs) is this bundle's.
+    # the scope's gateways: a bundle carries only their registry events (a version 2 bundle
+    # each one's whole key history, §4a), and a gateway is in the scope when any of its
+    # enrollments is. An event of another scope's gateway has no business in a version 2
+    # bundle and counts for nothing; what is wrong with it (a bad request, a broken rotation)
+    # is that scope's business, not a finding here; that it is in the log is proven all the same.
     enrolled_here: set[str] = set()
     for entry in bundle.registry:
         obj = parse_registry_event(entry.data)
@@ -1233,9 +1248,15 @@ def _verify(
                 bundle, verifier, opened, present, summary_for, out,
                 lambda e: place(e.index) is not None and _quietly_included(e))
             if keep_entries:
-                result.registry_proven = tuple(
-                    e.index for e in bundle.registry
-                    if place(e.index) is not None and _quietly_included(e))
+                proven_events = []
+                for e in bundle.registry:
+                    if place(e.index) is not None and _quietly_included(e):
+                        obj = parse_registry_event(e.data)
+                        gw = obj.get("gw") if obj is not None else None
+                        proven_events.append(ProvenRegistryEvent(
+                            e.index, gw if isinstance(gw, str) else None, obj))
+                result.registry_proven_events = tuple(proven_events)
+                result.registry_proven = tuple(e.log_index for e in proven_events)
             for gw, g in sorted(gateways.items()):
                 msgs = sorted(by_gw.get(gw, []), key=lambda m: (m.seq, m.index))
                 _analyse_gateway(g, msgs, bundle, out, opts, now, unproven[gw],
@@ -1335,28 +1356,35 @@ def _check_completeness(
                        f"checkpoint of that size has root {head.root_hash.hex()}")
 
     withheld: list[str] = []
-    # 1. every registry event of the log below the claim's size, proven
-    held = [e for e in bundle.registry if e.index < c.size]
+    # the scope's gateways below the claim's size: those an enroll event below it puts in the
+    # scope (§4a); the claim counts their registry events there, and only theirs
+    below: list[tuple[Entry, str | None]] = []
+    enrolled: dict[str, int] = {}
+    for e in bundle.registry:
+        if e.index >= c.size:
+            continue
+        obj = parse_registry_event(e.data)
+        gw = obj.get("gw") if obj is not None else None
+        below.append((e, gw if isinstance(gw, str) else None))
+        if isinstance(gw, str) and obj is not None and in_scope(bundle.scope, gw, obj):
+            enrolled.setdefault(gw, e.index)
+    # 1. every registry event of the scope's gateways below the claim's size, proven
+    held = [e for e, gw in below if gw is not None and gw in enrolled]
     check.registry_held = len(held)
     proven = sum(1 for e in held if included(e))
     if proven > c.registry:
-        return invalid(f"the bundle proves {proven} registry events below tree size "
-                       f"{c.size}, the claim counts {c.registry}: the signed claim is false")
+        return invalid(f"the bundle proves {proven} registry events of this scope's gateways "
+                       f"below tree size {c.size}, the claim counts {c.registry}: the signed "
+                       "claim is false")
     if len(held) < c.registry:
         withheld.append("registry events")
         out.add("error", "registry_withheld",
-                f"the log held {c.registry} registry event(s) below tree size {c.size} (the "
-                f"exporter's signed claim), the bundle carries {len(held)}: "
-                f"{c.registry - len(held)} were left out, so gateways of the scope, key "
-                "changes or revocations may be hidden")
+                f"the log held {c.registry} registry event(s) of this scope's gateways below "
+                f"tree size {c.size} (the exporter's signed claim), the bundle carries "
+                f"{len(held)}: {c.registry - len(held)} were left out, so gateways of the "
+                "scope, key changes or revocations may be hidden")
     # 2. the scope's gateways: every one enrolled in the scope has a claim
     claims = {g.gateway: g for g in c.gateways}
-    enrolled: dict[str, int] = {}
-    for e in held:
-        obj = parse_registry_event(e.data)
-        gw = obj.get("gw") if obj is not None else None
-        if isinstance(gw, str) and obj is not None and in_scope(bundle.scope, gw, obj):
-            enrolled.setdefault(gw, e.index)
     for gw, index in sorted(enrolled.items()):
         if gw not in claims:
             withheld.append(gw)

@@ -59,15 +59,15 @@ def test_export_reads_back_exactly(farm: Farm, data: bytes) -> None:
     assert b.vkey == farm.vkey
     assert b.scope.farm == "farm-a" and b.scope.field is None
     assert len(b.messages) == 28  # 12 + 12 + 4 of farm-a; farm-b's messages stay out
-    # every registry event of the log below the claim's size (farm-b's too), so the verifier
-    # can count them; the claim speaks of the newest checkpoint
-    assert len(b.registry) == 3
+    # the registry events of the scope's gateways only (farm-b's stay out), counted by the
+    # claim; the claim speaks of the newest checkpoint
+    assert len(b.registry) == 2
     assert [e.index for e in b.messages] == sorted(e.index for e in b.messages)
     assert len(b.checkpoints) == 2 and len(b.consistency) == 1
     c = b.completeness
     assert b.version == 2 and c is not None
     assert c.size == farm.evidence.latest().checkpoint.size  # type: ignore[union-attr]
-    assert c.registry == 3 and c.scope == b.scope
+    assert c.registry == 2 and c.scope == b.scope
     a, south = farm.gateways[0].gateway, farm.gateways[1].gateway
     assert {g.gateway: (g.first_seq, g.latest_seq, g.from_seq, g.to_seq, g.count)
             for g in c.gateways} == {a: (1, 16, 1, 16, 16), south: (1, 12, 1, 12, 12)}
@@ -84,7 +84,7 @@ def test_period_and_field_select_messages(farm: Farm) -> None:
     south = farm.gateways[1]
     assert sorted(payload_from_cbor(parse_sign1(e.data).payload).seq
                   for e in b.messages) == [2, 3, 4, 5, 6, 7]
-    assert {e.index for e in b.registry} == {0, 1, 2}
+    assert {e.index for e in b.registry} == {1}  # south's enrollment only
     assert b.completeness is not None
     (claim,) = b.completeness.gateways
     assert (claim.gateway, claim.first_seq, claim.latest_seq, claim.from_seq, claim.to_seq,

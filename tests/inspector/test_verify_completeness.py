@@ -82,7 +82,8 @@ def test_untouched_bundle_is_complete(farm: Farm, data: bytes) -> None:
     assert r.completeness.status == "complete"
     a, b, _, quiet = farm.gateways
     assert sorted(r.completeness.gateways) == sorted([a.gateway, b.gateway, quiet.gateway])
-    assert r.completeness.registry_claimed == r.completeness.registry_held == 4
+    # the enrollments of farm-a's three gateways; farm-b's is neither carried nor counted
+    assert r.completeness.registry_claimed == r.completeness.registry_held == 3
     by = {g.gateway: g for g in r.gateways}
     assert set(by) == {a.gateway, b.gateway, quiet.gateway}  # farm-b's gateway stays out
     assert all(g.completeness == "complete" for g in r.gateways)
@@ -368,10 +369,10 @@ def test_scope_is_any_enrollment(tmp_path: Path) -> None:
     f.close()
 
 
-def test_another_scopes_broken_registry_event_is_its_own_business(tmp_path: Path) -> None:
-    """A version 2 bundle carries every registry event of the log to count them; a broken one
-    of another farm's gateway (here a rotation that does not follow from its key) fails that
-    farm's bundle, not this one's."""
+def test_another_scopes_broken_registry_event_stays_out(tmp_path: Path) -> None:
+    """A version 2 bundle carries the registry events of its own scope's gateways only; a
+    broken one of another farm's gateway (here a rotation that does not follow from its key)
+    is neither carried nor counted in this farm's bundle, and fails that farm's bundle."""
     f = Farm(tmp_path)
     mine = f.enroll("farm-a", "north")
     theirs = f.enroll("farm-b", "east")
@@ -383,9 +384,70 @@ def test_another_scopes_broken_registry_event_is_its_own_business(tmp_path: Path
             "time": T0 + 300, "pk": b"\x01" * 32, "prev_pk": b"\x02" * 32, "from_seq": 4})])
     f.checkpoint()
     a = export_bundle(f.config, farm="farm-a", field=None, gateway=None, start=T0, end=T0 + 600)
-    assert len(decode_bundle(a).registry) == 3  # the broken one is carried, and counted
+    assert [e.index for e in decode_bundle(a).registry] == [0]  # mine's enrollment only
     r = verify(f, a)
     assert errors(r) == set() and r.completeness.status == "complete"
+    assert r.completeness.registry_claimed == r.completeness.registry_held == 1
     b = export_bundle(f.config, farm="farm-b", field=None, gateway=None, start=T0, end=T0 + 600)
     assert errors(verify(f, b)) == {"registry_invalid"}
+    f.close()
+
+
+def test_a_farms_bundle_carries_nothing_of_another_farm(tmp_path: Path) -> None:
+    """Registry events are farm data: a farm's bundle carries no registry event, gateway id,
+    location, installer or sensor of another farm's gateway (below or above the claim's size),
+    and still shows a gateway of its own left out."""
+    f = Farm(tmp_path)
+    north = f.enroll("farm-a", "north", location="47.1,8.2")
+    south = f.enroll("farm-a", "south", location="47.2,8.3")
+    theirs = f.enroll("farm-b", "east", location="-33.9187,18.4233")
+    f.run(north, T0, 12)
+    f.run(south, T0, 12)
+    f.run(theirs, T0, 12)
+    installer, sensor = "Bea Installer-of-farm-b", "soil_moisture_farm_b"
+    with f.db:  # theirs moved to another field by its installer, with its sensors declared
+        f.evidence.append([encode_deterministic({
+            "t": "fieldproof/registry/v1", "event": "enroll", "gw": theirs.gateway,
+            "time": T0 + 400, "pk": public_key_bytes(theirs.key), "farm": "farm-b",
+            "field": "west", "location": "-33.9190,18.4240", "installer": installer,
+            "sensors": {sensor: {"unit": "%"}}})])
+    f.checkpoint()
+    f.registry.revoke(theirs.gateway)  # above the claim's size
+    f.run(north, T0 + 720, 2)
+    data = export_bundle(f.config, farm="farm-a", field=None, gateway=None, start=T0 + 120,
+                         end=T0 + 480)
+    b = decode_bundle(data)
+    assert b.completeness is not None
+    assert {(parse_registry_event(e.data) or {}).get("gw") for e in b.registry} == {
+        north.gateway, south.gateway}
+    assert {seq_of(e.data)[0] for e in b.messages} == {north.gateway, south.gateway}
+    assert [g.gateway for g in b.completeness.gateways] == sorted([north.gateway,
+                                                                   south.gateway])
+    for secret in (theirs.gateway, "farm-b", "-33.9187,18.4233", "-33.9190,18.4240",
+                   installer, sensor):
+        assert secret.encode() not in data, secret
+    assert public_key_bytes(theirs.key) not in data
+    r = verify(f, data)
+    assert errors(r) == set() and r.completeness.status == "complete"
+    assert r.completeness.registry_claimed == r.completeness.registry_held == 2
+    assert {g.gateway for g in r.gateways} == {north.gateway, south.gateway}
+
+    # one of the farm's own gateways left out (its enrollment and its messages) still shows
+    def drop_south(o: dict[str, Any]) -> None:
+        o["registry"] = [e for e in o["registry"]
+                         if (parse_registry_event(e[1]) or {}).get("gw") != south.gateway]
+        o["messages"] = [m for m in o["messages"] if seq_of(m[1])[0] != south.gateway]
+
+    r = verify(f, rewrite(data, drop_south))
+    assert errors(r) == {"registry_withheld", "gateway_withheld"}
+    assert r.completeness.status == "withheld"
+
+    # verified together with farm-b's bundle of the same log, nothing of farm-b's is called
+    # withheld from farm-a's (nor the other way round)
+    other = export_bundle(f.config, farm="farm-b", field=None, gateway=None, start=T0 + 120,
+                          end=T0 + 480)
+    multi = verify_bundles([("a.fpb", data), ("b.fpb", other)], nodes=[], chain=None,
+                           offline=True, log_keys=[f.vkey], now=T0 + 3600)
+    assert not {x.code for x in multi.all_findings() if x.severity == "error"}, [
+        x.message for x in multi.all_findings()]
     f.close()

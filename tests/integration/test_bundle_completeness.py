@@ -75,6 +75,17 @@ def test_edited_demo_bundles_do_not_pass(tmp_path: Path) -> None:
     b = decode_bundle(north.read_bytes())
     gateways = sorted({_gateway_of(e.data)[0] for e in b.messages})
     assert len(gateways) == 2 and b.completeness is not None
+    # a farm's bundle carries the registry events of its own gateways only: nothing of the
+    # other farm's gateway (its id, its enrollment's farm, location or installer) is in it
+    assert {(parse_registry_event(e.data) or {}).get("gw") for e in b.registry} == set(gateways)
+    theirs = decode_bundle(river.read_bytes())
+    (river_gw,) = {_gateway_of(e.data)[0] for e in theirs.messages}
+    for e in theirs.registry:
+        event = parse_registry_event(e.data) or {}
+        assert event.get("gw") == river_gw
+        for value in (river_gw, event.get("farm"), event.get("location"), event.get("installer")):
+            if isinstance(value, str) and value:
+                assert value.encode() not in north.read_bytes(), value
     assert all(len([e for e in b.messages if _gateway_of(e.data)[0] == gw]) >= 6
                for gw in gateways)
     edits = {

@@ -94,10 +94,11 @@ class Farm:
     def vkey(self) -> str:
         return self.evidence.verifier().vkey
 
-    def enroll(self, farm: str = "farm-a", field_: str = "north") -> Gateway:
+    def enroll(self, farm: str = "farm-a", field_: str = "north",
+               location: str = "47.1,8.2") -> Gateway:
         key = Ed25519PrivateKey.generate()
         gw = gateway_id_for(public_key_bytes(key))
-        self.registry.add(gw, public_key_bytes(key), farm, field_, location="47.1,8.2")
+        self.registry.add(gw, public_key_bytes(key), farm, field_, location=location)
         g = Gateway(gw, key, farm, field_)
         self.gateways.append(g)
         return g
