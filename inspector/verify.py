@@ -1573,10 +1573,12 @@ def _analyse_gateway(
     if outside:
         first, last = min(m.first_time for m in outside), max(m.last_time for m in outside)
         out.add("warning", "outside_anchored_range",
-                f"{len(outside)} message(s) of {gw} ({_fmt_time(first)} – {_fmt_time(last)}) "
-                "are not covered by a "
-                "verified anchor" + (f"; {unproven} are in no checkpoint at all" if unproven else
-                                     "") + ": their time and existence are not fixed on chain yet",
+                f"{_count(len(outside), 'message')} of {gw} ({_fmt_time(first)} – "
+                f"{_fmt_time(last)}) {'is' if len(outside) == 1 else 'are'} not covered by a "
+                "verified anchor"
+                + (f"; {unproven} {'is' if unproven == 1 else 'are'} in no checkpoint at all"
+                   if unproven else "")
+                + ": their time and existence are not fixed on chain yet",
                 gw)
     # clocks
     future: list[VerifiedMessage] = []
@@ -1929,3 +1931,8 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
         return float(a) == float(b)
     return bool(a == b)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 message``, ``3 messages``: the words an inspector reads."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
