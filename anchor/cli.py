@@ -82,7 +82,14 @@ def status_command(config_path: Path | None, as_json: bool) -> None:
         )
     Console().print(table)
     if not views:
-        click.echo("no anchors yet")
+        if config.anchor.chain == "none":
+            click.echo(
+                "anchoring is not configured: set [anchor] chain (thor or evm), url and "
+                "key_file in the collector's config, then run 'fieldproof anchor run'"
+            )
+        else:
+            click.echo(f"no anchors yet on {config.anchor.chain} (is 'fieldproof anchor run' "
+                       "running?)")
 
 
 def _to_final(v: Any) -> str:
