@@ -74,7 +74,8 @@ echo "==> fieldproof into $PREFIX/venv"
 install -d -m 0755 "$PREFIX"
 [ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"
 "$PREFIX/venv/bin/pip" install --quiet --upgrade pip
-"$PREFIX/venv/bin/pip" install --quiet --upgrade "$source_path"
+# the gateway role only: no web3, InfluxDB client or libsodium on a Pi (pyproject extras)
+"$PREFIX/venv/bin/pip" install --quiet --upgrade "${source_path}[gateway]"
 ln -sf "$PREFIX/venv/bin/fieldproof" /usr/local/bin/fieldproof
 
 if [ ! -e "$CONF" ]; then

@@ -20,6 +20,13 @@ PACKAGES = ("fieldproof", "gateway", "collector", "anchor", "inspector", "demo")
 NOT_ON_A_GATEWAY = ("web3", "influxdb-client", "weasyprint", "pynacl", "coincurve", "rlp")
 
 
+def test_the_pi_installer_installs_the_gateway_role() -> None:
+    """What this file proves is what deploy/pi/install-gateway.sh does on a Pi."""
+    script = (ROOT / "deploy" / "pi" / "install-gateway.sh").read_text()
+    installs = [line for line in script.splitlines() if "/pip\" install" in line]
+    assert any(line.rstrip().endswith('"${source_path}[gateway]"') for line in installs), installs
+
+
 def test_gateway_role_installs_alone_and_runs(tmp_path: Path) -> None:
     # build from a copy: setuptools writes build/ and *.egg-info next to the sources
     src = tmp_path / "src"
