@@ -32,7 +32,10 @@ class ServiceError(FieldproofError):
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    Another process (a parallel test worker) may take it before the service binds it: the
+    services below then choose again, see :meth:`ManagedProcess.start`."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -48,17 +51,27 @@ def _find_binary(name: str, debian_package: str) -> str:
     )
 
 
+#: how many ports a first start tries when the one it chose was taken by someone else meanwhile
+_PORT_ATTEMPTS = 5
+
+
 class ManagedProcess:
-    """A child process with a start/stop life cycle and a readiness check."""
+    """A child process with a start/stop life cycle and a readiness check.
+
+    Without a given ``port`` it picks a free one; when another process takes that port before
+    the first start binds it, ``start()`` picks another, so read ``port`` (and ``url``) after
+    ``start()``. Later starts keep the port: clients already know it."""
 
     name = "service"
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port_given = port is not None
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / f"{self.name}.log"
+        self.has_started = False
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -66,9 +79,62 @@ class ManagedProcess:
     def is_ready(self) -> bool:
         raise NotImplementedError
 
+    def ports(self) -> list[int]:
+        """Every port the service binds (a subclass with more than one adds its others)."""
+        return [self.port]
+
+    def choose_new_ports(self) -> bool:
+        """Pick fresh free ports for those this object chose itself; False if it chose none."""
+        if self.port_given:
+            return False
+        self.port = free_port()
+        return True
+
     def start(self, timeout: float = 30.0) -> None:
+        """Start and wait until ready. On the first start, a port found taken (someone listens
+        there already, or the service exits saying so) is chosen again, up to a few times."""
         if self.running:
             return
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            may_choose_again = not self.has_started and attempt < _PORT_ATTEMPTS
+            # someone listening there already would pass for this service being ready
+            busy = [p for p in self.ports() if _tcp_open(p)] if not self.has_started else []
+            if busy:
+                if may_choose_again and self.choose_new_ports():
+                    continue
+                raise ServiceError(
+                    f"{self.name} cannot start: port {busy[0]} on 127.0.0.1 is already in use by "
+                    "another process; give it a free port (or none: it then picks one)"
+                )
+            log_start = self._log_size()
+            try:
+                self._spawn_until_ready(timeout)
+            except ServiceError:
+                if may_choose_again and self._bind_failed_since(log_start):
+                    self.proc = None
+                    if self.choose_new_ports():
+                        continue
+                raise
+            self.has_started = True
+            return
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def _bind_failed_since(self, offset: int) -> bool:
+        """Whether the log, from ``offset`` on, says a port was taken (EADDRINUSE)."""
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(offset)
+                text = f.read(1 << 20).decode(errors="replace").lower()
+        except OSError:
+            return False
+        return "address already in use" in text
+
+    def _spawn_until_ready(self, timeout: float) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             self.command(),
@@ -86,7 +152,8 @@ class ManagedProcess:
                     f"{self.name} exited with code {self.proc.returncode} at start; "
                     f"see {self.log_path}:\n{self.tail_log()}"
                 )
-            if self.is_ready():
+            # ready, and still ours: a service that lost its port to another listener exits
+            if self.is_ready() and self.proc.poll() is None:
                 return
             time.sleep(0.05)
         self.kill()
@@ -200,6 +267,14 @@ class InfluxDB(ManagedProcess):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def ports(self) -> list[int]:
+        return [self.port, self.rpc_port]
+
+    def choose_new_ports(self) -> bool:
+        self.rpc_port = free_port()  # always chosen here
+        super().choose_new_ports()
+        return True
 
     def http_settings(self) -> str:
         """Lines added to the ``[http]`` section (a subclass's auth, Flux)."""
