@@ -42,9 +42,20 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from anchor import thor
+from anchor.chain import (
+    AnchorerError,
+    ChainMismatchError,
+    CheckpointSource,
+)
+from anchor.chain import (
+    AnchorState as AnchorState,  # re-exported: callers import it from here
+)
+from anchor.chain import (
+    CheckpointLike as CheckpointLike,  # re-exported: callers import it from here
+)
 from anchor.thor_client import (
     BadTransaction,
     Block,
@@ -57,7 +68,6 @@ from anchor.thor_client import (
     WrongNetwork,
 )
 from anchor.thor_reader import FinalityGap
-from fieldproof.errors import ChainError
 from fieldproof.formats.anchor_record import AnchorRecord
 
 log = logging.getLogger(__name__)
@@ -69,44 +79,20 @@ DEFAULT_SPONSOR_ENV = "FIELDPROOF_ANCHOR_SPONSOR_KEY"
 # ----------------------------------------------------------------------------- errors
 
 
-class AnchorError(ChainError):
-    """Base for anchoring errors that need an operator."""
+class AnchorError(AnchorerError):
+    """Base for Thor anchoring errors that need an operator."""
 
 
 class KeyLoadError(AnchorError):
     """A chain key could not be loaded. The message never contains key material."""
 
 
-class ChainMismatch(AnchorError):
+class ChainMismatch(AnchorError, ChainMismatchError):
     """The node is on a different chain (genesis) than the one this store anchors to."""
 
 
 class ClauseRejected(AnchorError):
     """The configured ``to`` is a contract that reverts the anchor clause when simulated."""
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-class CheckpointLike(Protocol):
-    """The shape of ``fieldproof.formats.checkpoint.Checkpoint`` this module needs."""
-
-    @property
-    def origin(self) -> str: ...
-
-    @property
-    def size(self) -> int: ...
-
-    @property
-    def root_hash(self) -> bytes: ...
-
-
-class CheckpointSource(Protocol):
-    """Where the newest signed checkpoint comes from (the log)."""
-
-    def latest_checkpoint(self) -> tuple[CheckpointLike, bytes] | None:
-        """(checkpoint, its signed note bytes), or None while the log has none."""
-        ...
 
 
 # ----------------------------------------------------------------------------- keys
@@ -182,13 +168,6 @@ def generate_key_file(path: str | Path) -> thor.SecretKey:
 
 
 # ----------------------------------------------------------------------------- store
-
-
-class AnchorState(StrEnum):
-    PENDING = "pending"
-    INCLUDED = "included"
-    FINALIZED = "finalized"
-    FAILED = "failed"
 
 
 class TxStatus(StrEnum):
@@ -983,7 +962,8 @@ class Anchorer:
         if not self.client.account(clause.to).has_code:
             return gas
         payer = None if self.sponsor is None else self.sponsor.address
-        (result,) = self.client.inspect_clauses([clause], caller=self.key.address, gas_payer=payer)
+        sim = self.client.inspect_clauses([clause], caller=self.key.address, gas_payer=payer)
+        (result,) = sim.results  # one clause: its result even when it reverted
         if result.reverted:
             raise ClauseRejected(
                 f"the anchor clause to contract 0x{clause.to.hex()} reverts when the node "

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from fieldproof.cli_common import config_option, load_config_or_exit
+
+if TYPE_CHECKING:
+    from anchor.chain import AnchorRow
 
 
 @click.group("anchor")
@@ -26,13 +28,12 @@ def anchor_group() -> None:
 @click.option("--once", is_flag=True, help="one pass, then exit (for cron or checks)")
 def run_command(config_path: Path | None, once: bool) -> None:
     """Anchor the newest checkpoint every [anchor] interval_s, until SIGTERM/Ctrl-C."""
-    from anchor.anchoring import AnchorError
-    from anchor.evm_reader import EvmAnchorError
-    from anchor.service import AnchorService, AnchorSetupError
+    from anchor.service import AnchorService
+    from fieldproof.errors import FieldproofError
 
     try:
         service = AnchorService(load_config_or_exit(config_path))
-    except (AnchorSetupError, AnchorError, EvmAnchorError, ValueError) as exc:
+    except (FieldproofError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     stop = threading.Event()
 
@@ -56,18 +57,16 @@ def run_command(config_path: Path | None, once: bool) -> None:
 def status_command(config_path: Path | None, as_json: bool) -> None:
     """Every anchor and its state: pending, included, finalized or failed, and why: how far an
     included anchor is from final, why a pending one waits, why a failed one failed."""
-    from anchor.service import anchor_views, thor_node_status
+    from anchor.service import anchor_views, node_notes
 
     config = load_config_or_exit(config_path)
     views = anchor_views(config)
     if as_json:
         click.echo(json.dumps([v.to_dict() for v in views], indent=2))
         return
-    node = thor_node_status(config)
-    if node is not None:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.checked_at))
-        click.echo(f"Thor node at the last step ({when}): {node.explain()}")
-        if not node.synced:
+    for note in node_notes(config):
+        click.echo(note.explain())
+        if note.paused:
             click.echo("anchoring is PAUSED until the node is synced")
     table = Table("size", "chain", "state", "block", "to final", "tx", "why")
     for v in views:
@@ -92,7 +91,7 @@ def status_command(config_path: Path | None, as_json: bool) -> None:
                        "running?)")
 
 
-def _to_final(v: Any) -> str:
+def _to_final(v: AnchorRow) -> str:
     """Blocks the head must still grow until the anchor is expected final (Thor, included)."""
     if v.expected_final_at_best is None or v.node_best is None:
         return ""

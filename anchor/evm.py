@@ -43,6 +43,7 @@ from web3.exceptions import (
 )
 from web3.types import Wei
 
+from anchor.chain import AnchorerError
 from anchor.evm_reader import (
     EvmAnchorError,
     EvmConfigError,
@@ -63,7 +64,7 @@ FeeMode = Literal["auto", "eip1559", "legacy"]
 
 _T = TypeVar("_T")
 
-class CheckpointConflictError(EvmAnchorError):
+class CheckpointConflictError(EvmAnchorError, AnchorerError):
     """A checkpoint of the same log and size with a *different* root was anchored before:
     the log forked or was rewritten. Never resolved automatically."""
 

@@ -1,11 +1,12 @@
 """Reading an anchor back from any EVM chain through web3.py, as an inspector does: the chain
 reader the verifier uses, with the errors the EVM anchorer (:mod:`anchor.evm`) shares. Nothing
-here holds a key or a store."""
+here holds a key or a store. :class:`EvmChainReader` is its
+:class:`anchor.chain_reader.ChainReader`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import requests
 from eth_typing import ChecksumAddress, HexStr
@@ -23,6 +24,15 @@ from web3.exceptions import (
 )
 from web3.middleware import ExtraDataToPOAMiddleware
 
+from anchor.chain_reader import (
+    DEFAULT_SCAN_BLOCKS,
+    MAX_SCAN_ANCHORS,
+    AnchorReadError,
+    AnchorScan,
+    ChainAnchor,
+    ChainMismatchError,
+    ChainNodeUnavailable,
+)
 from fieldproof.errors import ChainError
 from fieldproof.formats.anchor_record import AnchorRecord, RecordError
 
@@ -46,11 +56,11 @@ class EvmAnchorError(ChainError):
     """Base class of everything the EVM reader and anchorer raise on purpose."""
 
 
-class NodeUnavailableError(EvmAnchorError):
+class NodeUnavailableError(EvmAnchorError, ChainNodeUnavailable):
     """The JSON-RPC node did not answer; nothing was changed, try again later."""
 
 
-class ChainIdMismatchError(EvmAnchorError):
+class ChainIdMismatchError(EvmAnchorError, ChainMismatchError):
     """The node serves another chain than configured: fix the node URL or the chain id."""
 
 
@@ -58,11 +68,11 @@ class EvmConfigError(EvmAnchorError):
     """The configuration cannot work with this node or key; the message says what to change."""
 
 
-class AnchorNotFoundError(EvmAnchorError):
+class AnchorNotFoundError(EvmAnchorError, AnchorReadError):
     """The transaction is unknown to the node, not yet in a block, or reverted."""
 
 
-class NotAnAnchorError(EvmAnchorError):
+class NotAnAnchorError(EvmAnchorError, AnchorReadError):
     """The transaction exists but its calldata is not a fieldproof anchor record."""
 
 
@@ -186,3 +196,79 @@ def genesis_hash(w3: Web3, url: str) -> str:
     id alone does not tell a network from a copy reusing its id."""
     block = ask_node(url, lambda: w3.eth.get_block(0))
     return "0x" + bytes(block["hash"]).hex()
+
+
+class EvmChainReader:
+    """:class:`anchor.chain_reader.ChainReader` for an EVM chain: one JSON-RPC node, optionally
+    pinned to a chain id; finality by the node's ``finalized`` tag, else ``confirmations``."""
+
+    chain = "evm"
+
+    def __init__(self, url: str, *, chain_id: int | None = None, confirmations: int = 12,
+                 timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.chain_id = chain_id
+        self.confirmations = confirmations
+        self.w3 = connect(url, timeout_s)
+
+    def _network(self) -> int:
+        return self.chain_id if self.chain_id is not None else ask_node(
+            self.url, lambda: int(self.w3.eth.chain_id))
+
+    def read_anchor(self, tx_id: str) -> ChainAnchor:
+        got = read_anchor(self.w3, tx_id, chain_id=self.chain_id,
+                          confirmations=self.confirmations)
+        return ChainAnchor("evm", str(self._network()), got.tx_hash.lower(), str(got.sender),
+                           got.record, got.block_number, got.block_hash, got.timestamp,
+                           got.finalized)
+
+    def genesis(self) -> str:
+        return genesis_hash(self.w3, self.url).lower()
+
+    def scan_anchors(self, origin: str, from_block: int, to_block: int | None = None, *,
+                     max_blocks: int = DEFAULT_SCAN_BLOCKS) -> AnchorScan:
+        """Every anchor of ``origin`` in a bounded block range: each block is read with its
+        transactions (``eth_getBlockByNumber(n, true)``, one request); a transaction whose
+        calldata is this log's record is read back as :meth:`read_anchor` does (receipt status,
+        canonical block, finality). JSON-RPC has no filter on calldata, and an anchor emits
+        no log, so ``eth_getLogs`` cannot find it."""
+        if from_block < 0 or max_blocks < 1:
+            raise ValueError("from_block must be >= 0 and max_blocks >= 1")
+        if self.chain_id is not None:
+            check_chain_id(self.w3, self.url, self.chain_id)
+        head = ask_node(self.url, lambda: int(self.w3.eth.block_number))
+        last = head if to_block is None else min(to_block, head)
+        end = min(last, from_block + max_blocks - 1)
+        scan = AnchorScan("evm", from_block, end, head, complete=end >= last)
+        candidates: list[str] = []
+        def full_block(n: int) -> Any:
+            return ask_node(self.url, lambda: self.w3.eth.get_block(n, True))
+
+        for number in range(from_block, end + 1):
+            block = full_block(number)
+            for tx in block.get("transactions") or ():
+                scan.transactions_seen += 1
+                if isinstance(tx, bytes | str):
+                    continue  # a node that ignored full_transactions: nothing to read
+                try:
+                    if AnchorRecord.decode(bytes(tx["input"])).matches(origin):
+                        candidates.append("0x" + bytes(tx["hash"]).hex())
+                except (RecordError, KeyError, TypeError, ValueError):
+                    continue
+            if len(candidates) > MAX_SCAN_ANCHORS:
+                scan.last_block, scan.complete = number, False
+                break
+        network = str(self._network())
+        for tx_hash in dict.fromkeys(candidates):
+            try:
+                got = read_anchor(self.w3, tx_hash, confirmations=self.confirmations)
+            except AnchorReadError as exc:
+                scan.unreadable.append((tx_hash, str(exc)))
+                continue
+            scan.anchors.append(ChainAnchor(
+                "evm", network, got.tx_hash.lower(), str(got.sender), got.record,
+                got.block_number, got.block_hash, got.timestamp, got.finalized))
+        return scan
+
+    def close(self) -> None:
+        """Nothing to release: the HTTP provider holds no connection between calls."""

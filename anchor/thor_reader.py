@@ -1,6 +1,7 @@
 """Reading an anchor back from a VeChainThor node, as an inspector does: the chain reader the
 verifier uses. It imports the transaction codec, the node client and the record format, and
 nothing of the anchorer (no key, no store): what runs on an inspector's laptop stays small.
+:class:`ThorChainReader` is its :class:`anchor.chain_reader.ChainReader`.
 
 Finality on Thor (VIP-220) moves by whole epochs: ``GET /blocks/finalized`` is always a
 checkpoint, a block whose number is a multiple of :data:`EPOCH_LENGTH` (180), and it jumps from
@@ -15,12 +16,24 @@ that is one to 1.5 hours after inclusion.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from anchor import thor
-from anchor.thor_client import Block, ThorClient
-from fieldproof.errors import ChainError
+from anchor.chain_reader import (
+    DEFAULT_SCAN_BLOCKS,
+    MAX_SCAN_ANCHORS,
+    AnchorReadError,
+    AnchorScan,
+    ChainAnchor,
+    ChainMismatchError,
+)
+from anchor.thor_client import Block, NodeResponseError, ThorClient, TxMeta
 from fieldproof.formats.anchor_record import AnchorRecord, RecordError
+
+log = logging.getLogger("fieldproof.anchor.thor_reader")
 
 #: blocks per epoch (thor/config.go ``epochLength``, the same on mainnet, testnet and solo)
 EPOCH_LENGTH = 180
@@ -28,7 +41,7 @@ EPOCH_LENGTH = 180
 FINALITY_EPOCHS = 2
 
 
-class AnchorVerificationError(ChainError):
+class AnchorVerificationError(AnchorReadError):
     """An anchor does not check out against the chain; the message says which check failed."""
 
 
@@ -142,6 +155,163 @@ def verify_anchor(
     read as the receipt seen from the finalized block (``?head=<finalized id>``), one answer —
     and the node must be on ``genesis_id`` when given.
     """
+    got = _fetch_tx(client, tx_id, genesis_id)
+    want = AnchorRecord.for_checkpoint(origin, tree_size, root_hash)
+    if want not in _records(got.tx):
+        raise AnchorVerificationError(
+            f"tx {tx_id} carries no anchor record for {origin!r} size {tree_size} "
+            f"root {root_hash.hex()}"
+        )
+    block, final = _locate(client, tx_id, got, require_finalized=require_finalized)
+    return VerifiedAnchor(
+        tx_id.lower(), got.sender, block.number, block.id, block.timestamp, final, got.genesis.id
+    )
+
+
+def read_anchor(
+    client: ThorClient, tx_id: str, *, genesis_id: str | None = None
+) -> ChainAnchor:
+    """The anchor record ``tx_id`` carries (its first clause that is one), its block and whether
+    that block is final, checked as :func:`verify_anchor` checks, without knowing the record
+    beforehand: what a :class:`ChainReader` returns."""
+    got = _fetch_tx(client, tx_id, genesis_id)
+    records = _records(got.tx)
+    if not records:
+        raise AnchorVerificationError(f"tx {tx_id} carries no fieldproof anchor record")
+    block, final = _locate(client, tx_id, got, require_finalized=False)
+    return ChainAnchor(
+        "thor", got.genesis.id, tx_id.lower(), got.sender, records[0], block.number, block.id,
+        block.timestamp, final,
+    )
+
+
+class ThorChainReader:
+    """:class:`anchor.chain_reader.ChainReader` for VeChainThor: one node, optionally pinned to
+    a network by its genesis id."""
+
+    chain = "thor"
+
+    def __init__(self, url_or_client: str | ThorClient, *, genesis_id: str | None = None,
+                 timeout: float = 10.0) -> None:
+        self._own = isinstance(url_or_client, str)
+        self.client = (ThorClient(url_or_client, timeout=timeout, retries=1)
+                       if isinstance(url_or_client, str) else url_or_client)
+        self.genesis_id = genesis_id
+
+    def read_anchor(self, tx_id: str) -> ChainAnchor:
+        return read_anchor(self.client, tx_id, genesis_id=self.genesis_id)
+
+    def genesis(self) -> str:
+        return self.client.genesis().id.lower()
+
+    def scan_anchors(self, origin: str, from_block: int, to_block: int | None = None, *,
+                     max_blocks: int = DEFAULT_SCAN_BLOCKS) -> AnchorScan:
+        return scan_anchors(self.client, origin, from_block, to_block, max_blocks=max_blocks,
+                            genesis_id=self.genesis_id)
+
+    def close(self) -> None:
+        if self._own:
+            self.client.close()
+
+
+def scan_anchors(
+    client: ThorClient,
+    origin: str,
+    from_block: int,
+    to_block: int | None = None,
+    *,
+    max_blocks: int = DEFAULT_SCAN_BLOCKS,
+    genesis_id: str | None = None,
+) -> AnchorScan:
+    """Every anchor of log ``origin`` in a bounded block range (see
+    :meth:`anchor.chain_reader.ChainReader.scan_anchors`). Thor offers no filter that selects
+    them: an anchor clause sends 0 VET with data and emits no event, and thor records a transfer
+    only when value moves (``runtime.go``: ``if amount.Sign() == 0 { return }``), so
+    ``/logs/transfer`` and ``/logs/event`` never list it. Each block is read expanded
+    (``GET /blocks/{n}?expanded=true``, one request); a clause whose data is this log's record
+    makes its tx a candidate, which is then read back from its raw bytes exactly as
+    :func:`read_anchor` does (the node's JSON only says where to look)."""
+    if from_block < 0 or max_blocks < 1:
+        raise ValueError("from_block must be >= 0 and max_blocks >= 1")
+    genesis = client.genesis()
+    if genesis_id is not None and genesis.id != genesis_id.lower():
+        raise ChainMismatchError(
+            f"node {client.base_url} is on genesis {genesis.id}, not {genesis_id}: ask a node "
+            "of the network the anchors name")
+    head = client.best_block().number
+    last = head if to_block is None else min(to_block, head)
+    end = min(last, from_block + max_blocks - 1)
+    scan = AnchorScan("thor", from_block, end, head, complete=end >= last)
+    candidates: list[str] = []
+    for number in range(from_block, end + 1):
+        for tx in _expanded_transactions(client, number):
+            scan.transactions_seen += 1
+            if tx.get("reverted") is True:
+                continue
+            if _carries_record_of(tx, origin) and isinstance(tx.get("id"), str):
+                candidates.append(str(tx["id"]).lower())
+        if len(candidates) > MAX_SCAN_ANCHORS:
+            scan.last_block, scan.complete = number, False
+            log.warning("anchor scan of %s stopped at block %d: over %d candidate anchors",
+                        origin, number, MAX_SCAN_ANCHORS)
+            break
+    for tx_id in dict.fromkeys(candidates):
+        try:
+            got = _fetch_tx(client, tx_id, genesis.id)
+            block, final = _locate(client, tx_id, got, require_finalized=False)
+        except AnchorReadError as exc:
+            scan.unreadable.append((tx_id, str(exc)))
+            continue
+        for record in _records(got.tx):
+            if record.matches(origin):
+                scan.anchors.append(ChainAnchor(
+                    "thor", got.genesis.id, tx_id, got.sender, record, block.number, block.id,
+                    block.timestamp, final))
+    return scan
+
+
+def _expanded_transactions(client: ThorClient, number: int) -> list[Mapping[str, Any]]:
+    """The transactions of block ``number`` as the node describes them (``expanded=true``).
+    Read through the client's own request plumbing (retries, genesis header, errors): a
+    reader in the same package, not a new public call on the anchorer's client."""
+    path = f"/blocks/{number}"
+    data = client._json("GET", path, params={"expanded": "true"})
+    if data is None:
+        raise NodeResponseError(f"GET {path}?expanded=true", 200, "null: the block is missing")
+    txs = data.get("transactions") if isinstance(data, dict) else None
+    if not isinstance(txs, list):
+        raise NodeResponseError(f"GET {path}?expanded=true", 200, repr(data)[:300])
+    return [t for t in txs if isinstance(t, dict)]
+
+
+def _carries_record_of(tx: Mapping[str, Any], origin: str) -> bool:
+    clauses = tx.get("clauses")
+    if not isinstance(clauses, list):
+        return False
+    for c in clauses:
+        data = c.get("data") if isinstance(c, dict) else None
+        if not isinstance(data, str) or len(data) > 2 + 2 * 1024:
+            continue
+        try:
+            if AnchorRecord.decode(thor.parse_hex(data, "clause data")).matches(origin):
+                return True
+        except (RecordError, ValueError, thor.ThorTxError):
+            continue
+    return False
+
+
+@dataclass(frozen=True)
+class _FetchedTx:
+    genesis: Block
+    finalized: Block
+    tx: thor.Transaction
+    meta: TxMeta
+    sender: str
+
+
+def _fetch_tx(client: ThorClient, tx_id: str, genesis_id: str | None) -> _FetchedTx:
+    """The tx's own bytes from the node, decoded and checked: in a block, id recomputed, this
+    chain's tag, and the node on ``genesis_id`` when given."""
     genesis = client.genesis()
     if genesis_id is not None and genesis.id != genesis_id.lower():
         raise AnchorVerificationError(
@@ -166,18 +336,26 @@ def verify_anchor(
         raise AnchorVerificationError(f"tx {tx_id} does not decode: {e}") from None
     if tx.chain_tag != genesis.chain_tag:
         raise AnchorVerificationError(f"tx {tx_id} chain tag {tx.chain_tag} is not this chain's")
-    want = AnchorRecord.for_checkpoint(origin, tree_size, root_hash)
-    found = False
+    return _FetchedTx(genesis, finalized, tx, meta, sender)
+
+
+def _records(tx: thor.Transaction) -> list[AnchorRecord]:
+    """Every clause's data that decodes as an anchor record, in clause order."""
+    out = []
     for c in tx.clauses:
         try:
-            found = found or AnchorRecord.decode(c.data) == want
+            out.append(AnchorRecord.decode(c.data))
         except RecordError:
             continue
-    if not found:
-        raise AnchorVerificationError(
-            f"tx {tx_id} carries no anchor record for {origin!r} size {tree_size} "
-            f"root {root_hash.hex()}"
-        )
+    return out
+
+
+def _locate(
+    client: ThorClient, tx_id: str, got: _FetchedTx, *, require_finalized: bool
+) -> tuple[Block, bool]:
+    """The trunk block holding the tx with a receipt that is not reverted, and whether it is
+    final (its receipt is seen from the finalized block)."""
+    meta, finalized = got.meta, got.finalized
     receipt = client.receipt(tx_id, head=finalized.id)
     final = receipt is not None
     if receipt is None:
@@ -200,6 +378,4 @@ def verify_anchor(
             f"block {block.number} holding tx {tx_id} is not finalized yet ({gap.explain()}); "
             "check again later"
         )
-    return VerifiedAnchor(
-        tx_id.lower(), sender, block.number, block.id, block.timestamp, final, genesis.id
-    )
+    return block, final

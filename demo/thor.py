@@ -9,25 +9,24 @@ genesis before that. So an anchor in block b is final once best reaches
 packs a block for every transaction posted (``--on-demand``; a block's timestamp then runs
 ahead of the clock by the block interval), so the demo moves the chain there by posting cheap
 transactions (0 VET from a dev account to itself), one block each, and then checks every
-anchor on the node with what an inspector runs (:func:`anchor.thor_reader.verify_anchor`,
-finality required). If the node does not finalize within :data:`MAX_DRIVE_BLOCKS` the demo
-says "included, not final" with the reason and fails: finality is never assumed."""
+anchor on the node with what an inspector runs (:func:`demo.chains.check_anchors`, through the
+chain reader, finality required). If the node does not finalize within
+:data:`MAX_DRIVE_BLOCKS` the demo says "included, not final" with the reason and fails:
+finality is never assumed."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from anchor import thor
 from anchor.thor_client import ThorClient
-from anchor.thor_reader import AnchorVerificationError, verify_anchor
 from fieldproof.services import ThorSolo
 
 if TYPE_CHECKING:
-    from anchor.service import AnchorView
+    pass
 
 #: Private keys of two of the ten funded dev accounts of thor solo's devnet genesis
 #: (``genesis/devnet.go``, ``DevAccounts()``, thor v2.4.4). Public test keys, known to everyone
@@ -120,27 +119,3 @@ def drive_to_finality(url: str, target_block: int, max_blocks: int = MAX_DRIVE_B
             finalized = client.finalized_block().number
         after = client.best_block().number
     return Drive(finalized >= target_block, target_block, posted, before, after, finalized)
-
-
-def check_anchors(url: str, origin: str, views: Sequence[AnchorView]) -> list[str]:
-    """Every anchor checked on the node the way an inspector checks it (the tx decoded from
-    its raw bytes, the record matched, the block on the trunk and final). Problems, or []."""
-    problems = []
-    with ThorClient(url, retries=2) as client:
-        for v in views:
-            if v.tx_id is None:
-                problems.append(f"anchor of size {v.tree_size} has no transaction ({v.state})")
-                continue
-            try:
-                verify_anchor(
-                    client,
-                    v.tx_id,
-                    origin,
-                    v.tree_size,
-                    bytes.fromhex(v.root_hash),
-                    genesis_id=v.network or None,
-                    require_finalized=True,
-                )
-            except AnchorVerificationError as exc:
-                problems.append(f"anchor of size {v.tree_size}: {exc}")
-    return problems

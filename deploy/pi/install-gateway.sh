@@ -6,11 +6,12 @@
 #        [--ca-file ca.pem] [--enroll-url https://collector.example:8443] [--source PATH]
 #
 # What it does: installs Python's venv support, creates the 'fieldproof' system user (in the
-# dialout/gpio/i2c groups that exist), installs fieldproof into /opt/fieldproof/venv, writes
+# dialout/gpio/i2c groups that exist), installs fieldproof into /opt/fieldproof/venv (wheels
+# only; a compiler only where PyPI has no wheel for this CPU), writes
 # /etc/fieldproof/gateway.toml (only when missing), makes the gateway key ON THIS DEVICE
 # ('fieldproof gateway init', mode 0600, owned by fieldproof), installs and enables the
-# systemd unit, limits the journal's size on the SD card. It does not start the service:
-# enroll first, then start, then run the doctor (it prints the commands).
+# systemd unit, limits the journal's size on the SD card and empties apt's caches. It does not
+# start the service: enroll first, then start, then run the doctor (it prints the commands).
 set -euo pipefail
 
 PREFIX=/opt/fieldproof
@@ -55,8 +56,9 @@ command -v systemctl >/dev/null || die "this script needs systemd (Raspberry Pi 
 echo "==> packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends python3 python3-venv python3-dev \
-  build-essential libffi-dev ca-certificates systemd-timesyncd >/dev/null
+# no compiler here: it comes only if PyPI has no wheel of a dependency for this CPU (below)
+apt-get install -y -qq --no-install-recommends python3 python3-venv ca-certificates \
+  systemd-timesyncd >/dev/null
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || die "fieldproof needs Python 3.11 or newer; this system has $(python3 -V 2>&1)"
 
@@ -73,9 +75,21 @@ install -d -o root -g "$SVC_USER" -m 0750 "$CONF_DIR"
 echo "==> fieldproof into $PREFIX/venv"
 install -d -m 0755 "$PREFIX"
 [ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"
-"$PREFIX/venv/bin/pip" install --quiet --upgrade pip
-# the gateway role only: no web3, InfluxDB client or libsodium on a Pi (pyproject extras)
-"$PREFIX/venv/bin/pip" install --quiet --upgrade "${source_path}[gateway]"
+"$PREFIX/venv/bin/pip" install --quiet --upgrade --prefer-binary pip
+# the gateway role only: no web3, InfluxDB client or libsodium on a Pi (pyproject extras).
+# Wheels only first: 64-bit Pi OS (aarch64) has one for every dependency. Where PyPI has none
+# for this CPU (32-bit Pi OS, armv7l: cffi and sysv_ipc), install a compiler and build those.
+pip_log=$(mktemp)
+if ! "$PREFIX/venv/bin/pip" install --quiet --upgrade --prefer-binary --only-binary=:all: \
+    "${source_path}[gateway]" 2>"$pip_log"; then
+  echo "==> PyPI has no $(uname -m) wheel of (at least):" \
+    "$(sed -n 's/.*No matching distribution found for \([^ ;]*\).*/\1/p' "$pip_log" | sort -u)"
+  echo "==> installing a compiler to build them (slow on a Pi: minutes)"
+  apt-get install -y -qq --no-install-recommends build-essential python3-dev libffi-dev \
+    >/dev/null
+  "$PREFIX/venv/bin/pip" install --quiet --upgrade --prefer-binary "${source_path}[gateway]"
+fi
+rm -f "$pip_log"
 ln -sf "$PREFIX/venv/bin/fieldproof" /usr/local/bin/fieldproof
 
 if [ ! -e "$CONF" ]; then
@@ -136,6 +150,10 @@ systemctl daemon-reload
 systemctl restart systemd-journald
 systemctl enable --now systemd-timesyncd >/dev/null 2>&1 || true
 systemctl enable fieldproof-gateway.service
+
+echo "==> freeing the SD card of apt's caches and package lists"
+apt-get clean
+rm -rf /var/lib/apt/lists/*
 
 cat <<NEXT
 
