@@ -33,6 +33,7 @@ import httpx
 from eth_hash.auto import keccak
 
 from anchor import thor
+from anchor.chain_reader import ChainMismatchError, ChainNodeUnavailable
 from fieldproof.errors import ChainError
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class ThorClientError(ChainError):
     """Base of everything this client raises."""
 
 
-class NodeUnreachable(ThorClientError):
+class NodeUnreachable(ThorClientError, ChainNodeUnavailable):
     """No answer from the node (refused, reset, timed out) even after retries."""
 
     def __init__(self, url: str, attempts: int, detail: str) -> None:
@@ -85,7 +86,7 @@ class NodeResponseError(ThorClientError):
         )
 
 
-class WrongNetwork(ThorClientError):
+class WrongNetwork(ThorClientError, ChainMismatchError):
     """The node is on another network than the one expected (its genesis id differs).
 
     ``got`` is the node's genesis id when it said which (the ``x-genesis-id`` response header
@@ -437,6 +438,29 @@ class CallResult:
         )
 
 
+@dataclass(frozen=True)
+class Simulation:
+    """What ``POST /accounts/*`` ran of ``clause_count`` clauses, in order: ``results[i]`` is
+    clause ``i``. thor stops at the first clause that fails in the VM, so when ``results`` is
+    shorter than the clauses sent, its last result reverted and the clauses after it (``not_run``)
+    were never executed: they have no result, not a successful one."""
+
+    results: tuple[CallResult, ...]
+    clause_count: int
+
+    @property
+    def reverted_at(self) -> int | None:
+        """Index of the clause that reverted (and stopped the run), or None if none did."""
+        if self.results and self.results[-1].reverted:
+            return len(self.results) - 1
+        return None
+
+    @property
+    def not_run(self) -> range:
+        """Indexes of the clauses thor skipped after the reverted one (empty if all ran)."""
+        return range(len(self.results), self.clause_count)
+
+
 # ----------------------------------------------------------------------------- client
 
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -733,9 +757,17 @@ class ThorClient:
         gas_payer: bytes | None = None,
         gas: int | None = None,
         revision: str = "next",
-    ) -> tuple[CallResult, ...]:
-        """``POST /accounts/*?revision=next``: execute clauses without sending a tx, one result
-        per clause (``gas_used`` excludes the intrinsic gas)."""
+    ) -> Simulation:
+        """``POST /accounts/*?revision=next``: execute clauses without sending a tx
+        (``gas_used`` excludes the intrinsic gas).
+
+        thor runs the clauses in order and returns at the first one whose VM error is set,
+        after appending its result (github.com/vechain/thor v2.4.4 = 05d8c16c,
+        ``api/accounts/accounts.go:359`` in ``batchCall``: ``if out.VMErr != nil { return
+        results, nil }``; the same since v1.3.0): one result per
+        clause run, the last one reverted if the run stopped early. Any other shape (more
+        results than clauses, fewer without a final revert, a revert before the last result) is
+        not thor's and raises :class:`NodeResponseError`."""
         body: dict[str, Any] = {
             "clauses": [
                 {
@@ -754,15 +786,29 @@ class ThorClient:
             body["gas"] = gas
         what = "POST /accounts/*"
         data = self._json("POST", "/accounts/*", params={"revision": revision}, json_body=body)
-        if not isinstance(data, list) or len(data) != len(clauses):
-            raise NodeResponseError(what, None, repr(data)[:500])
-        return tuple(self._parse(what, CallResult.from_json, d) for d in data)
+        if not isinstance(data, list) or len(data) > len(clauses):
+            raise NodeResponseError(
+                f"{what} (not a list of at most {len(clauses)} results)", None, repr(data)[:500]
+            )
+        results = tuple(self._parse(what, CallResult.from_json, d) for d in data)
+        early_revert = any(r.reverted for r in results[:-1])
+        stopped_without_revert = len(results) < len(clauses) and (
+            not results or not results[-1].reverted
+        )
+        if early_revert or stopped_without_revert:
+            raise NodeResponseError(
+                f"{what} ({len(results)} result(s) for {len(clauses)} clause(s), but thor "
+                "answers one per clause run and stops only after a reverted one)",
+                None,
+                repr(data)[:500],
+            )
+        return Simulation(results, len(clauses))
 
     def legacy_base_gas_price(self) -> int:
         """What a legacy tx pays per gas at gasPriceCoef 0 (``Params.get("base-gas-price")``);
         it pays ``base + base·coef/255``."""
         clause = thor.Clause(PARAMS_ADDRESS, 0, _PARAMS_GET + KEY_LEGACY_TX_BASE_GAS_PRICE)
-        (result,) = self.inspect_clauses([clause])
+        (result,) = self.inspect_clauses([clause]).results
         if result.reverted or len(result.data) != 32:
             raise NodeResponseError(
                 "Params.get(base-gas-price)", None, f"{result.vm_error or result.data.hex()}"

@@ -1,7 +1,7 @@
-"""`fieldproof anchor run/status` over a real collector database: checkpoints signed by the
-collector are anchored, finalized, and shown — on the VeChainThor test double (finality in a few
-blocks and a lagging node on demand; the real thor solo node carries
-tests/integration/test_thor_real.py) and on a real anvil EVM dev chain."""
+"""`fieldproof anchor run/status` over a real collector database: on a real anvil EVM dev chain,
+and, for what thor cannot be made to do (a node that lags on command), on the VeChainThor node
+double. The ordinary Thor path (anchored, finalized by the real node's finality, shown) runs on
+thor solo in tests/integration/test_anchoring_real.py::test_thor_anchor_service."""
 
 from __future__ import annotations
 
@@ -51,53 +51,10 @@ def _grow_log(cfg_path: Path, entries: int) -> int:
     return cp.checkpoint.size
 
 
-def test_thor_anchor_service(tmp_path: Path, shared_dir: Path) -> None:
-    address = thor.SecretKey(bytes.fromhex(KEY_HEX)).address
-    with ThorNode(finality_depth=2, energy=funded(address)) as node:
-        cfg_path = _collector_config(tmp_path, f'chain = "thor"\nurl = "{node.url}"\n')
-        size = _grow_log(cfg_path, 10)
-        service = AnchorService(load_collector_config(cfg_path))
-        assert service.step()
-        node.mine(1)
-        service.step()
-        node.mine(3)
-        service.step()
-        size2 = _grow_log(cfg_path, 5)
-        service.step()
-        node.mine(4)
-        service.step()
-        service.close()
-        views = anchor_views(load_collector_config(cfg_path))
-        assert [(v.tree_size, v.state) for v in views] == [
-            (size, "finalized"),
-            (size2, "finalized"),
-        ]
-        assert all(v.network == node.genesis_id for v in views)
-        # the record on chain is the checkpoint's
-        cfg = load_collector_config(cfg_path)
-        db = open_db(cfg.db_path)
-        latest = EvidenceLog.open(db, cfg.log_origin, None).latest()
-        db.close()
-        assert latest is not None
-        assert views[-1].root_hash == latest.checkpoint.root_hash.hex()
-
-        # the collector reports anchoring progress for the Integrity dashboard and its alert
-        from collector.service import Collector
-
-        collector = Collector(load_collector_config(cfg_path))
-        state = [p for p in collector.stats_points() if p.measurement == "anchor_state"]
-        collector.db.close()
-        assert len(state) == 1 and state[0].tags["chain"] == "thor"
-        assert state[0].fields["finalized_size"] == size2 == state[0].fields["log_size"]
-        assert state[0].fields["pending"] == 0
-
-        result = CliRunner().invoke(cli, ["anchor", "status", "--config", str(cfg_path), "--json"])
-        assert result.exit_code == 0, result.output
-        shown = json.loads(result.output)
-        assert [r["state"] for r in shown] == ["finalized", "finalized"]
-
-
 def test_status_says_how_far_from_final_and_why(tmp_path: Path, shared_dir: Path) -> None:
+    """Double: exact head numbers (anchor in block 1, best 2) and a node that lags by an hour
+    on command, then catches up. On the real node the same view is checked in
+    tests/integration/test_thor_real.py::test_finalized_through_the_nodes_own_finality."""
     address = thor.SecretKey(bytes.fromhex(KEY_HEX)).address
     with ThorNode(finality_depth=2, energy=funded(address)) as node:
         cfg_path = _collector_config(tmp_path, f'chain = "thor"\nurl = "{node.url}"\n')

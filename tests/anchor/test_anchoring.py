@@ -1,18 +1,18 @@
-"""Anchorer end to end against the Thor node test double (tests/support/thornode.py).
+"""The anchorer where the real node cannot go: the Thor node double (tests/support/thornode.py).
 
-The double stands in for what a real node cannot be made to do on demand (finality in a few
-blocks, outages, lost answers, reorgs, a node that lags); the same anchorer runs against a real
-thor solo node in tests/integration/test_thor_real.py. Time (backoff, node sync) is an injected
-clock; blocks are produced on demand: no test waits or times.
+Every ordinary path (pending, included, finalized, sponsor, legacy, expiry, restart, contract
+``to``, verification) runs on a real thor solo node in tests/integration/test_anchoring_real.py
+and test_thor_real.py. Here: outages, lost and dropped txs, reverts after a passing simulation,
+reorgs, another network, a lagging node, base fees set at will, finality that stalls, and the
+checks that need no node at all (keys, config). Each test's docstring says which. Time (backoff,
+node sync) is an injected clock; blocks are produced on demand: no test waits or times.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from anchor.anchoring import (
     anchor_detail,
     anchor_status,
     anchor_txs,
-    find_anchor,
     generate_key_file,
     key_from_env,
     legacy_coef_for,
@@ -43,9 +42,8 @@ from anchor.anchoring import (
     retry_failed,
     run_forever,
 )
-from anchor.thor_client import NodeUnreachable, ThorClient
+from anchor.thor_client import ThorClient
 from anchor.thor_reader import AnchorVerificationError, verify_anchor
-from fieldproof.formats.anchor_record import AnchorRecord
 from tests.support.thornode import ThorNode, funded
 
 KEY = thor.SecretKey(
@@ -148,125 +146,13 @@ def ok(report: StepReport) -> StepReport:
 # ---------------------------------------------------------------------------- happy path
 
 
-def test_pending_included_finalized(
-    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
-) -> None:
-    a = make(store, client, log, clock)
-    assert ok(a.step()) == StepReport()  # nothing to anchor yet
-    cp = log.publish(10)
-
-    r = ok(a.step())
-    assert r.created == [1]
-    assert len(r.submitted) == 1
-    (row,) = anchor_status(store)
-    assert row.state is AnchorState.PENDING
-    assert row.tx_id == r.submitted[0]
-    assert node.pending_ids == [row.tx_id]
-    assert ok(a.step()).submitted == []  # waiting, nothing resent
-
-    node.mine()
-    r = ok(a.step())
-    assert r.included == [1]
-    assert r.finalized == []
-    row = store.get(1)
-    assert row.state is AnchorState.INCLUDED
-    assert row.block_number == 1
-    assert row.block_id == node.block_id(1)
-    assert row.gas_payer == KEY.address_hex
-
-    node.mine(2)  # best 3, finalized 0
-    assert ok(a.step()).finalized == []
-    node.mine()  # best 4, finalized 1
-    r = ok(a.step())
-    assert r.finalized == [1]
-    row = store.get(1)
-    assert row.state is AnchorState.FINALIZED
-    assert row.finalized_at == clock.now
-    assert row.genesis_id == node.genesis_id
-
-    # the tx is exactly the anchor: one clause, value 0, to self, data = record, intrinsic gas
-    got = client.raw_transaction(row.tx_id or "")
-    assert got is not None
-    tx = thor.decode(got[0])
-    assert tx.tx_type == thor.TYPE_DYNAMIC_FEE
-    assert tx.chain_tag == client.chain_tag()
-    assert tx.expiration == 720
-    assert not tx.delegated
-    (clause,) = tx.clauses
-    assert clause.to == KEY.address
-    assert clause.value == 0
-    assert clause.data == AnchorRecord.for_checkpoint(cp.origin, cp.size, cp.root_hash).encode()
-    assert tx.gas == tx.intrinsic_gas()
-    assert tx.block_ref == bytes.fromhex(node.genesis_id[2:18])
-
-    v = verify_anchor(client, row.tx_id or "", ORIGIN, 10, cp.root_hash, genesis_id=node.genesis_id)
-    assert v.finalized
-    assert v.block_number == 1
-    assert v.sender == KEY.address_hex
-
-    assert ok(a.step()) == StepReport()  # same checkpoint: never anchored twice
-    assert len(anchor_txs(store, 1)) == 1
-
-
-def test_newest_checkpoint_goes_next(
-    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
-) -> None:
-    a = make(store, client, log, clock)
-    log.publish(1)
-    ok(a.step())
-    log.publish(2)
-    log.publish(3)
-    assert ok(a.step()).created == []  # one in flight at a time
-    node.mine()
-    r = ok(a.step())
-    assert r.included == [1]
-    assert r.created == [2]
-    assert store.get(2).tree_size == 3  # size 2 was superseded before its turn
-    node.mine()
-    assert ok(a.step()).included == [2]
-    assert find_anchor(store, ORIGIN, 3, bytes([3]) * 32) == store.get(2)
-    assert find_anchor(store, ORIGIN, 2, bytes([2]) * 32) is None
-
-
-def test_legacy_tx_and_custom_recipient(
-    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
-) -> None:
-    node.legacy_base_gas_price = 10**15  # mainnet's: far above the base fee, coef 10 is plenty
-    to = "0x" + "ab" * 20
-    a = make(
-        store, client, log, clock, dynamic_fee=False, gas_price_coef=10, to=to, gas_margin=1000
-    )
-    log.publish(5)
-    tx_id = ok(a.step()).submitted[0]
-    tx = thor.decode(store.get_tx(tx_id).raw)
-    assert tx.tx_type == thor.TYPE_LEGACY
-    assert tx.gas_price_coef == 10
-    assert tx.clauses[0].to == bytes.fromhex("ab" * 20)
-    assert tx.gas == tx.intrinsic_gas() + 1000
-    node.mine()
-    assert ok(a.step()).included == [1]
-
-
-def test_min_interval_between_anchors(
-    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
-) -> None:
-    a = make(store, client, log, clock, min_interval_s=600)
-    log.publish(1)
-    ok(a.step())
-    node.mine()
-    ok(a.step())
-    log.publish(2)
-    assert ok(a.step()).created == []
-    clock.now += 600
-    assert ok(a.step()).created == [2]
-
-
 # ---------------------------------------------------------------------------- node outages
 
 
 def test_node_down_for_a_while_loses_nothing(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    """Double: an unreachable node (connections refused) and its return, on demand."""
     a = make(store, client, log, clock)
     log.publish(1)
     tx_id = ok(a.step()).submitted[0]
@@ -296,6 +182,7 @@ def test_node_down_for_a_while_loses_nothing(
 def test_down_before_first_contact(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    """Double: a node that refuses connections before the anchorer ever reached it."""
     log.publish(1)
     node.go_down()
     a = make(store, client, log, clock)
@@ -306,40 +193,11 @@ def test_down_before_first_contact(
     assert ok(a.step()).created == [1]
 
 
-class LosesResponses(ThorClient):
-    """Posts reach the node but the answer is lost: the anchorer cannot know the tx arrived."""
-
-    lose = 1
-
-    def send_raw(self, raw: bytes) -> str:
-        tx_id = super().send_raw(raw)
-        if self.lose:
-            self.lose -= 1
-            raise NodeUnreachable(self.base_url, 1, "ReadTimeout")
-        return tx_id
-
-
-def test_lost_response_does_not_duplicate(
-    store: AnchorStore, node: ThorNode, log: Log, clock: Clock
-) -> None:
-    with LosesResponses(node.url, retries=0, sleep=lambda s: None) as c:
-        a = make(store, c, log, clock)
-        log.publish(1)
-        r = a.step()
-        assert not r.node_ok
-        (t,) = anchor_txs(store, 1)
-        assert t.status is TxStatus.UNKNOWN
-        r = ok(a.step())
-        assert r.submitted == [t.tx_id]  # the same bytes again, not a new tx
-        node.mine()
-        assert ok(a.step()).included == [1]
-    assert [x.status for x in anchor_txs(store, 1)] == [TxStatus.INCLUDED]
-    assert node.included_in(t.tx_id) == 1
-
-
 def test_node_forgetting_a_tx_gets_it_again(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    """Double: a restarted node whose pool lost a pending tx (an on-demand thor packs it at
+    once, so it never holds one)."""
     a = make(store, client, log, clock)
     log.publish(1)
     tx_id = ok(a.step()).submitted[0]
@@ -352,59 +210,14 @@ def test_node_forgetting_a_tx_gets_it_again(
 # ---------------------------------------------------------------------------- energy and sponsor
 
 
-def test_insufficient_energy_then_vip191_sponsor(
-    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
-) -> None:
-    node.set_energy(KEY.address, 0)
-    a = make(store, client, log, clock, retry_base_s=30)
-    log.publish(7)
-    r = a.step()
-    assert r.node_ok
-    assert r.submitted == []
-    assert "insufficient energy" in r.errors[0]
-    assert KEY.address_hex in r.errors[0]
-    row = store.get(1)
-    assert row.state is AnchorState.PENDING
-    assert row.failures == 1
-    assert row.last_error is not None
-    assert "VIP-191 sponsor" in row.last_error
-    assert [t.status for t in anchor_txs(store, 1)] == [TxStatus.REJECTED]
-
-    posts = len(node.submissions)
-    assert ok(a.step()) == StepReport()  # backing off: nothing posted
-    assert len(node.submissions) == posts
-    clock.now += 30
-    assert "insufficient energy" in a.step().errors[0]  # retried, still broke
-    assert store.get(1).failures == 2
-
-    # the operator configures a sponsor and restarts the anchorer on the same store
-    a.close()
-    sponsor_energy = node.energy(SPONSOR.address)
-    b = make(store, client, log, clock, sponsor=SPONSOR, retry_base_s=30)
-    assert ok(b.step()) == StepReport()  # still backing off (60 s after 2 failures)
-    clock.now += 60
-    r = ok(b.step())
-    assert len(r.submitted) == 1
-    assert thor.decode(store.get_tx(r.submitted[0]).raw).delegated
-    node.mine()
-    assert ok(b.step()).included == [1]
-    row = store.get(1)
-    assert row.gas_payer == SPONSOR.address_hex
-    assert row.last_error is None
-    assert row.failures == 0
-    assert node.energy(KEY.address) == 0
-    assert node.energy(SPONSOR.address) < sponsor_energy
-    receipt = client.receipt(row.tx_id or "")
-    assert receipt is not None
-    assert receipt.tx_origin == KEY.address_hex
-
-
 # ---------------------------------------------------------------------------- expiry, revert, reorg
 
 
 def test_expired_tx_is_rebuilt(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    """Double: a node that says yes to a tx and loses it, until the tx expires (thor packs
+    every tx it accepts)."""
     a = make(store, client, log, clock, expiration=5)
     node.drop_incoming = True  # the node says yes and loses it
     log.publish(3)
@@ -429,42 +242,11 @@ def test_expired_tx_is_rebuilt(
     ]
 
 
-class SlowPoster(ThorClient):
-    """The chain moves on between reading the best block and posting the tx."""
-
-    def __init__(self, node: ThorNode, blocks_before_post: int) -> None:
-        super().__init__(node.url, retries=0)
-        self.node = node
-        self.blocks_before_post = blocks_before_post
-
-    def send_raw(self, raw: bytes) -> str:
-        self.node.mine(self.blocks_before_post)
-        self.blocks_before_post = 0
-        return super().send_raw(raw)
-
-
-def test_node_refusing_expired_tx_triggers_rebuild(
-    store: AnchorStore, node: ThorNode, log: Log, clock: Clock
-) -> None:
-    with SlowPoster(node, 2) as c:
-        a = make(store, c, log, clock, expiration=2, retry_base_s=300)
-        log.publish(1)
-        r = a.step()
-        assert r.node_ok
-        assert r.submitted == []
-        assert "tx rejected: expired" in r.errors[0]
-        (t,) = anchor_txs(store, 1)
-        assert t.status is TxStatus.EXPIRED
-        r = ok(a.step())  # no backoff for expiry: rebuilt at once on a fresh blockRef
-        assert len(r.rebuilt) == 1
-        assert r.rebuilt == r.submitted
-        node.mine()
-        assert ok(a.step()).included == [1]
-
-
 def test_reverted_tx_fails_with_reason_and_can_be_retried(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    """Double: a clause that passes the node's simulation and then reverts in its block, and
+    stops reverting on command (no real contract does that on demand)."""
     a = make(store, client, log, clock)
     node.revert_to.add(KEY.address)
     log.publish(4)
@@ -492,6 +274,7 @@ def test_reverted_tx_fails_with_reason_and_can_be_retried(
 def test_reorg_sends_an_anchor_back_to_pending(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    """Double: a reorg of an unfinalized block (solo has no other producer to fork with)."""
     a = make(store, client, log, clock)
     log.publish(1)
     tx_id = ok(a.step()).submitted[0]
@@ -510,29 +293,10 @@ def test_reorg_sends_an_anchor_back_to_pending(
 # ---------------------------------------------------------------------------- restart
 
 
-def test_restart_resumes_from_the_store(
-    tmp_path: Path, client: ThorClient, node: ThorNode, log: Log, clock: Clock
-) -> None:
-    path = tmp_path / "anchors.db"
-    with AnchorStore(path) as s1, make(s1, client, log, clock) as a:
-        log.publish(9)
-        tx_id = ok(a.step()).submitted[0]
-    node.mine()
-    with AnchorStore(path) as s2, ThorClient(node.url, retries=0) as c2:
-        b = make(s2, c2, log, clock)
-        r = ok(b.step())
-        assert r.included == [1]
-        assert r.created == []
-        assert r.submitted == []
-        node.mine(3)
-        assert ok(b.step()).finalized == [1]
-        assert s2.get(1).tx_id == tx_id
-        assert len(anchor_txs(s2, 1)) == 1
-
-
 def test_store_refuses_another_chain(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    """Double: a node on another network (every thor solo runs the same devnet genesis)."""
     with make(store, client, log, clock) as first:
         ok(first.step())
     with (
@@ -545,61 +309,21 @@ def test_store_refuses_another_chain(
     assert "right network" in str(exc.value)
 
 
-def test_one_anchorer_per_store(
-    store: AnchorStore, client: ThorClient, log: Log, clock: Clock
-) -> None:
-    a = make(store, client, log, clock)
-    with pytest.raises(AnchorError, match="another anchorer is running"):
-        make(store, client, log, clock)
-    a.close()
-    make(store, client, log, clock).close()
-
-
-def test_log_going_backwards_is_reported_not_anchored(
-    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
-) -> None:
-    a = make(store, client, log, clock)
-    log.publish(10)
-    ok(a.step())
-    node.mine()
-    ok(a.step())
-    log.publish(8)
-    r = a.step()
-    assert r.created == []
-    assert "went backwards or forked" in r.errors[0]
-    log.publish(10, b"\xee" * 32)  # same size, other root: a fork
-    r = a.step()
-    assert r.created == []
-    assert "forked" in r.errors[0]
-    assert len(anchor_status(store)) == 1
-
-
 # ---------------------------------------------------------------------------- verification
 
 
-def test_verify_anchor_refuses_what_does_not_match(
+def test_verify_anchor_of_a_tx_not_yet_in_a_block(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    """Double: a tx the node holds in its pool but not in a block (on demand, thor packs it
+    before it answers). The rest of verify_anchor runs on the real node in
+    tests/integration/test_anchoring_real.py."""
     a = make(store, client, log, clock)
     cp = log.publish(6)
     tx_id = ok(a.step()).submitted[0]
     with pytest.raises(AnchorVerificationError, match="not in a block"):
         verify_anchor(client, tx_id, ORIGIN, 6, cp.root_hash)
-    node.mine()
-    with pytest.raises(AnchorVerificationError, match="not finalized yet"):
-        verify_anchor(client, tx_id, ORIGIN, 6, cp.root_hash)
-    assert not verify_anchor(
-        client, tx_id, ORIGIN, 6, cp.root_hash, require_finalized=False
-    ).finalized
-    node.mine(3)
-    with pytest.raises(AnchorVerificationError, match="no anchor record"):
-        verify_anchor(client, tx_id, ORIGIN, 7, cp.root_hash)
-    with pytest.raises(AnchorVerificationError, match="no anchor record"):
-        verify_anchor(client, tx_id, "other.example/log", 6, cp.root_hash)
-    with pytest.raises(AnchorVerificationError, match="genesis"):
-        verify_anchor(client, tx_id, ORIGIN, 6, cp.root_hash, genesis_id="0x" + "00" * 32)
-    with pytest.raises(AnchorVerificationError, match="not on this node's chain"):
-        verify_anchor(client, "0x" + "00" * 32, ORIGIN, 6, cp.root_hash)
+    node.mine(4)
     assert verify_anchor(client, tx_id, ORIGIN, 6, cp.root_hash).finalized
 
 
@@ -659,32 +383,6 @@ def test_generate_key_file(tmp_path: Path) -> None:
         generate_key_file(p)
 
 
-def test_keys_never_reach_logs_or_status(
-    store: AnchorStore,
-    client: ThorClient,
-    node: ThorNode,
-    log: Log,
-    clock: Clock,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    node.set_energy(KEY.address, 0)
-    a = make(store, client, log, clock)
-    log.publish(1)
-    r = a.step()
-    node.set_energy(KEY.address, 10**21)
-    clock.now += 10
-    a.step()
-    node.mine(5)
-    a.step()
-    secret = KEY.secret_bytes().hex()
-    texts = [rec.getMessage() for rec in caplog.records] + r.errors + [repr(a.key), repr(a)]
-    texts += [str(row.to_dict()) for row in anchor_status(store)]
-    assert texts
-    assert all(secret not in t for t in texts)
-    assert store.get(1).state is AnchorState.FINALIZED
-
-
 # ---------------------------------------------------------------------------- service loop
 
 
@@ -706,6 +404,7 @@ class CountingStop(threading.Event):
 def test_run_forever_backs_off_while_the_node_is_down(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    """Double: an unreachable node, for the service loop's backoff."""
     a = make(store, client, log, clock)
     log.publish(1)
     node.go_down()
@@ -726,75 +425,14 @@ def test_config_is_checked() -> None:
         AnchorConfig(to="0x1234")
 
 
-def test_accepts_the_logs_checkpoint_type(
-    store: AnchorStore, client: ThorClient, node: ThorNode, clock: Clock
-) -> None:
-    from fieldproof.formats.checkpoint import Checkpoint as LogCheckpoint
-
-    class Source:
-        def latest_checkpoint(self) -> tuple[LogCheckpoint, bytes]:
-            return LogCheckpoint(ORIGIN, 3, b"\x33" * 32), b"signed note"
-
-    with Anchorer(store, client, Source(), KEY, clock=clock) as a:
-        assert ok(a.step()).created == [1]
-    assert store.get(1).record == AnchorRecord.for_checkpoint(ORIGIN, 3, b"\x33" * 32).encode()
-
-
 # ---------------------------------------------------------------------------- finality
-
-
-class RecordsReceipts(ThorClient):
-    """Records the ``head`` of every receipt read."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url, retries=0)
-        self.heads: list[str | None] = []
-
-    def receipt(self, tx_id: str | bytes, *, head: str | bytes | None = None) -> Any:
-        self.heads.append(None if head is None else str(head))
-        return super().receipt(tx_id, head=head)
-
-
-def test_included_anchor_says_how_far_from_final_and_why(
-    store: AnchorStore, node: ThorNode, log: Log, clock: Clock
-) -> None:
-    c = RecordsReceipts(node.url)
-    with closing(c):
-        a = make(store, c, log, clock)
-        log.publish(2)
-        ok(a.step())
-        node.mine()  # block 1 holds it; finalized 0 (depth 3)
-        r = ok(a.step())
-        assert r.included == [1]
-        gap = r.not_final[1]
-        assert (gap.block_number, gap.finalized_number, gap.best_number) == (1, 0, 1)
-        assert gap.blocks_behind == 1 and not gap.final
-        assert "not final yet" in gap.explain() and "finalized block is #0" in gap.explain()
-        # the operator's view says the same, from what the step stored
-        status = node_status(store)
-        assert status is not None and status.synced
-        assert (status.best_number, status.finalized_number) == (1, 0)
-        assert status.finalized_id == node.block_id(0)
-        detail = anchor_detail(store.get(1), status)
-        assert detail is not None and "1 block below it" in detail and "best #1" in detail
-
-        node.mine(2)  # best 3, finalized 0: still not final, no deadline, nothing resent
-        r = ok(a.step())
-        assert r.not_final[1].best_number == 3 and r.finalized == []
-        assert store.get(1).state is AnchorState.INCLUDED
-        c.heads.clear()
-        node.mine()  # best 4, finalized 1
-        r = ok(a.step())
-        assert r.finalized == [1] and r.not_final == {}
-        # final = the receipt read from the finalized block: one consistent answer
-        assert c.heads == [node.block_id(1)]
-        assert anchor_detail(store.get(1), node_status(store)) is None
 
 
 def test_no_finality_deadline(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
-    """A node whose finality stalls leaves the anchor included, explained, never failed."""
+    """Double: a network whose finality stalls (solo always finalizes). The anchor stays
+    included, explained, never failed."""
     node.finality_depth = 10_000
     a = make(store, client, log, clock)
     log.publish(1)
@@ -815,6 +453,8 @@ def test_no_finality_deadline(
 def test_anchoring_pauses_while_the_node_is_not_synced(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    """Double: a node lagging by an exact number of seconds, by its clock and ours (the real
+    pause is shown in tests/integration/test_thor_real.py, at the cost of a node that waits)."""
     a = make(store, client, log, clock)
     log.publish(1)
     best_time = node.node_time
@@ -840,7 +480,8 @@ def test_anchoring_pauses_while_the_node_is_not_synced(
 def test_a_stale_head_by_only_one_clock_is_not_a_pause(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
-    """Both our clock and the node's must say the head is old: a node whose own clock is
+    """Double: a node whose clock disagrees with ours (a real node's Date is the host's clock).
+    Both our clock and the node's must say the head is old: a node whose own clock is
     behind ours is not judged by our clock alone, and the other way round."""
     a = make(store, client, log, clock)
     log.publish(1)
@@ -854,6 +495,7 @@ def test_a_stale_head_by_only_one_clock_is_not_a_pause(
 def test_pending_anchor_detail_names_the_pause(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    """Double: a node that stops being synced while an anchor is pending."""
     a = make(store, client, log, clock)
     log.publish(1)
     ok(a.step())
@@ -870,6 +512,7 @@ def test_pending_anchor_detail_names_the_pause(
 def test_node_replaced_by_another_network_mid_run(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    """Double: a node replaced by one of another network on the same port mid-run."""
     a = make(store, client, log, clock)
     log.publish(1)
     ok(a.step())
@@ -887,23 +530,13 @@ def test_node_replaced_by_another_network_mid_run(
 # ---------------------------------------------------------------------------- fees
 
 
-def test_dynamic_fee_follows_the_next_base_fee(
-    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
-) -> None:
-    node.base_fee = 3 * 10**13  # the next block's, as /fees/history?newestBlock=next says
-    a = make(store, client, log, clock)
-    log.publish(1)
-    tx = thor.decode(store.get_tx(ok(a.step()).submitted[0]).raw)
-    assert tx.tx_type == thor.TYPE_DYNAMIC_FEE
-    assert tx.max_priority_fee_per_gas == node.priority_fee
-    assert tx.max_fee_per_gas == 2 * node.base_fee + node.priority_fee
-
-
 def test_legacy_price_covers_a_risen_base_fee(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
-    """At the floor (coef 0) a legacy tx pays the legacy base price; once the base fee is above
-    it, the node refuses such a tx, so the anchorer raises the coefficient to cover it."""
+    """Double: a base fee set to an exact value (the real node's rises only by burning gas;
+    tests/integration/test_thor_real.py shows that once). At the floor (coef 0) a legacy tx
+    pays the legacy base price; once the base fee is above it, the node refuses such a tx, so
+    the anchorer raises the coefficient to cover it."""
     node.legacy_base_gas_price = 10**13
     node.base_fee = 13 * 10**12
     a = make(store, client, log, clock, dynamic_fee=False, gas_price_coef=0)
@@ -922,6 +555,7 @@ def test_legacy_price_covers_a_risen_base_fee(
 def test_legacy_falls_back_to_dynamic_fee_past_twice_the_legacy_price(
     store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    """Double: a base fee above twice the legacy price (hundreds of full blocks on a real node)."""
     node.legacy_base_gas_price = 10**13
     node.base_fee = 25 * 10**12  # above 2 x: no gasPriceCoef can pay it
     a = make(store, client, log, clock, dynamic_fee=False)
@@ -962,6 +596,7 @@ class RaisesBaseFee(ThorClient):
 def test_fee_too_low_is_rebuilt_on_the_new_fee_at_once(
     store: AnchorStore, node: ThorNode, log: Log, clock: Clock
 ) -> None:
+    """Double: a base fee that jumps between building a tx and posting it."""
     with RaisesBaseFee(node) as c:
         a = make(store, c, log, clock, retry_base_s=600)
         log.publish(1)
@@ -979,35 +614,3 @@ def test_fee_too_low_is_rebuilt_on_the_new_fee_at_once(
 
 # ---------------------------------------------------------------------------- contract `to`
 
-
-def test_contract_to_gets_its_execution_gas(
-    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
-) -> None:
-    to = b"\xc0" * 20
-    node.deploy(to, gas=20_005)
-    a = make(store, client, log, clock, to="0x" + to.hex())
-    log.publish(1)
-    tx = thor.decode(store.get_tx(ok(a.step()).submitted[0]).raw)
-    assert tx.gas == tx.intrinsic_gas() + 20_005 + 15_000
-    node.mine()
-    assert ok(a.step()).included == [1]
-    receipt = client.receipt(store.get(1).tx_id or "")
-    assert receipt is not None and not receipt.reverted
-    assert receipt.gas_used == tx.intrinsic_gas() + 20_005
-
-
-def test_contract_to_that_reverts_is_refused_before_sending(
-    store: AnchorStore, client: ThorClient, node: ThorNode, log: Log, clock: Clock
-) -> None:
-    to = b"\xc1" * 20
-    node.deploy(to, revert=True)
-    a = make(store, client, log, clock, to="0x" + to.hex(), retry_base_s=30)
-    log.publish(1)
-    r = a.step()
-    assert r.node_ok and r.submitted == []
-    assert "reverts when the node simulates it" in r.errors[0]
-    assert node.submissions == [] and anchor_txs(store, 1) == []
-    row = store.get(1)
-    assert row.state is AnchorState.PENDING and row.failures == 1
-    assert anchor_detail(row, node_status(store)) == row.last_error
-    assert ok(a.step()) == StepReport()  # backing off

@@ -4,8 +4,9 @@ Both are built from the Go module proxy at the versions pinned in scripts/peers,
 outside the repository (scripts/test runs scripts/peers through scripts/bootstrap). A missing
 binary makes these tests fail with the message of ``peer_binary`` (run scripts/peers); they
 never skip. The test doubles (tests/support/thornode.py, the recorder in test_influx_v2.py) stay
-for the
-fault cases a real peer cannot be made to produce."""
+only for the fault cases a real peer cannot be made to produce; thornode.py lists the tests that
+still use it and why. The thor rig shared by the tests that use the real node (start, dev keys,
+driving blocks to finality) is tests/support/thor_solo.py."""
 
 from __future__ import annotations
 
@@ -32,13 +33,13 @@ from fieldproof.services import (
     peer_binary,
     peer_version,
 )
+from tests.support.thor_solo import DEV_KEYS, start_solo
 
 pytestmark = pytest.mark.integration
 
-# The first of the ten funded dev accounts of thor solo: genesis/devnet.go, DevAccounts()
-# privKeys[0], in github.com/vechain/thor/v2@v2.4.4 (go mod download puts it in the module
-# cache). It also signs thor solo's blocks. Public test key; never use it anywhere else.
-DEV_KEY = bytes.fromhex("99f0500549792796c14fed62011a51081dc5b5e68fe8bd8a13b86be829c4fd36")
+# The first of the ten funded dev accounts of thor solo (tests/support/thor_solo.py); it also
+# signs thor solo's blocks. Public test key; never use it anywhere else.
+DEV_KEY = DEV_KEYS[0]
 DEV_ADDRESS = "0xf077b491b355e64048ce21e3a6fc4751eeea77fa"
 
 # thor's devnet genesis (launch time 1526400000, the dev accounts): what solo is known to run.
@@ -48,7 +49,7 @@ ORIGIN = "farm.example/fieldproof/log"
 TOKEN_ENV = "FIELDPROOF_TEST_INFLUX_TOKEN"
 
 
-def _start(service: ThorSolo | InfluxDB18) -> None:
+def _start(service: InfluxDB18) -> None:
     try:
         service.start()
     except ServiceError as e:
@@ -56,14 +57,6 @@ def _start(service: ThorSolo | InfluxDB18) -> None:
     else:
         return
     pytest.fail(error, pytrace=False)
-
-
-def _thor(workdir: Path) -> ThorSolo:
-    try:
-        return ThorSolo(workdir)
-    except PeerMissing as e:
-        missing = str(e)
-    pytest.fail(missing, pytrace=False)  # fail, never skip: scripts/test builds the peers
 
 
 def _influx(workdir: Path, auth: tuple[str, str] | None = None) -> InfluxDB18:
@@ -105,8 +98,7 @@ def test_built_peers_report_the_pinned_version(name: str, args: list[str]) -> No
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThorSolo]:
-    n = _thor(tmp_path_factory.mktemp("thor"))
-    _start(n)
+    n = start_solo(tmp_path_factory.mktemp("thor"))
     yield n
     n.stop()
 

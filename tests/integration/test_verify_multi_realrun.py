@@ -2,9 +2,8 @@
 processes with their own data directories (own log, log key, checkpoints) on one MQTT shared
 subscription, two gateway processes publishing so both collectors get a share
 (tests/support/stack.py).
-Each collector's final checkpoint is anchored on the VeChainThor node test double
-(tests/support/thornode.py: no Thor node can run on these machines; the double implements the REST
-contract of shared/reference/thor-rest-api.yaml and rejects what a node rejects).
+Each collector's final checkpoint is anchored on a real VeChainThor node (thor solo,
+tests/support/thor_solo.py), driven to the node's own finality.
 
 Each bundle alone shows the other's share as gaps; together they pass with every spooled
 message verified once. Messages added to a copy of the second log (signed with the gateway's
@@ -42,7 +41,7 @@ from inspector.verify import VerificationResult, VerifiedMessage, verify_bundle
 from tests.support.bundles import THOR_KEY, thor_anchor
 from tests.support.realrun import checkpoint_often, latest_checkpoint
 from tests.support.stack import Stack, make_stack, wait_until
-from tests.support.thornode import ThorNode, funded
+from tests.support.thor_solo import SoloChain
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +52,7 @@ FARM = "test-farm"
 class TwoLogs:
     stacks: tuple[Stack, Stack]
     configs: tuple[CollectorConfig, CollectorConfig]
-    node: ThorNode
+    node: SoloChain
     start: float
     end: float
     data: tuple[bytes, bytes]
@@ -84,10 +83,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoLogs]:
     text = two.collector_config.read_text()
     two.collector_config.write_text(text.replace('collector_id = "demo-collector"',
                                                  'collector_id = "demo-collector-2"', 1))
-    node = ThorNode(finality_depth=2, energy=funded(THOR_KEY.address),
-                    genesis_timestamp=int(time.time()))
+    node: SoloChain | None = None
     try:
-        node.start()
+        node = SoloChain(tmp / "thor")
+        node.fund(THOR_KEY.address)
         for s in (one, two):
             checkpoint_often(s.collector_config)
         configs = (load_collector_config(one.collector_config),
@@ -134,7 +133,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoLogs]:
         one.shutdown()
         one.broker.stop()
         one.influx.stop()
-        node.stop()
+        if node is not None:
+            node.close()
 
 
 def _alone(run: TwoLogs, which: int) -> VerificationResult:

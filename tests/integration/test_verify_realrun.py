@@ -1,10 +1,7 @@
 """The tamper matrix, on evidence from a REAL run: Mosquitto, InfluxDB, a collector process and
 two gateway processes (tests/support/stack.py), checkpoints anchored on a real EVM dev chain (anvil,
-anchor/devchain.py) and on the VeChainThor node test double (tests/support/thornode.py — no Thor
-node
-can run on these machines; the double implements the REST contract of
-shared/reference/thor-rest-api.yaml and rejects bad chainTag, signature, expired blockRef and
-insufficient energy as a node does). The run is built once for the module.
+anchor/devchain.py) and on a real VeChainThor node (thor solo, tests/support/thor_solo.py; each
+anchor driven to the node's own finality). The run is built once for the module.
 
 Each tampering is caught with its own finding; the untouched bundle passes. That includes
 withholding (issue 13, finding 3): a gateway dropped entirely, the last third or the first
@@ -74,7 +71,7 @@ from tests.support.bundles import (
 )
 from tests.support.realrun import checkpoint_often, latest_checkpoint
 from tests.support.stack import Stack, make_stack, wait_until
-from tests.support.thornode import ThorNode, funded
+from tests.support.thor_solo import SoloChain
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +83,7 @@ class RealRun:
     stack: Stack
     config: CollectorConfig
     chain: DevChain
-    node: ThorNode
+    node: SoloChain
     start: float
     end: float
     data: bytes
@@ -108,7 +105,7 @@ class RealRun:
 
 
 
-def _anchor_both(run_dir: Path, cp: Checkpoint, note: bytes, node: ThorNode,
+def _anchor_both(run_dir: Path, cp: Checkpoint, note: bytes, node: SoloChain,
                  chain: DevChain) -> tuple[str, str]:
     thor_tx = thor_anchor(run_dir / "anchors-thor.sqlite", cp, note, node.url, node.mine)
     evm_tx = evm_anchor(run_dir / "anchors-evm.sqlite", cp, chain)
@@ -123,11 +120,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRun]:
     start = time.time() - 1
     stack = make_stack(tmp)
     chain = DevChain(tmp / "chain", automine=False, slots_in_an_epoch=1)
-    node = ThorNode(finality_depth=2, energy=funded(THOR_KEY.address),
-                    genesis_timestamp=int(time.time()))
+    node: SoloChain | None = None
     try:
         chain.start()
-        node.start()
+        node = SoloChain(tmp / "thor")
+        node.fund(THOR_KEY.address)
         checkpoint_often(stack.collector_config)
         config = load_collector_config(stack.collector_config)
         keys: dict[str, Ed25519PrivateKey] = {}
@@ -168,7 +165,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRun]:
         stack.shutdown()
         stack.broker.stop()
         stack.influx.stop()
-        node.stop()
+        if node is not None:
+            node.close()
         chain.close()
 
 
@@ -480,7 +478,8 @@ def test_rewritten_history_behind_an_anchored_checkpoint(run: RealRun, tmp_path:
             db.execute("DELETE FROM checkpoints WHERE size > ?", (first.size,))
         evidence = EvidenceLog.open(db, cfg.log_origin, cfg.log_key_file)
         new = evidence.checkpoint()
-        assert new is not None and new.checkpoint.size == len(entries)
+        # the rewritten entries and the seal the new checkpoint ends with
+        assert new is not None and new.checkpoint.size == len(entries) + 1
     finally:
         db.close()
     for store, anchors, txs in (("anchors-thor.sqlite", "anchors", "anchor_txs"),

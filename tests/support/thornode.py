@@ -1,20 +1,53 @@
-"""A test double of a VeChainThor node's REST API, for what a real node cannot be made to do.
+"""A test double of a VeChainThor node's REST API, only for what a real node cannot be made to do.
 
-The real node runs in the tests too: ``fieldproof.services.ThorSolo`` (thor v2.4.4 ``solo
---on-demand``, built by scripts/peers) carries tests/integration/test_thor_real.py: legacy and
-0x51 anchors, VIP-191 sponsorship, every refusal the client classifies, base fee, contract
-``to``, a node that is not synced, and FINALIZED through solo's real finality (it moves by
-180-block epochs: ~540 blocks, a few seconds of posted txs). This double stands in for the rest:
+Every ordinary path runs on the real node: ``fieldproof.services.ThorSolo`` (thor v2.4.4 ``solo
+--on-demand``, built by scripts/peers), started by tests/support/thor_solo.py, in
+tests/integration/test_thor_real.py, test_thor_client_real.py, test_anchoring_real.py (also the
+``fieldproof anchor`` service), test_verify_findings.py, test_verify_known_checkpoint.py,
+test_inspector_page.py, test_verify_realrun.py, test_verify_multi_realrun.py and the "our
+exporter" bundles of test_interop_go.py and test_interop_js.py.
 
-* **reaching FINALIZED in a handful of blocks**, so unit tests and other rooms' tests (export,
-  inspector, bundles) anchor without driving 540 blocks: the finalized block simply lags the
-  best by ``finality_depth`` (a real node's moves in 180-block steps);
+The tests that still use this double, and why (each also says so in its docstring):
+
+* tests/anchor/test_anchoring.py: an unreachable node (``test_node_down_for_a_while_loses_nothing``,
+  ``test_down_before_first_contact``, ``test_run_forever_backs_off_while_the_node_is_down``); a
+  pool that loses txs (``test_node_forgetting_a_tx_gets_it_again``,
+  ``test_expired_tx_is_rebuilt``); a tx held but not in a block
+  (``test_verify_anchor_of_a_tx_not_yet_in_a_block``: on demand thor packs it before it answers);
+  a clause that passes simulation and reverts in its block
+  (``test_reverted_tx_fails_with_reason_and_can_be_retried``); a reorg
+  (``test_reorg_sends_an_anchor_back_to_pending``); another network
+  (``test_store_refuses_another_chain``, ``test_node_replaced_by_another_network_mid_run``: every
+  solo runs the same genesis); finality that stalls (``test_no_finality_deadline``); a node that
+  lags by exact seconds or whose clock disagrees with ours
+  (``test_anchoring_pauses_while_the_node_is_not_synced``,
+  ``test_a_stale_head_by_only_one_clock_is_not_a_pause``,
+  ``test_pending_anchor_detail_names_the_pause``); base fees set at will
+  (``test_legacy_price_covers_a_risen_base_fee``,
+  ``test_legacy_falls_back_to_dynamic_fee_past_twice_the_legacy_price``,
+  ``test_fee_too_low_is_rebuilt_on_the_new_fee_at_once``);
+* tests/anchor/test_anchor_service.py::test_status_says_how_far_from_final_and_why: exact head
+  numbers and a node that lags by an hour, then catches up;
+* tests/anchor/test_thor_client.py: a production pool's ``400 bad tx: …`` wording and low-S check
+  (``test_malformed_raw_is_400``, ``test_bad_signatures_are_400``, ``test_too_little_gas_is_400``;
+  thor solo answers ``403 tx rejected: resolve transaction: …``); outages and 5xx
+  (``test_node_down_is_a_clear_error``, ``test_node_down_while_sending``,
+  ``test_transient_5xx_is_retried``, ``test_persistent_5xx_is_a_response_error``,
+  ``test_backoff_is_capped``); the request headers it records
+  (``test_every_request_names_the_network_once_known``); a relay that strips headers
+  (``test_genesis_block_of_another_network_is_wrong_network``); a node clock ahead of its head
+  (``test_node_time_comes_from_its_date_header``); and the double's own contract
+  (``test_double_speaks_the_rest_contract``, ``test_double_expanded_block_embeds_receipts``).
+
+What it can do for them:
+
 * faults no real node produces on demand: ``go_down()``/``come_up()`` (connections refused),
   ``drop_incoming`` (accept txs and lose them), ``drop_pending()`` (a restarted node's empty
   pool), ``fail_next()`` (HTTP 503s), ``rollback()`` (a reorg of unfinalized blocks),
   ``revert_to`` (clauses to these addresses revert), ``lag_s`` (a node whose own clock is ahead
   of its best block: not synced), ``base_fee`` set at will, ``deploy()`` (contracts that cost
-  gas or revert), ``set_energy()``;
+  gas or revert), ``set_energy()``; finality ``finality_depth`` blocks behind the best (a real
+  node's moves in 180-block epochs), which also lets finality stall;
 * a production node's tx pool (``pool="txpool"``, the default: github.com/vechain/thor
   ``txpool/``), which holds txs until a block is produced (``mine()``/``auto_mine``) and words
   its refusals ``400 bad tx: …`` (signature, low-S, chain tag, intrinsic gas, fee fields) and
@@ -827,7 +860,9 @@ class ThorNode:
         }
 
     def _inspect_clauses(self, q: dict[str, str], body: bytes) -> Any:
-        """``POST /accounts/*``: simulate clauses; ``gasUsed`` excludes intrinsic gas."""
+        """``POST /accounts/*``: simulate clauses; ``gasUsed`` excludes intrinsic gas. Like thor
+        v2.4.4 (``api/accounts/accounts.go`` ``batchCall``), one result per clause run, ending
+        at the first reverted clause: those after it get no result."""
         revision = q.get("revision", "")
         if revision not in ("", "best", "next"):
             self._block_for(revision)  # 400 for a malformed one, as the node
@@ -879,6 +914,8 @@ class ThorNode:
                 elif contract is not None:
                     result.update(gasUsed=contract.gas)
             results.append(result)
+            if result["reverted"]:  # thor's batchCall returns at the first VM error
+                break
         return results
 
     def _get_priority(self, q: dict[str, str], body: bytes) -> Any:

@@ -2,10 +2,10 @@
 endpoints with an access token and in headless Chromium over the DevTools protocol: the operator
 pastes a token, verifies and downloads; the verdict banner must be in the DOM and its colour on
 the screenshot, with no CSP violation, while an injected inline script is blocked and a DNS
-rebinding name is refused. Anchors go to the Thor node test double (tests/support/thornode.py:
-no VeChainThor node can run here; the double implements the REST contract of
-shared/reference/thor-rest-api.yaml and rejects what a node rejects). The attacks on the API
-itself are in test_inspector_api_security.py."""
+rebinding name is refused. Anchors go to a real VeChainThor node (thor solo, started once for
+the module by tests/support/thor_solo.py, the anchor driven to the node's own finality), which
+the page's verifier then asks. The attacks on the API itself are in
+tests/collector/test_inspector_api_security.py."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ from inspector.report import SEVERITY_COLORS, VERDICT_COLORS, write_report
 from inspector.verify import verify_bundle
 from tests.support.bundles import THOR_KEY, Farm, anchor_thor
 from tests.support.cdp import Chromium, Page
-from tests.support.thornode import ThorNode, funded
+from tests.support.thor_solo import SoloChain
+
+pytestmark = pytest.mark.integration
 
 NOW = time.time()
 T0 = NOW - 6 * 3600
@@ -42,7 +44,7 @@ REBIND = "rebind.test"  # Chromium resolves it to 127.0.0.1, as a rebinding atta
 class Site:
     farm: Farm
     server: InspectorServer
-    node: ThorNode
+    node: SoloChain
     token: str  # all farms
     farm_b_token: str
 
@@ -57,8 +59,9 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     farm = Farm(tmp_path_factory.mktemp("collector"))
-    with ThorNode(finality_depth=2, energy=funded(THOR_KEY.address),
-                  genesis_timestamp=int(NOW - 600)) as node:
+    node = SoloChain(tmp_path_factory.mktemp("thor"))
+    try:
+        node.fund(THOR_KEY.address)
         north, south = farm.enroll("farm-a", "north"), farm.enroll("farm-a", "south")
         gappy = farm.enroll("farm-b", "east")
         farm.run(north, T0, 60, step=300)
@@ -74,7 +77,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             yield Site(farm, server, node, token, farm_b_token)
         finally:
             server.close()
-            farm.close()
+    finally:
+        farm.close()
+        node.close()
 
 
 @pytest.fixture(scope="module")

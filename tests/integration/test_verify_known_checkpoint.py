@@ -2,12 +2,11 @@
 --since-checkpoint``): a bundle must prove it extends them, and one built on a rewritten
 history fails with its own finding (docs/bundle.md §5 step 3, §9).
 
-Collector state is built with the collector's own classes (tests/test_bundle_support.Farm) and
-anchored on the Thor node test double (tests/support/thornode.py: no VeChainThor node can run here,
-the
-double implements the REST contract of shared/reference/thor-rest-api.yaml and rejects what a
-node rejects). The rewritten log is a second collector database signed with the same log key:
-what an operator who rewrote history and re-signed it would hand over.
+Collector state is built with the collector's own classes (tests/support/bundles.Farm) and
+anchored on a real VeChainThor node: thor solo, one for the module (tests/support/thor_solo.py),
+each anchor driven to the node's own finality. The rewritten log is a second collector database
+signed with the same log key: what an operator who rewrote history and re-signed it would hand
+over.
 """
 
 from __future__ import annotations
@@ -28,17 +27,20 @@ from fieldproof.formats.note import generate_key
 from inspector.cli import verify_command
 from inspector.verify import VerificationResult, verify_bundle
 from tests.support.bundles import THOR_KEY, Farm, anchor_thor, rewrite
-from tests.support.thornode import ThorNode, funded
+from tests.support.thor_solo import SoloChain
+
+pytestmark = pytest.mark.integration
 
 NOW = time.time()
 T0 = NOW - 7200
 
 
-@pytest.fixture
-def node() -> Iterator[ThorNode]:
-    with ThorNode(finality_depth=2, energy=funded(THOR_KEY.address),
-                  genesis_timestamp=int(NOW - 3600)) as n:
-        yield n
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoloChain]:
+    chain = SoloChain(tmp_path_factory.mktemp("thor"))
+    chain.fund(THOR_KEY.address)
+    yield chain
+    chain.close()
 
 
 @pytest.fixture
@@ -48,7 +50,7 @@ def farm(tmp_path: Path) -> Iterator[Farm]:
     f.close()
 
 
-def _history(farm: Farm, node: ThorNode) -> bytes:
+def _history(farm: Farm, node: SoloChain) -> bytes:
     """Two checkpoints; only the second is anchored, so a plain export leaves the first out.
     Returns the first one's note: what an inspector kept from an earlier audit."""
     g = farm.enroll()
@@ -68,13 +70,13 @@ def _export(farm: Farm, since: tuple[bytes, ...] = ()) -> bytes:
                          end=NOW + 60, since=since)
 
 
-def _verify(farm: Farm, node: ThorNode, data: bytes, known: list[bytes]) -> VerificationResult:
+def _verify(farm: Farm, node: SoloChain, data: bytes, known: list[bytes]) -> VerificationResult:
     return verify_bundle(data, nodes=[node.url], chain="thor", offline=False, log_key=farm.vkey,
                          known_checkpoints=known)
 
 
 def test_linked_only_when_the_bundle_holds_the_known_checkpoint(farm: Farm,
-                                                                 node: ThorNode) -> None:
+                                                                 node: SoloChain) -> None:
     known = _history(farm, node)
     plain = _export(farm)
     assert len(decode_bundle(plain).checkpoints) == 1  # the earlier one is not needed
@@ -90,13 +92,13 @@ def test_linked_only_when_the_bundle_holds_the_known_checkpoint(farm: Farm,
     r = _verify(farm, node, linked, [known])
     assert r.verdict == "pass", [f.message for f in r.findings]
     (k,) = r.known_checkpoints
-    assert (k.status, k.position, k.size) == ("linked", 0, 7)
+    assert (k.status, k.position, k.size) == ("linked", 0, 8)  # enrollment, 6 messages, seal
     # entries before the known checkpoint are proven into it, and still bounded by the anchor
     assert all(m.anchored for m in r.messages) and len(r.messages) == 12
     assert r.to_json()["known_checkpoints"][0]["status"] == "linked"
 
 
-def _rewritten(tmp_path: Path, farm: Farm, node: ThorNode) -> Farm:
+def _rewritten(tmp_path: Path, farm: Farm, node: SoloChain) -> Farm:
     """The same log (origin and key) with a different history behind the known checkpoint:
     the first six messages are replaced by others, then everything is re-signed."""
     evil = Farm(tmp_path / "rewritten")
@@ -114,7 +116,7 @@ def _rewritten(tmp_path: Path, farm: Farm, node: ThorNode) -> Farm:
 
 
 def test_rewritten_history_conflicts_with_the_known_checkpoint(tmp_path: Path, farm: Farm,
-                                                                node: ThorNode) -> None:
+                                                                node: SoloChain) -> None:
     known = _history(farm, node)
     evil = _rewritten(tmp_path, farm, node)
     try:
@@ -142,13 +144,13 @@ def test_rewritten_history_conflicts_with_the_known_checkpoint(tmp_path: Path, f
         r = _verify(farm, node, spliced, [known])
         assert {"consistency_failed", "known_checkpoint_conflict"} <= r.codes("error")
         assert r.known_checkpoints[0].status == "conflict"
-        assert "checkpoint(s) 1 (size 13)" in next(
+        assert "checkpoint(s) 1 (size 15)" in next(
             f.message for f in r.findings if f.code == "known_checkpoint_conflict")
     finally:
         evil.close()
 
 
-def test_a_checkpoint_of_another_log_key_is_refused(farm: Farm, node: ThorNode) -> None:
+def test_a_checkpoint_of_another_log_key_is_refused(farm: Farm, node: SoloChain) -> None:
     known = _history(farm, node)
     other = generate_key(farm.config.log_origin)
     from fieldproof.formats.checkpoint import open_checkpoint, sign_checkpoint
@@ -162,7 +164,7 @@ def test_a_checkpoint_of_another_log_key_is_refused(farm: Farm, node: ThorNode) 
         _export(farm, since=(forged,))
 
 
-def test_cli_saves_and_links_checkpoints(tmp_path: Path, farm: Farm, node: ThorNode) -> None:
+def test_cli_saves_and_links_checkpoints(tmp_path: Path, farm: Farm, node: SoloChain) -> None:
     """The inspector's round trip: verify and keep a checkpoint, later verify a newer bundle
     exported --since that checkpoint."""
     g = farm.enroll()
@@ -195,7 +197,7 @@ def test_cli_saves_and_links_checkpoints(tmp_path: Path, farm: Farm, node: ThorN
     res = runner.invoke(verify_command, [str(second), "--log-key", farm.vkey, "--node",
                                          node.url, "--known-checkpoint", str(kept)])
     assert res.exit_code == 0, res.output
-    assert "known checkpoint #1 size 9: LINKED" in res.output
+    assert "known checkpoint #1 size 11: LINKED" in res.output  # 1 + 4 + seal + 4 + seal
     # without --since-checkpoint the newer bundle cannot be linked: exit 1, and it says why
     plain = tmp_path / "plain.fpb"
     res = runner.invoke(export_command, [*scope, "-o", str(plain)])
