@@ -250,6 +250,9 @@ def markdown(res: dict[str, Any]) -> str:
         ]
     elif lg:
         lines += ["## Evidence log", "", f"not measured: {lg.get('error')}", ""]
+    from benchmarks.bench_chaos import markdown as chaos_markdown
+
+    lines += chaos_markdown(res.get("chaos"))
     return "\n".join(lines)
 
 

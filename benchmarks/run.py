@@ -17,6 +17,8 @@ Starts its own Mosquitto and InfluxDB on loopback (fieldproof.services), then me
 * a scale curve: 10 … 10,000 gateways at a 60 s interval, then 10,000 gateways at shorter
   intervals until the collector saturates;
 * the evidence-log benchmark (benchmarks/bench_log.py);
+* one bad gateway (``chaos``, benchmarks/bench_chaos.py): honest throughput and collector CPU
+  calm, then while one enrolled gateway runs every attack of issue 13, as ratios;
 * with --profile (default in full mode), a py-spy profile of a saturated collector;
 * InfluxDB write API (``influx-api``): the same collector ingest (1 collector, 1 and 10
   readings per message) through the v1 API (``/write``) and through the v2 API
@@ -42,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+from benchmarks.bench_chaos import bench_chaos  # noqa: E402
 from benchmarks.bench_fleet import bench_gateway, bench_log, bench_scale, bench_verifier  # noqa: E402
 from benchmarks.bench_ingest import run_influx_api, run_ingest  # noqa: E402
 from benchmarks.bench_rates import bench_verify  # noqa: E402
@@ -63,7 +66,7 @@ def main() -> None:
     ap.add_argument(
         "--only",
         default="",
-        help="comma list: verify,ingest,profile,gateway,scale,log,verifier,influx-api",
+        help="comma list: verify,ingest,profile,gateway,scale,log,verifier,influx-api,chaos",
     )
     ap.add_argument(
         "--profile",
@@ -85,6 +88,7 @@ def main() -> None:
         "log",
         "verifier",
         "influx-api",
+        "chaos",
     }
     if args.profile is False or (args.profile is None and quick):
         only.discard("profile")
@@ -159,6 +163,10 @@ def main() -> None:
         if "log" in only:
             with section("log", results, errors):
                 results["log"] = bench_log(quick, work / "bench_log.json")
+                save()
+        if "chaos" in only:
+            with section("chaos", results, errors):
+                results["chaos"] = bench_chaos(quick, work)
                 save()
     finally:
         if env is not None:

@@ -10,12 +10,17 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from collector.cli_common import open_registry
 from collector.registry import Registry, RegistryError, parse_public_key
-from collector.store import CollectorStore
+from collector.store import QUARANTINE_TEXT_KEPT, CollectorStore
 from fieldproof.cli_common import config_option, load_config_or_exit
 from fieldproof.datadir import DataDirLocked, open_db, running_collector
+from fieldproof.formats.enrollment import printable
+
+#: a quarantined row's text is shown up to this many characters (what the store keeps, and more)
+QUARANTINE_SHOWN_CHARS = 4 * QUARANTINE_TEXT_KEPT
 
 
 @click.group("collector")
@@ -85,16 +90,18 @@ def quarantine_command(config_path: Path | None, limit: int) -> None:
     cfg = load_config_or_exit(config_path)
     store = CollectorStore(open_db(cfg.db_path))
     table = Table("received (UTC)", "gateway", "reason", "detail")
+    # topic and detail come from hostile messages: controls shown escaped, and as Text so that
+    # rich does not read "[...]" in them as markup
     for received, topic, gateway, reason, detail in store.quarantine_rows(limit):
         table.add_row(
             time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(received)),
-            gateway or topic,
-            reason,
-            detail,
+            Text(printable(gateway or topic, QUARANTINE_SHOWN_CHARS)),
+            Text(printable(reason, QUARANTINE_SHOWN_CHARS)),
+            Text(printable(detail, QUARANTINE_SHOWN_CHARS)),
         )
     Console().print(table)
     for reason, n in sorted(store.quarantine_by_reason().items()):
-        click.echo(f"{reason}: {n} in total")
+        click.echo(f"{printable(reason, QUARANTINE_SHOWN_CHARS)}: {n} in total")
 
 
 @collector_group.group("devices")
