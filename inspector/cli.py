@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,7 @@ from fieldproof.formats.bundle import Limits
 
 if TYPE_CHECKING:
     from inspector.combine import MultiResult
+    from inspector.policy import Policy
     from inspector.verify import InfluxAuth, VerificationResult, VerifyOptions
 
 __all__ = ["verify_command"]
@@ -51,11 +52,25 @@ def _influx_auth(user: str | None, password_file: Path | None) -> InfluxAuth | N
         raise click.UsageError(str(exc)) from None
 
 
+def _where(farm: str | None, field: str | None) -> str:
+    """A gateway's farm and field, or that no proven enrollment names them."""
+    if farm is None and field is None:
+        return "no proven enrollment"
+    return f"farm {farm or '?'} field {field or '?'}"
+
+
+def _seqs(first: int | None, last: int | None) -> str:
+    return "no verified message" if first is None or last is None else f"seq {first}–{last}"
+
+
 def _human(result: object) -> str:
     from inspector.verify import VerificationResult
 
     assert isinstance(result, VerificationResult)
-    lines = [result.summary_line(), f"  completeness: {result.completeness.line()}", ""]
+    from inspector.seal_check import seal_line
+
+    lines = [result.summary_line(), f"  completeness: {result.completeness.line()}",
+             f"  seal: {seal_line(result.seal)}", ""]
     for f in result.findings:
         more = f" (x{f.count})" if f.count > 1 else ""
         lines.append(f"  {f.severity.upper():7} {f.code}: {f.message}{more}")
@@ -63,14 +78,36 @@ def _human(result: object) -> str:
         lines.append("")
     for g in result.gateways:
         lines.append(
-            f"  {g.gateway}  farm {g.farm} field {g.field}: {g.verified_messages}/{g.messages} "
-            f"messages, {g.readings} readings, seq {g.first_seq}–{g.last_seq}, "
+            f"  {g.gateway}  {_where(g.farm, g.field)}: {g.verified_messages}/{g.messages} "
+            f"messages, {g.readings} readings, {_seqs(g.first_seq, g.last_seq)}, "
             f"{len(g.gaps)} gap(s), {g.outside_anchored} outside anchored range"
             + (f", evidence {g.completeness}" if g.completeness else "")
         )
     for k in result.known_checkpoints:
         lines.append(f"  known checkpoint #{k.number} size {k.size}: {k.status.upper()}"
                      + (f" ({k.detail})" if k.detail else ""))
+    for v in result.outside_checkpoints:
+        by = f", cosigned by {', '.join(v['cosigned_by'])}" if v["cosigned_by"] else ""
+        lines.append(f"  {v['source']} size {v['size']}{by}: {v['status'].upper()}"
+                     + (f" ({v['detail']})" if v["detail"] else ""))
+    if result.policy is not None:
+        p = result.policy
+        lines.append(f"  policy ({p['policy']}, quorum {p['quorum']}): "
+                     f"{p['status'].upper().replace('_', ' ')}")
+        for c in p["checkpoints"]:
+            lines.append(f"    checkpoint {c['position']} size {c['size']}: cosigned by "
+                         f"{', '.join(c['signed']) or 'none'}; missing "
+                         f"{', '.join(c['missing']) or 'none'}; "
+                         + ("counts" if c["counts"] else
+                            "covered by a later one" if c["covered"] else "does NOT count"))
+    if result.all_anchors is not None:
+        scan = result.all_anchors
+        lines.append(f"  all anchors on {scan['chain']}: blocks {scan['first_block']}–"
+                     f"{scan['last_block']}{'' if scan['complete'] else ' (INCOMPLETE)'}, "
+                     f"{len(scan['anchors'])} anchor(s) of this log found")
+        for x in scan["anchors"]:
+            lines.append(f"    tx {x['tx']} block {x['block_number']} size {x['size']}: "
+                         f"{x['status'].upper()}")
     for c in result.checkpoints:
         for a in c.anchors:
             state = ("claimed" if result.offline else "verified" if a.verified else
@@ -97,8 +134,8 @@ def _human_multi(multi: MultiResult) -> str:
     for g in multi.combined.gateways:
         share = ", ".join(f"{label} {n}" for label, n in g.bundles.items())
         lines.append(
-            f"  {g.gateway}  farm {g.farm} field {g.field}: {g.verified_messages} distinct "
-            f"messages ({share}), {g.readings} readings, seq {g.first_seq}–{g.last_seq}, "
+            f"  {g.gateway}  {_where(g.farm, g.field)}: {g.verified_messages} distinct "
+            f"messages ({share}), {g.readings} readings, {_seqs(g.first_seq, g.last_seq)}, "
             f"{len(g.gaps)} gap(s) over all bundles, {g.logged_twice} logged twice, "
             f"{g.conflicts} conflicting")
     return "\n".join(lines)
@@ -168,16 +205,47 @@ def _as_single(multi: MultiResult) -> VerificationResult:
               help="after a passing verification, write the bundle's newest anchored "
                    "checkpoint here, to pass as --known-checkpoint next time")
 @click.option("--strict", is_flag=True, help="warnings fail too (exit 1)")
+@click.option("--require-complete", is_flag=True,
+              help="fail (exit 1) when no completeness seal of the log proves the bundle "
+                   "complete (a bundle of an older log or format)")
 @click.option("--max-size", type=click.IntRange(1), default=Limits().max_bytes,
               show_default=True, help="largest bundle accepted, in bytes")
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
               help="processes for signature checks (default: all cores)")
+@click.option("--policy", "policy_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None,
+              help="trust policy (Sigsum/C2SP policy file: log, witness, group, quorum): a "
+                   "checkpoint counts only when its witness cosignatures meet the quorum or it "
+                   "has a verified final anchor; its log line pins the log key")
+@click.option("--require-quorum", is_flag=True,
+              help="with --policy: only the witnesses' quorum counts, not anchors")
+@click.option("--mirror", "mirrors", multiple=True, metavar="DIR|URL",
+              help="a mirror of the log (directory or URL of its tlog-tiles, e.g. kept by "
+                   "'fieldproof log mirror'; repeatable): its checkpoint and tiles must agree "
+                   "with the bundle's checkpoints, else log_fork")
+@click.option("--witness-checkpoint", "witness_files", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="a checkpoint of this log as a witness cosigned it (a file; repeatable): "
+                   "two roots for one size are log_fork")
+@click.option("--all-anchors", is_flag=True,
+              help="ask the chain for every anchor of this log in a block range and check "
+                   "the bundle against each one (one request per block)")
+@click.option("--from-block", type=click.IntRange(0), default=None,
+              help="--all-anchors: first block to read (default: the lowest block of the "
+                   "bundle's anchors)")
+@click.option("--to-block", type=click.IntRange(0), default=None,
+              help="--all-anchors: last block to read (default: the head)")
+@click.option("--scan-blocks", type=click.IntRange(1, 10_000_000), default=10_000,
+              show_default=True, help="--all-anchors: most blocks read in one verification")
 def verify_command(bundles: tuple[Path, ...], nodes: tuple[str, ...], chain: str | None,
                    log_keys: tuple[str, ...], offline: bool, as_json: bool, report: Path | None,
                    pdf: bool, influx_url: str | None, database: str, influx_user: str | None,
                    influx_password_file: Path | None, known: tuple[Path, ...],
-                   save_checkpoint: Path | None, strict: bool, max_size: int,
-                   workers: int | None) -> None:
+                   save_checkpoint: Path | None, strict: bool, require_complete: bool,
+                   max_size: int, workers: int | None, policy_file: Path | None,
+                   require_quorum: bool, mirrors: tuple[str, ...],
+                   witness_files: tuple[Path, ...], all_anchors: bool, from_block: int | None,
+                   to_block: int | None, scan_blocks: int) -> None:
     """Verify evidence bundles without trusting the farm, the operator or fieldproof.
 
     Several BUNDLES (one per collector's log) are each verified on their own and then as one
@@ -193,7 +261,11 @@ def verify_command(bundles: tuple[Path, ...], nodes: tuple[str, ...], chain: str
             raise click.UsageError(f"cannot read {bundle}: {exc.strerror}") from None
     notes = [read_small(p, "--known-checkpoint") for p in known]
     auth = _influx_auth(influx_user, influx_password_file) if influx_url else None
-    opts = VerifyOptions(workers=workers, limits=Limits(max_bytes=max_size))
+    outside = _outside_options(len(bundles), log_keys, offline, policy_file, require_quorum,
+                               mirrors, witness_files, all_anchors, from_block, to_block,
+                               scan_blocks)
+    opts = VerifyOptions(workers=workers, limits=Limits(max_bytes=max_size),
+                         require_complete=require_complete, **outside)
     if len(bundles) > 1:
         _verify_several(bundles, datas, nodes, chain, log_keys, offline, opts, notes,
                         influx_url, database, auth, report, pdf, save_checkpoint, as_json,
@@ -225,6 +297,65 @@ def verify_command(bundles: tuple[Path, ...], nodes: tuple[str, ...], chain: str
         click.echo(_human(result))
     if result.verdict == "fail" or (strict and result.verdict == "warn"):
         sys.exit(1)
+
+
+def _outside_options(bundles: int, log_keys: tuple[str, ...], offline: bool,
+                     policy_file: Path | None, require_quorum: bool, mirrors: tuple[str, ...],
+                     witness_files: tuple[Path, ...], all_anchors: bool,
+                     from_block: int | None, to_block: int | None,
+                     scan_blocks: int) -> dict[str, Any]:
+    """The trust policy, outside views and chain scan as options, or a usage error: they
+    describe one log, so they go with one bundle and at most one --log-key."""
+    asked = [name for name, on in (("--policy", policy_file is not None),
+                                   ("--mirror", bool(mirrors)),
+                                   ("--witness-checkpoint", bool(witness_files)),
+                                   ("--all-anchors", all_anchors)) if on]
+    if asked and (bundles > 1 or len(log_keys) > 1):
+        raise click.UsageError(f"{', '.join(asked)} describe one log: verify each log's bundle "
+                               "on its own with them")
+    if require_quorum and policy_file is None:
+        raise click.UsageError("--require-quorum needs --policy FILE")
+    if all_anchors and offline:
+        raise click.UsageError("--all-anchors asks the chain: drop --offline, give --node URL")
+    if not all_anchors and (from_block is not None or to_block is not None):
+        raise click.UsageError("--from-block and --to-block go with --all-anchors")
+    if from_block is not None and to_block is not None and to_block < from_block:
+        raise click.UsageError(f"--to-block {to_block} is below --from-block {from_block}")
+    out: dict[str, Any] = {"mirrors": mirrors, "require_quorum": require_quorum,
+                           "witness_checkpoints": tuple(
+                               (str(p), read_small(p, "--witness-checkpoint"))
+                               for p in witness_files)}
+    if policy_file is not None:
+        out["policy"] = _read_policy(policy_file, log_keys)
+    if all_anchors:
+        from inspector.anchor_scan import ScanRange
+
+        out["all_anchors"] = ScanRange(from_block, to_block, scan_blocks)
+    return out
+
+
+def _read_policy(path: Path, log_keys: tuple[str, ...]) -> Policy:
+    """The --policy file, parsed; a --log-key given beside it must be one of its logs."""
+    from inspector.policy import MAX_POLICY_BYTES, Policy, PolicyError
+    from inspector.verify import UsageError, parse_log_key
+
+    try:
+        with open(path, "rb") as f:
+            policy = Policy.parse(f.read(MAX_POLICY_BYTES + 1))
+    except OSError as exc:
+        raise click.UsageError(f"--policy: cannot read {path}: {exc.strerror}") from None
+    except PolicyError as exc:
+        raise click.UsageError(f"--policy {path}: {exc}") from None
+    for key in log_keys:
+        try:
+            pinned = parse_log_key(key)
+        except UsageError as exc:
+            raise click.UsageError(str(exc)) from None
+        if all(e.public_key != pinned.public_key for e in policy.logs):
+            raise click.UsageError(f"--log-key {pinned.vkey} is not a log of --policy {path}: "
+                                   "drop --log-key (the policy names the log's key) or fix "
+                                   "the policy")
+    return policy
 
 
 def _write_report(result: VerificationResult | MultiResult, report: Path, pdf: bool) -> None:

@@ -36,6 +36,7 @@ from dataclasses import field as dc_field
 from typing import Any, Literal
 
 from fieldproof.formats.bundle import Scope, in_scope
+from inspector.findings import FindingCode
 from inspector.verify import (
     MAX_FINDINGS_PER_CODE,
     Finding,
@@ -47,6 +48,7 @@ from inspector.verify import (
     VerifyOptions,
     clock_steps_back,
     count_messages,
+    fmt_time,
 )
 
 __all__ = [
@@ -67,12 +69,6 @@ _ORDER = ("error", "warning", "info")
 UNION_CODES = frozenset({"sequence_gap"})
 #: the scope fields compared between bundles
 SCOPE_KEYS = ("farm", "field", "gateway", "from", "to")
-
-
-def _fmt_time(t: float | None) -> str:
-    from inspector.verify import _fmt_time as fmt
-
-    return fmt(t)
 
 
 def worst(verdicts: Sequence[str]) -> Verdict:
@@ -162,8 +158,9 @@ class _Out:
         self._seen: Counter[tuple[str, str | None]] = Counter()
         self._more: dict[tuple[str, str | None], Finding] = {}
 
-    def add(self, severity: Severity, code: str, message: str, gateway: str | None,
+    def add(self, code: FindingCode, message: str, gateway: str | None,
             bundles: Sequence[str]) -> None:
+        severity = code.severity
         key = (code, gateway)
         self._seen[key] += 1
         if self._seen[key] <= MAX_FINDINGS_PER_CODE:
@@ -181,7 +178,7 @@ class _Out:
 def _scope_text(scope: dict[str, Any]) -> str:
     where = ", ".join(f"{k} {scope[k]}" for k in ("farm", "field", "gateway")
                       if scope.get(k)) or "all gateways"
-    return f"{where}, {_fmt_time(scope.get('from'))} – {_fmt_time(scope.get('to'))}"
+    return f"{where}, {fmt_time(scope.get('from'))} – {fmt_time(scope.get('to'))}"
 
 
 def union_scope(scopes: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -273,7 +270,7 @@ def _compare_scopes(labels: Sequence[str], results: Sequence[VerificationResult]
     parts = "; ".join(
         f"{', '.join(labels[i] for i in members)}: {_scope_text(results[members[0]].scope)}"
         for members in groups.values())
-    out.add("warning", "scope_mismatch",
+    out.add(FindingCode.SCOPE_MISMATCH,
             f"the bundles were exported for different scopes ({parts}): what one covers and "
             "another does not shows up as gaps or one-sided data. Ask for every log's bundle "
             "with the same farm, field, gateway and period",
@@ -296,7 +293,7 @@ def _compare_same_logs(labels: Sequence[str], results: Sequence[VerificationResu
                 first = roots.setdefault(c.size, (c.root, i))
                 if first[0] != c.root:
                     j = first[1]
-                    out.add("error", "log_fork",
+                    out.add(FindingCode.LOG_FORK,
                             f"{labels[j]} and {labels[i]} are both of log {origin!r} and hold "
                             f"validly signed checkpoints of size {c.size} with different roots "
                             f"({first[0][:16]}… and {c.root[:16]}…): the log was forked or "
@@ -346,7 +343,7 @@ def _compare_claims(labels: Sequence[str], results: Sequence[VerificationResult]
             extra = sorted(r.log_index for r in theirs
                            if r.log_index not in mine_registry and r.gateway in members)
             if extra:
-                out.add("error", "registry_withheld",
+                out.add(FindingCode.REGISTRY_WITHHELD,
                         f"{labels[j]} proves {len(extra)} registry event(s) of gateways in "
                         f"{labels[i]}'s scope, of log {results[i].origin!r} below tree size "
                         f"{c.size} (log index "
@@ -363,7 +360,7 @@ def _compare_claims(labels: Sequence[str], results: Sequence[VerificationResult]
                 if claim.from_seq <= m.seq <= claim.to_seq:
                     missing[m.gateway] += 1
             for gw, n in sorted(missing.items()):
-                out.add("error", "messages_withheld",
+                out.add(FindingCode.MESSAGES_WITHHELD,
                         f"{labels[j]} proves {n} message(s) of {gw} in the run its "
                         f"completeness claim in {labels[i]} lists as complete (below tree size "
                         f"{c.size}), which {labels[i]} does not carry: the claim is false",
@@ -396,7 +393,7 @@ def _compare_keys(labels: Sequence[str], results: Sequence[VerificationResult],
                 continue
             if g.public_key in h.keys or h.public_key in g.keys:
                 continue
-            out.add("error", "gateway_key_mismatch",
+            out.add(FindingCode.GATEWAY_KEY_MISMATCH,
                     f"{g.gateway} is enrolled with key {h.public_key[:16]}… in {labels[j]} "
                     f"(log {results[j].origin!r}) but with key {g.public_key[:16]}… in "
                     f"{labels[i]} (log {results[i].origin!r}), and neither log's history has "
@@ -424,7 +421,7 @@ def _compare_copies(labels: Sequence[str], results: Sequence[VerificationResult]
             twice.append(i)
             continue
         cg.conflicts += 1
-        out.add("error", "conflicting_message",
+        out.add(FindingCode.CONFLICTING_MESSAGE,
                 f"{gw} seq {seq} is a different signed message in {labels[i0]} (log index "
                 f"{m0.index}) and in {labels[i]} (log index {m.index}), both valid with the "
                 "gateway's key: a gateway never reuses a sequence number, so one is a forged "
@@ -433,7 +430,7 @@ def _compare_copies(labels: Sequence[str], results: Sequence[VerificationResult]
     if twice:
         cg.logged_twice += 1
         names = [labels[i0], *(labels[i] for i in twice)]
-        out.add("info", "logged_twice",
+        out.add(FindingCode.LOGGED_TWICE,
                 f"{gw} seq {seq} (the identical signed message) is in {' and '.join(names)}: "
                 "MQTT redelivered it and two collectors both logged it; it counts once", gw,
                 names)
@@ -445,10 +442,10 @@ def _summarise(cg: CombinedGateway, msgs: Sequence[VerifiedMessage], labels: Seq
     count_messages(cg, msgs)
     holders = list(cg.bundles)
     for gap in cg.gaps:
-        out.add("warning", "sequence_gap",
+        out.add(FindingCode.SEQUENCE_GAP,
                 f"{cg.gateway} is missing seq {gap.first_missing}–{gap.last_missing} "
-                f"({gap.size} message(s)) between {_fmt_time(gap.after_time)} and "
-                f"{_fmt_time(gap.before_time)}, in none of the {len(labels)} bundles: "
+                f"({gap.size} message(s)) between {fmt_time(gap.after_time)} and "
+                f"{fmt_time(gap.before_time)}, in none of the {len(labels)} bundles: "
                 "lost, never sent, or withheld — the evidence cannot tell which",
                 cg.gateway, holders)
 
@@ -460,17 +457,18 @@ def _clock_across_logs(gw: str, msgs: Sequence[VerifiedMessage], source: dict[in
     (steps within one bundle are that bundle's own findings already)."""
     backwards, boots = clock_steps_back(msgs, tolerance_s)
     for code, pairs, what in (
-        ("clock_backwards", backwards, "its clock went backwards within a boot"),
-        ("boot_backwards", boots, "its boot counter went down while its sequence went up"),
+        (FindingCode.CLOCK_BACKWARDS, backwards, "its clock went backwards within a boot"),
+        (FindingCode.BOOT_BACKWARDS, boots,
+         "its boot counter went down while its sequence went up"),
     ):
         for a, b in pairs:
             ia, ib = source[a.seq], source[b.seq]
             if ia == ib:
                 continue
-            out.add("warning", code,
+            out.add(code,
                     f"{gw}: {what} between seq {a.seq} (boot {a.boot}, "
-                    f"{_fmt_time(a.first_time)}, in {labels[ia]}) and seq {b.seq} (boot "
-                    f"{b.boot}, {_fmt_time(b.first_time)}, in {labels[ib]}) — two logs, so "
+                    f"{fmt_time(a.first_time)}, in {labels[ia]}) and seq {b.seq} (boot "
+                    f"{b.boot}, {fmt_time(b.first_time)}, in {labels[ib]}) — two logs, so "
                     "neither bundle alone shows it", gw, (labels[ia], labels[ib]))
 
 

@@ -39,6 +39,7 @@ from inspector.combine import (
     local_findings,
     verdict_of,
 )
+from inspector.findings import FindingCode
 from inspector.verify import (
     Finding,
     GatewaySummary,
@@ -46,8 +47,8 @@ from inspector.verify import (
     UsageError,
     VerificationResult,
     VerifyOptions,
-    _claimed_checkpoint,
     check_against_influx,
+    claimed_checkpoint,
     parse_log_key,
     verify_one,
 )
@@ -89,9 +90,9 @@ def verify_bundles(
     run: list[Finding] = []
     all_labels = tuple(label for label, _ in bundles)
     for n, note in enumerate(known_checkpoints, 1):
-        claimed = _claimed_checkpoint(note)
+        claimed = claimed_checkpoint(note)
         if claimed is None:
-            run.append(Finding("error", "known_checkpoint_invalid",
+            run.append(Finding.of(FindingCode.KNOWN_CHECKPOINT_INVALID,
                                f"known checkpoint #{n} is not a signed checkpoint (no origin, "
                                "size and root can be read from it): check you passed the "
                                "right file", bundles=all_labels))
@@ -105,8 +106,8 @@ def verify_bundles(
                             options=options, now=now, keep_entries=True)
         mine = local_findings(result)
         if keys and result.origin and result.origin not in keys:
-            mine.insert(0, Finding(
-                "error", "log_not_pinned",
+            mine.insert(0, Finding.of(
+                FindingCode.LOG_NOT_PINNED,
                 f"{label} is of log {result.origin!r}, for which no --log-key was given while "
                 f"keys of other logs were ({', '.join(sorted(keys))}): nobody vouched for this "
                 "log. Pass its published key too, or leave the bundle out"))
@@ -114,14 +115,14 @@ def verify_bundles(
 
     origins = {b.result.origin for b in outcomes if b.result.origin}
     for origin in sorted(set(keys) - origins):
-        run.append(Finding("error", "log_missing",
+        run.append(Finding.of(FindingCode.LOG_MISSING,
                            f"a --log-key names log {origin!r}, but no readable bundle of that "
                            "log was given: that collector's share of the messages is missing "
                            "from this verification (or the key is not for these logs)",
                            bundles=all_labels))
     for origin in sorted(set(known) - origins - set(keys)):
         numbers = ", ".join(f"#{n}" for n, _ in known[origin])
-        run.append(Finding("error", "log_missing",
+        run.append(Finding.of(FindingCode.LOG_MISSING,
                            f"known checkpoint(s) {numbers} are of log {origin!r}, but no "
                            "readable bundle of that log was given, so nothing is checked "
                            "against them", bundles=all_labels))

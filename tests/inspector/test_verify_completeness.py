@@ -184,7 +184,8 @@ def test_edited_claim_is_invalid(farm: Farm, data: bytes) -> None:
         drop_messages(lambda g, s: g != gw or s != 15)(o)
 
     r = verify(farm, rewrite(data, edit))
-    assert errors(r) == {"completeness_claim_invalid"}
+    # the log's seal shows every seq of the gateway was logged: the dropped one is withheld
+    assert errors(r) == {"completeness_claim_invalid", "messages_withheld"}
     assert r.completeness.status == "invalid"
     assert "hash differs" in r.completeness.detail
 
@@ -223,6 +224,7 @@ def test_version_1_bundle_verifies_but_completeness_is_unproven(farm: Farm, data
     def downgrade(o: dict[str, Any]) -> None:
         o["version"] = 1
         del o["completeness"]
+        del o["seal"]  # version 1 has neither
         drop_messages(lambda g, s: g != gw or s < 18)(o)
 
     r = verify(farm, rewrite(data, downgrade))
@@ -234,10 +236,9 @@ def test_version_1_bundle_verifies_but_completeness_is_unproven(farm: Farm, data
 
 
 def test_operator_resigning_a_false_claim(farm: Farm, data: bytes) -> None:
-    """The limit, stated in docs/bundle.md §9: the operator holds the log key, so it can sign
-    a claim that leaves a gateway out. The bundle alone then looks complete; the claim is a
-    signed statement about the anchored log, which the log (or another bundle of it, verified
-    together) proves false."""
+    """The operator holds the log key, so it can sign a claim that leaves a gateway out. The
+    log's seal, written with the checkpoint before the export, shows the lie from the bundle
+    alone (docs/bundle.md §4b); another bundle of the log, verified together, shows it too."""
     gw = farm.gateways[1].gateway
     b = decode_bundle(data)
     assert b.completeness is not None
@@ -252,8 +253,10 @@ def test_operator_resigning_a_false_claim(farm: Farm, data: bytes) -> None:
     forged = encode_bundle(dataclasses.replace(b, registry=registry, messages=messages,
                                                completeness=lie))
     r = verify(farm, forged)
-    assert errors(r) == set() and r.completeness.status == "complete"
-    assert gw not in {g.gateway for g in r.gateways}
+    assert errors(r) == {"gateway_withheld", "seal_claim_mismatch"}
+    assert r.completeness.status == "complete"  # the bundle agrees with the (false) claim
+    assert r.seal is not None and r.seal["status"] == "invalid"
+    assert r.seal["gateways"][gw] == "withheld" and "seal" in r.summary_line()
     # the gateway's owner asks for its own bundle; verified together, it shows the lie
     own = export_bundle(farm.config, farm=None, field=None, gateway=gw, start=START, end=END)
     multi = verify_bundles([("farm.fpb", forged), ("own.fpb", own)], nodes=[], chain=None,
@@ -269,7 +272,7 @@ def test_operator_resigning_a_false_claim(farm: Farm, data: bytes) -> None:
     lie = sign_completeness(signer, b.origin, farm.evidence.latest().checkpoint.root_hash,  # type: ignore
                             b.scope, b.completeness.size, b.completeness.registry, records)
     forged = encode_bundle(dataclasses.replace(b, messages=cut, completeness=lie))
-    assert errors(verify(farm, forged)) == set()
+    assert errors(verify(farm, forged)) == {"messages_withheld", "seal_claim_mismatch"}
     north = export_bundle(farm.config, farm="farm-a", field="north", gateway=None,
                           start=START, end=END)
     multi = verify_bundles([("farm.fpb", forged), ("north.fpb", north)], nodes=[], chain=None,
