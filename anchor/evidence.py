@@ -1,13 +1,17 @@
 """The collector's evidence log: every accepted message and every registry change, appended in
 the collector's own database transaction, with signed checkpoints over it.
 
-Entries are the exact bytes received (a tagged COSE_Sign1, first byte 0xd2) or a registry event
-(a deterministic-CBOR map whose ``"t"`` is ``"fieldproof/registry/v1"``). Checkpoints are C2SP
-signed notes by the collector's log key, kept in the same database so an anchorer or exporter can
-read them without the key. docs/evidence-log.md describes the formats."""
+Entries are the exact bytes received (a tagged COSE_Sign1, first byte 0xd2), a registry event
+(a deterministic-CBOR map whose ``"t"`` is ``"fieldproof/registry/v1"``) or a completeness seal
+(``"t"`` ``"fieldproof/seal/v1"``, :mod:`fieldproof.formats.seal`): before each checkpoint is
+signed a seal is appended, in the same write transaction, so every checkpoint's last leaf fixes
+what the log held per farm and gateway. Checkpoints are C2SP signed notes by the collector's log
+key, kept in the same database so an anchorer or exporter can read them without the key.
+docs/evidence-log.md describes the formats."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -15,11 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cbor2
+
 from anchor.logkey import load_or_create_log_key
 from anchor.logstore import MerkleLog, SqliteLogStore
 from fieldproof.errors import ConfigError
+from fieldproof.formats.cbor import encode_deterministic
 from fieldproof.formats.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from fieldproof.formats.note import Ed25519Signer, Ed25519Verifier
+from fieldproof.formats.seal import SealAccumulator
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -30,6 +40,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# the seal writer's state (the accumulator over every entry so far, one row) and a row per
+# seal: the farm records (empty for all but the newest), which the exporter proves from
+_SEAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seal_state (id INTEGER PRIMARY KEY CHECK (id = 0),
+    size INTEGER NOT NULL, root BLOB NOT NULL, state BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS seal_records (idx INTEGER PRIMARY KEY, records BLOB NOT NULL);
+"""
+#: seals whose farm records are kept (an export reads the newest; a few more cover an export
+#: that started just before the next checkpoint)
+KEEP_SEAL_RECORDS = 16
+#: log entries read at once while the seal state catches up with an older log
+_SEAL_BATCH = 5000
 
 
 class EvidenceError(ConfigError):
@@ -53,6 +75,8 @@ class EvidenceLog:
         self.store = SqliteLogStore(db)
         self.log = MerkleLog(self.store)
         db.executescript(_SCHEMA)
+        if signer is not None:  # only the checkpoint signer writes seals; readers may be ro
+            db.executescript(_SEAL_SCHEMA)
         row = db.execute("SELECT value FROM log_meta WHERE key='origin'").fetchone()
         if row is None:
             with db:
@@ -83,14 +107,26 @@ class EvidenceLog:
         return self.signer.verifier()
 
     def checkpoint(self) -> StoredCheckpoint | None:
-        """Sign and store a checkpoint of the current size if the log grew since the last one."""
+        """If the log grew since the last checkpoint: append a seal of everything before it and
+        sign a checkpoint whose last leaf is that seal, in one write transaction (the write lock
+        is taken first, so no other writer's entry can land between seal and checkpoint). An
+        unchanged log gets neither: a seal never follows a seal.
+
+        The entries since the last seal are folded into the seal state before the lock is
+        taken (reads only), so ingestion waits only for the few appended meanwhile."""
         if self.signer is None:
             raise EvidenceError("checkpoints need the log key (collector only)")
+        ahead: tuple[SealAccumulator, tuple[int, bytes] | None] | None = None
+        if not self.db.in_transaction:
+            ahead = self._seal_state()
+            self._fold(ahead[0], self.log.size())
+            self.db.execute("BEGIN IMMEDIATE")
         with self.db:
             size = self.log.size()
             latest = self.latest()
             if size == 0 or (latest is not None and latest.checkpoint.size >= size):
                 return None
+            size = self._append_seal(size, ahead)
             cp = Checkpoint(self.origin, size, self.log.root(size))
             note = sign_checkpoint(cp, self.signer)
             now = time.time()
@@ -98,6 +134,74 @@ class EvidenceLog:
                 "INSERT INTO checkpoints VALUES (?, ?, ?, ?)", (size, cp.root_hash, note, now)
             )
         return StoredCheckpoint(cp, note, now)
+
+    def _seal_head(self) -> tuple[int, bytes] | None:
+        """(size, root) the committed seal state was folded up to, if the log still has that
+        root there; None for no state, or one of another history (a log rewritten or restored
+        behind it), which is then rebuilt from the entries."""
+        row = self.db.execute("SELECT size, root FROM seal_state WHERE id = 0").fetchone()
+        if row is None:
+            return None
+        size, root = int(row[0]), bytes(row[1])
+        if size > self.log.size() or self.log.root(size) != root:
+            log.warning("the seal state (up to log size %d) is not of this log's history: the "
+                        "log was rewritten or restored behind it; rebuilding it from the log's "
+                        "entries", size)
+            return None
+        return size, root
+
+    def _seal_state(self) -> tuple[SealAccumulator, tuple[int, bytes] | None]:
+        """The committed seal state (empty when there is none of this history) and its head."""
+        head = self._seal_head()
+        if head is None:
+            return SealAccumulator(), None
+        (raw,) = self.db.execute("SELECT state FROM seal_state WHERE id = 0").fetchone()
+        # our own row, written with the log key's write lock: no item bound for a big fleet
+        return SealAccumulator.from_obj(cbor2.loads(bytes(raw))), head
+
+    def _fold(self, acc: SealAccumulator, size: int) -> None:
+        """Fold entries ``acc.size … size − 1`` in (an older log is read once, in batches)."""
+        while acc.size < size:
+            acc.add(self.store.entries(acc.size, min(size, acc.size + _SEAL_BATCH)))
+
+    def _append_seal(self, size: int,
+                     ahead: tuple[SealAccumulator, tuple[int, bytes] | None] | None) -> int:
+        """Bring the seal state up to ``size`` entries, append the seal at index ``size`` and
+        keep its farm records; the new log size. ``ahead``: the state folded before the lock
+        and the committed head it started from, used unless that changed meanwhile."""
+        if ahead is not None and ahead[0].size <= size and self._seal_head() == ahead[1]:
+            acc = ahead[0]
+        else:
+            acc = self._seal_state()[0]
+        self._fold(acc, size)
+        seal, records = acc.seal()
+        entry = seal.encode()
+        if self.store.append([entry]) != seal.size:
+            raise EvidenceError("the log grew while its seal was written; the write lock should "
+                                "prevent that: check that nothing else writes this database")
+        acc.add([entry])
+        state = encode_deterministic(acc.to_obj())
+        self.db.execute("INSERT OR REPLACE INTO seal_state VALUES (0, ?, ?, ?)",
+                        (acc.size, self.log.root(acc.size), state))
+        # (replace: a row at this index can only be of a history rewritten behind it)
+        self.db.execute("INSERT OR REPLACE INTO seal_records VALUES (?, ?)",
+                        (seal.size, encode_deterministic(records)))
+        # one row per seal stays (where the seals are); only the newest keep their records
+        self.db.execute("UPDATE seal_records SET records = X'' WHERE idx <= ? AND records <> X''",
+                        (seal.size - KEEP_SEAL_RECORDS,))
+        return acc.size
+
+    def seal_records(self, index: int) -> list[bytes] | None:
+        """The encoded farm records of the seal at log index ``index`` (sorted by farm), or
+        None: no seal there, an older log, or records no longer kept."""
+        try:
+            row = self.db.execute("SELECT records FROM seal_records WHERE idx = ?",
+                                  (index,)).fetchone()
+        except sqlite3.OperationalError:  # a database from before seals (no table)
+            return None
+        if row is None or not row[0]:
+            return None
+        return [bytes(r) for r in cbor2.loads(bytes(row[0]))]
 
     def latest(self) -> StoredCheckpoint | None:
         row = self.db.execute(

@@ -20,7 +20,9 @@ and picks:
   without a proof and the verifier flags them as outside the anchored range;
 * the completeness claim (docs/bundle.md §4a), signed with the log key: how many registry
   events of the scope's gateways the log holds below the newest checkpoint, and per gateway its
-  first and latest seq there, the run carried and how many messages the run holds.
+  first and latest seq there, the run carried and how many messages the run holds;
+* the completeness seal that ends that checkpoint (written by the collector before it signed
+  it) with the scope's farm records and their inner proofs (:mod:`collector.export_seal`).
 
 Checkpoints an inspector already trusts (``--since-checkpoint``) are checked against this log
 and listed too, so the bundle's consistency proofs link them to its other checkpoints; EVM
@@ -34,15 +36,17 @@ import itertools
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import cbor2
 
+from anchor.chain import open_ledgers
 from anchor.evidence import EvidenceLog, StoredCheckpoint
 from anchor.logkey import LogKeyError, load_or_create_log_key
 from anchor.logstore import MerkleLog, SqliteLogStore
+from collector.export_seal import seal_for_export
 from collector.registry import Registry
 from fieldproof.config import CollectorConfig
 from fieldproof.errors import ConfigError
@@ -73,8 +77,6 @@ __all__ = [
     "log_vkey",
 ]
 
-THOR_STORE = "anchors-thor.sqlite"
-EVM_STORE = "anchors-evm.sqlite"
 _PROOF_BATCH = 2000
 
 
@@ -363,72 +365,40 @@ def _carried(db: sqlite3.Connection, gateway: str, run: _Run, start: float, end:
 
 
 def evm_genesis_of(url: str, timeout: float = 10.0) -> tuple[int, str]:
-    """(chain id, genesis block hash) an EVM node reports, so the bundle can name the network
-    of its EVM anchors by more than a chain id (any dev chain or fork can reuse an id)."""
-    from anchor.evm_reader import connect
+    """(chain id, genesis block hash) an EVM node reports (:func:`anchor.evm_chain.evm_genesis_of`,
+    loaded only when asked: web3 costs ~1 s to import)."""
+    from anchor.evm_chain import evm_genesis_of as ask
 
-    w3 = connect(url, timeout)
-    chain_id = int(w3.eth.chain_id)
-    block = w3.eth.get_block(0)
-    return chain_id, "0x" + bytes(block["hash"]).hex()
-
-
-def _configured_evm_genesis(config: CollectorConfig, notes: list[str]) -> dict[int, str]:
-    """The genesis of the chain the collector anchors to, asked of its configured node; when
-    that fails the bundle says so in its notes and its EVM anchors name only a chain id."""
-    a = config.anchor
-    if a.chain != "evm" or not a.url:
-        return {}
-    try:
-        chain_id, genesis = evm_genesis_of(a.url)
-    except Exception as exc:  # the export must not fail because a node is down
-        notes.append(f"the EVM node could not be asked for its genesis block "
-                     f"({type(exc).__name__}); EVM anchors name their chain id only")
-        return {}
-    if a.chain_id is not None and chain_id != a.chain_id:
-        notes.append(f"the configured EVM node serves chain id {chain_id}, not {a.chain_id}; "
-                     "EVM anchors name their chain id only")
-        return {}
-    return {chain_id: genesis}
+    return ask(url, timeout)
 
 
 def _anchor_refs(
     config: CollectorConfig, thor_store: Path | None, evm_store: Path | None,
-    evm_genesis: Mapping[int, str] | None = None,
+    evm_genesis: Mapping[int, str] | None, notes: list[str],
 ) -> dict[tuple[int, bytes], list[AnchorRef]]:
-    """Finalized anchors of this log from both stores, keyed by (tree size, root)."""
-    evm_genesis = evm_genesis or {}
+    """Finalized anchors of this log from every chain's store, keyed by (tree size, root).
+    An anchor whose row names no genesis block gets the one its network's node reports
+    (``evm_genesis``: chain id → genesis, default: asked of the configured node)."""
     out: dict[tuple[int, bytes], list[AnchorRef]] = {}
-    origin = config.log_origin
-    thor_path = thor_store or config.data_dir / THOR_STORE
-    if thor_path.exists():
-        from anchor.anchoring import AnchorState, AnchorStore
-
-        with AnchorStore(thor_path) as store:
-            for a in store.anchors(AnchorState.FINALIZED):
-                if a.origin != origin or None in (a.genesis_id, a.tx_id, a.block_id,
-                                                  a.block_number, a.block_timestamp):
+    ledgers = open_ledgers(config, {"thor": thor_store, "evm": evm_store})
+    try:
+        genesis: dict[str, str] = {}
+        if evm_genesis is not None:
+            genesis = {str(k): v for k, v in evm_genesis.items()}
+        else:
+            for ledger in ledgers:
+                genesis.update(ledger.genesis_by_network(config, notes))
+        for ledger in ledgers:
+            for row in ledger.rows():
+                ref = row.ref
+                if ref is None or row.origin != config.log_origin:
                     continue
-                out.setdefault((a.tree_size, bytes(a.root_hash)), []).append(AnchorRef(
-                    "thor", str(a.genesis_id).lower(), str(a.tx_id).lower(),
-                    int(a.block_number or 0), str(a.block_id).lower(),
-                    int(a.block_timestamp or 0)))
-    evm_path = evm_store or config.data_dir / EVM_STORE
-    if evm_path.exists():
-        from anchor.evm import EvmAnchorStore
-
-        estore = EvmAnchorStore(evm_path)
-        try:
-            for r in estore.rows(states=("finalized",)):
-                if r.origin != origin or r.block_hash is None or r.block_number is None:
-                    continue
-                genesis = evm_genesis.get(int(r.chain_id))
-                out.setdefault((r.tree_size, bytes(r.root_hash)), []).append(AnchorRef(
-                    "evm", str(r.chain_id), str(r.tx_hash).lower(), int(r.block_number),
-                    str(r.block_hash).lower(), int(r.block_timestamp or 0),
-                    genesis.lower() if genesis else None))
-        finally:
-            estore.close()
+                if ref.genesis_id is None and ref.network in genesis:
+                    ref = replace(ref, genesis=genesis[ref.network].lower())
+                out.setdefault((row.tree_size, bytes.fromhex(row.root_hash)), []).append(ref)
+    finally:
+        for ledger in ledgers:
+            ledger.close()
     return out
 
 
@@ -541,9 +511,7 @@ def build_bundle(
     signer = _log_signer(config)
     vkey = signer.verifier().vkey
     notes: list[str] = []
-    if evm_genesis is None and (evm_store or config.data_dir / EVM_STORE).exists():
-        evm_genesis = _configured_evm_genesis(config, notes)
-    anchors = _anchor_refs(config, thor_store, evm_store, evm_genesis)
+    anchors = _anchor_refs(config, thor_store, evm_store, evm_genesis, notes)
     scope = Scope(farm, field, gateway, float(start), float(end))
     db = _open_ro(config.db_path)
     try:
@@ -588,7 +556,10 @@ def build_bundle(
                 records.append(run.claim)
         messages.sort(key=lambda e: e.index)
 
-        needed = sorted([e.index for e in registry] + [e.index for e in messages])
+        # the seal ending the claim's checkpoint (docs/bundle.md §4b), proven like an entry
+        seal = seal_for_export(evidence, log, below, scope, notes) if below else None
+        needed = sorted([e.index for e in registry] + [e.index for e in messages]
+                        + ([seal.size - 1] if seal is not None else []))
         chosen = _choose_checkpoints(stored, set(anchors), needed)
         if head is not None and all(c.checkpoint.size != head.checkpoint.size for c in chosen):
             chosen.append(head)
@@ -652,6 +623,7 @@ def build_bundle(
             messages=tuple(messages),
             notes=tuple(notes),
             completeness=completeness,
+            seal=seal,
         )
     finally:
         db.close()

@@ -54,6 +54,11 @@ from fieldproof.formats.bundle import (  # noqa: E402
 from fieldproof.formats.checkpoint import Checkpoint, sign_checkpoint  # noqa: E402
 from fieldproof.formats.note import Ed25519Signer  # noqa: E402
 from fieldproof.formats.registry_event import registry_event  # noqa: E402
+from fieldproof.formats.seal import (  # noqa: E402
+    SealAccumulator,
+    decode_farm_record,
+    farm_proofs,
+)
 from fieldproof.tls import common_name  # noqa: E402
 from fieldproof.wire import (  # noqa: E402
     Payload,
@@ -528,6 +533,7 @@ def build(out: Out) -> None:
         version=1,
     )
     out.bytes("bundle/bundle.fpb", encode_bundle(bundle))
+    build_seal(out, entries, gw2_pub, log_signer)
     out.json("bundle/bundle.expected.json", {
         "spec": "docs/bundle.md",
         "format": "fieldproof/bundle",
@@ -567,6 +573,50 @@ def build(out: Out) -> None:
             "messages_verified": len(messages),
             "errors": [],
         },
+    })
+
+
+def build_seal(out: Out, entries: list[bytes], gw2_pub: bytes,
+               log_signer: Ed25519Signer) -> None:
+    """A completeness seal (docs/bundle.md §4b) over the known-answer log plus one more entry:
+    gateway 2 is enrolled again into farm-b (so the seal has two farm records and gateway 2 is
+    in both). The seal is entry 14, the last leaf of the checkpoint of size 15."""
+    gw2 = gateway_id_for(gw2_pub)
+    moved = registry_event("enroll", gw2, public_key=gw2_pub, farm="farm-b", field="east",
+                           location="45.10,7.72", at=T0 + 3000.0)
+    log = [*entries, moved]
+    acc = SealAccumulator()
+    acc.add(log)
+    seal, records = acc.seal()
+    entry = seal.encode()
+    full = [*log, entry]
+    size = len(full)
+    root = merkle.root_from_leaves(full)
+    note = sign_checkpoint(Checkpoint(ORIGIN, size, root), log_signer)
+    out.bytes("seal/entry-13.cbor", moved)
+    out.bytes("seal/seal.cbor", entry)
+    for i, r in enumerate(records):
+        out.bytes(f"seal/farm-{i}.cbor", r)
+    out.bytes(f"seal/checkpoint-{size}.note", note)
+    proofs = farm_proofs(records, range(len(records)))
+    out.json("seal/seal.expected.json", {
+        "spec": "docs/bundle.md §4b, docs/evidence-log.md §11",
+        "log": "log/entries/00.cbor … 12.cbor, then seal/entry-13.cbor (gateway 2 enrolled "
+               "into farm-b), then seal/seal.cbor",
+        "seal": {"index": seal.size, "t": "fieldproof/seal/v1", "size": seal.size,
+                 "farms": seal.farms, "root": hx(seal.root), "sha256": hx(
+                     hashlib.sha256(entry).digest()), "leaf_hash": hx(merkle.leaf_hash(entry))},
+        "records": [
+            {"file": f"farm-{i}.cbor", "position": i, "farm": rec.farm,
+             "leaf_hash": hx(merkle.leaf_hash(r)), "proof": [hx(h) for h in proofs[i]],
+             "gateways": [{"gateway": g.gateway, "fields": list(g.fields), "first": g.first,
+                           "latest": g.latest, "messages": g.messages,
+                           "registry": g.registry} for g in rec.gateways]}
+            for i, (r, rec) in enumerate((r, decode_farm_record(r)) for r in records)
+        ],
+        "checkpoint": {"file": f"checkpoint-{size}.note", "size": size, "root_hash": hx(root),
+                       "seal_inclusion_proof": [
+                           hx(h) for h in merkle.reference_inclusion_proof(full, seal.size)]},
     })
 
 

@@ -3,9 +3,10 @@
 A bundle carries what a verifier needs and nothing it must trust: the signed messages (exact
 bytes) with their log indices, the registry events they depend on, the signed checkpoints with
 their anchor references, consistency proofs between successive checkpoints, the subtree hashes
-that make up every inclusion proof and (version 2) the exporter's completeness claim, signed
-with the log key. docs/bundle.md is the byte-level description; this module is its only
-encoder and a strict, hostile-input-safe decoder.
+that make up every inclusion proof, (version 2) the exporter's completeness claim, signed
+with the log key, and (version 3) the completeness seal of the claim's checkpoint with the
+scope's farm records (:mod:`fieldproof.formats.seal`). docs/bundle.md is the byte-level
+description; this module is its only encoder and a strict, hostile-input-safe decoder.
 
 Parsing never trusts the bytes and never lets them choose how much memory it takes: the decoder
 reads the CBOR item heads itself, checks every declared length and count against the bytes left
@@ -50,6 +51,8 @@ __all__ = [
     "GatewayClaim",
     "Limits",
     "Scope",
+    "SealFarm",
+    "SealProof",
     "decode_bundle",
     "encode_bundle",
     "encode_claim",
@@ -60,9 +63,10 @@ __all__ = [
 
 BUNDLE_FORMAT = "fieldproof/bundle"
 #: the version this code writes
-BUNDLE_VERSION = 2
-#: the versions this code reads (1: no completeness claim; verified, flagged as unproven)
-READABLE_VERSIONS = (1, 2)
+BUNDLE_VERSION = 3
+#: the versions this code reads (1: no completeness claim; verified, flagged as unproven;
+#: 2: a claim but no seal, flagged as not provable)
+READABLE_VERSIONS = (1, 2, 3)
 MEDIA_TYPE = "application/vnd.fieldproof.bundle+cbor"
 #: first line of the completeness claim's signed note, and the claim's ``t``
 CLAIM_TYPE = "fieldproof/completeness/v1"
@@ -99,6 +103,7 @@ class Limits:
     max_text: int = 1024
     max_proof_hashes: int = 128
     max_claim_bytes: int = 8 << 20
+    max_seal_farms: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,31 @@ class Completeness:
         return {"claim": self.claim, "note": self.note}
 
 
+@dataclass(frozen=True, slots=True)
+class SealFarm:
+    """A farm record of the seal's inner tree (docs/bundle.md §4b): its position among the
+    seal's records (sorted by farm), its exact bytes and its inner inclusion proof."""
+
+    position: int
+    record: bytes
+    proof: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class SealProof:
+    """The completeness seal of the checkpoint of size ``size`` (version 3): the log entry at
+    index ``size − 1`` (proven through ``hashes`` like any entry) and the farm records the
+    scope needs. What the bytes say is read and checked by the verifier."""
+
+    size: int
+    entry: bytes
+    farms: tuple[SealFarm, ...]
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"size": self.size, "entry": self.entry,
+                "farms": [[f.position, f.record, list(f.proof)] for f in self.farms]}
+
+
 @dataclass(frozen=True)
 class Bundle:
     origin: str
@@ -225,6 +255,7 @@ class Bundle:
     version: int = BUNDLE_VERSION
     notes: tuple[str, ...] = field(default=())
     completeness: Completeness | None = None
+    seal: SealProof | None = None
 
     def to_obj(self) -> dict[str, Any]:
         obj = {
@@ -245,6 +276,8 @@ class Bundle:
         }
         if self.completeness is not None:
             obj["completeness"] = self.completeness.to_obj()
+        if self.seal is not None:
+            obj["seal"] = self.seal.to_obj()
         return obj
 
 
@@ -769,9 +802,43 @@ def _completeness(obj: Any, limits: Limits) -> Completeness:
     return Completeness(claim, note, scope, size, registry, gateways)
 
 
+#: the seal map's items beyond its farms, and per farm: the pair, position, record, proof array
+_SEAL_ITEMS = 8
+_SEAL_FARM_ITEMS = 4
+
+
+def _seal(r: _Reader, limits: Limits) -> SealProof:
+    """``{"size", "entry", "farms": [[position, record, [hash…]], …]}``, positions ascending."""
+    budget = _SEAL_ITEMS + limits.max_seal_farms * (_SEAL_FARM_ITEMS + limits.max_proof_hashes)
+    m = _map(r.small("seal", budget), "seal", {"size", "entry", "farms"})
+    size = _uint(m["size"], "seal size")
+    if size == 0:
+        raise BundleError("seal size must be positive (the seal is the checkpoint's last leaf)")
+    entry = _bytes(m["entry"], "seal entry", limits.max_entry_bytes)
+    if len(entry) < MIN_ENTRY_BYTES:
+        raise BundleError(f"seal entry must be at least {MIN_ENTRY_BYTES} bytes")
+    rows = m["farms"]
+    if not isinstance(rows, list) or len(rows) > limits.max_seal_farms:
+        raise BundleError(f"seal farms must be an array of at most {limits.max_seal_farms:,}")
+    farms: list[SealFarm] = []
+    for i, row in enumerate(rows):
+        what = f"seal farms[{i}]"
+        if not isinstance(row, list) or len(row) != 3 or not isinstance(row[2], list):
+            raise BundleError(f"{what} must be [position, record bytes, [hash, …]]")
+        position = _uint(row[0], f"{what} position", MAX_UINT64)
+        if farms and position <= farms[-1].position:
+            raise BundleError(f"{what}: positions must ascend, each once")
+        if len(row[2]) > limits.max_proof_hashes:
+            raise BundleError(f"{what} proof has more than {limits.max_proof_hashes} hashes")
+        farms.append(SealFarm(
+            position, _bytes(row[1], f"{what} record", limits.max_claim_bytes),
+            tuple(_hash(h, f"{what} proof hash") for h in row[2])))
+    return SealProof(size, entry, tuple(farms))
+
+
 _TOP_REQUIRED = {"format", "version", "created", "scope", "log", "checkpoints", "consistency",
                  "hashes", "registry", "messages"}
-_TOP_KNOWN = _TOP_REQUIRED | {"notes", "completeness"}
+_TOP_KNOWN = _TOP_REQUIRED | {"notes", "completeness", "seal"}
 
 
 def decode_bundle(data: bytes, limits: Limits | None = None) -> Bundle:
@@ -818,6 +885,8 @@ def _decode(data: bytes, limits: Limits) -> Bundle:
             top[key] = _checkpoints(r, limits)
         elif key == "notes":
             top[key] = _notes(r, limits)
+        elif key == "seal":
+            top[key] = _seal(r, limits)
         else:  # format, version, created, scope, log, completeness: small maps or scalars
             top[key] = r.small(key, 12)
     if r.p != r.n:
@@ -831,6 +900,8 @@ def _decode(data: bytes, limits: Limits) -> Bundle:
             f"{', '.join(map(str, READABLE_VERSIONS))}); use a newer fieldproof")
     if version == 1 and "completeness" in top:
         raise BundleError("bundle has fields version 1 does not define: completeness")
+    if version < 3 and "seal" in top:
+        raise BundleError(f"bundle has fields version {version} does not define: seal")
     missing = _TOP_REQUIRED - set(top)
     if missing:
         raise BundleError(f"bundle lacks {', '.join(sorted(missing))}")
@@ -857,8 +928,12 @@ def _decode(data: bytes, limits: Limits) -> Bundle:
     if "completeness" in top:
         completeness = _completeness(top["completeness"], limits)
     elif version >= 2 and checkpoints:
-        raise BundleError("a version 2 bundle with checkpoints must carry its completeness "
-                          "claim")
+        raise BundleError(f"a version {version} bundle with checkpoints must carry its "
+                          "completeness claim")
+    seal: SealProof | None = top.get("seal")
+    if seal is not None and (completeness is None or seal.size != completeness.size):
+        raise BundleError("the seal must be for the checkpoint the completeness claim speaks of "
+                          "(the claim's tree size)")
     return Bundle(
         origin=origin,
         vkey=vkey,
@@ -872,4 +947,5 @@ def _decode(data: bytes, limits: Limits) -> Bundle:
         version=version,
         notes=top.get("notes", ()),
         completeness=completeness,
+        seal=seal,
     )

@@ -116,7 +116,8 @@ def test_metrics_report_what_the_database_holds(collector: Collector) -> None:
     assert m["fieldproof_missing_messages"][()] == 2
     assert m["fieldproof_ingest_lag_seconds"][()] == 1.5
     assert m["fieldproof_mqtt_connected"][()] == 1
-    assert m["fieldproof_log_entries"][()] == 6  # 2 enrollments, 1 revocation, 3 messages
+    # 2 enrollments, 1 revocation, 3 messages and the seal the checkpoint ends with
+    assert m["fieldproof_log_entries"][()] == 7
     assert m["fieldproof_checkpoint_entries"][()] == m["fieldproof_log_entries"][()]
     assert m["fieldproof_anchors"][(("state", "finalized"),)] == 1
     assert m["fieldproof_anchors"][(("state", "pending"),)] == 1
@@ -129,6 +130,29 @@ def test_metrics_report_what_the_database_holds(collector: Collector) -> None:
     ignored = m["fieldproof_status_ignored_total"]
     assert ignored[(("reason", "bad_field"),)] == 1 and ignored[(("reason", "too_large"),)] == 0
     assert 29 * 86400 < m["fieldproof_crl_expiry_seconds"][()] <= 30 * 86400
+
+
+def test_crl_expiry_is_read_from_the_copy_the_broker_reads(tmp_path: Path) -> None:
+    """With ``[enrollment] crl_copy`` set, the broker reads that file: its expiry is the one that
+    locks every client out, whatever the CA directory's own crl.pem says."""
+    crl_copy = tmp_path / "broker" / "crl.pem"
+    crl_copy.parent.mkdir()
+    cfg = CollectorConfig.model_validate(
+        {
+            "collector_id": "c1",
+            "data_dir": str(tmp_path / "c"),
+            "enrollment": {"ca_dir": str(tmp_path / "ca"), "crl_copy": str(crl_copy)},
+        }
+    )
+    ca = CertificateAuthority.create(tmp_path / "ca", crl_days=30)
+    ca.write_crl(days=3, copy_to=crl_copy)  # the broker's copy: 3 days left
+    ca.write_crl(days=30)  # the CA directory's own: 30 days left
+    c = Collector(cfg, writer=NullWriter())
+    try:
+        left = CollectorMetrics(c).crl_seconds_left()
+    finally:
+        c.db.close()
+    assert left is not None and 2 * 86400 < left <= 3 * 86400
 
 
 def test_log_entries_count_matches_the_log(collector: Collector) -> None:

@@ -65,7 +65,8 @@ def test_export_reads_back_exactly(farm: Farm, data: bytes) -> None:
     assert [e.index for e in b.messages] == sorted(e.index for e in b.messages)
     assert len(b.checkpoints) == 2 and len(b.consistency) == 1
     c = b.completeness
-    assert b.version == 2 and c is not None
+    assert b.version == 3 and c is not None
+    assert b.seal is not None and b.seal.size == c.size  # the seal ends the claim's checkpoint
     assert c.size == farm.evidence.latest().checkpoint.size  # type: ignore[union-attr]
     assert c.registry == 2 and c.scope == b.scope
     a, south = farm.gateways[0].gateway, farm.gateways[1].gateway
@@ -137,7 +138,8 @@ def _v1_with_claim(o: dict[str, Any]) -> None:
 
 
 HOSTILE: dict[str, Callable[[dict[str, Any]], None]] = {
-    "future version": _set(("version",), 3),
+    "future version": _set(("version",), 4),
+    "version 2 with a seal": _set(("version",), 2),
     "version 1 with a completeness claim": _v1_with_claim,
     "version 2 without its claim": lambda o: o.pop("completeness"),
     "claim not CBOR": _set(("completeness", "claim"), b"\xff\x00"),
@@ -149,6 +151,14 @@ HOSTILE: dict[str, Callable[[dict[str, Any]], None]] = {
     "claim counts too many": _claim(lambda c: c["gateways"][0].__setitem__(5, 10**6)),
     "claim half empty": _claim(lambda c: c["gateways"][0].__setitem__(1, None)),
     "claim size zero": _claim(lambda c: c.__setitem__("size", 0)),
+    "seal of another checkpoint": lambda o: o["seal"].__setitem__("size", 1),
+    "seal without a claim": lambda o: o.pop("completeness"),
+    "seal entry too short": _set(("seal", "entry"), b"\xa1" * 10),
+    "seal with an extra field": _set(("seal", "extra"), 1),
+    "seal farm positions repeat": lambda o: o["seal"]["farms"].append(o["seal"]["farms"][0]),
+    "seal farm proof hash short": lambda o: o["seal"]["farms"][0][2].append(b"\x00" * 31),
+    "seal farm not a triple": lambda o: o["seal"]["farms"][0].pop(),
+    "seal farms too many": _set(("seal", "farms"), [[i, b"x", []] for i in range(10_001)]),
     "other format": _set(("format",), "something/else"),
     "unknown field": _set(("extra",), 1),
     "missing scope": lambda o: o.pop("scope"),

@@ -30,6 +30,12 @@ from fieldproof.formats.checkpoint import open_checkpoint
 from fieldproof.formats.enrollment import check_token_mac, parse_request, parse_token
 from fieldproof.formats.note import Ed25519Verifier
 from fieldproof.formats.registry_event import parse_registry_event
+from fieldproof.formats.seal import (
+    SealAccumulator,
+    decode_farm_record,
+    decode_seal,
+    verify_farm_record,
+)
 from fieldproof.tls import common_name
 from fieldproof.wire import (
     decode_message,
@@ -318,9 +324,10 @@ def test_bundle_decodes_and_verifies(td: Path) -> None:
     v = exp["verification"]
     assert result.codes("error") == set(v["errors"])
     # offline, the only thing left unchecked is the chain (the blocks are fictional); a
-    # verifier that knows bundle format version 2 also says that this version 1 bundle carries
-    # no signed completeness claim
-    assert result.codes() - {"completeness_unproven"} == {"anchors_not_checked"}, result.findings
+    # verifier that knows bundle format versions 2 and 3 also says that this version 1 bundle
+    # carries no signed completeness claim and no seal
+    assert result.codes() - {"completeness_unproven", "completeness_not_provable"} == {
+        "anchors_not_checked"}, result.findings
     assert result.verdict == "warn" and result.log_key_pinned
     assert len(result.messages) == result.total_messages == v["messages_verified"]
     assert result.registry_events == len(exp["registry"])
@@ -359,3 +366,41 @@ def test_enrollment_request(td: Path) -> None:
     # log entry 0 is the collector's enroll event carrying this very request
     event = parse_registry_event((td / "log/entries/00.cbor").read_bytes())
     assert event is not None and event["request"] == raw and event["pk"] == req.public_key
+
+
+# ------------------------------------------------------------------------------ seal
+
+
+def test_seal_reads_back_and_is_what_the_log_implies(td: Path) -> None:
+    """The seal is a function of the entries before it: recomputing it from the log's files
+    gives the same bytes; its records are proven into its root, and it into the checkpoint."""
+    exp = load(td, "seal/seal.expected.json")
+    log = [(td / f"log/entries/{i:02d}.cbor").read_bytes() for i in range(13)]
+    log.append((td / "seal/entry-13.cbor").read_bytes())
+    entry = (td / "seal/seal.cbor").read_bytes()
+    acc = SealAccumulator()
+    acc.add(log)
+    again, records = acc.seal()
+    assert again.encode() == entry
+    seal = decode_seal(entry)
+    want = exp["seal"]
+    assert (seal.size, seal.farms, seal.root.hex()) == (want["size"], want["farms"], want["root"])
+    for rec_exp, raw in zip(exp["records"], records, strict=True):
+        assert (td / "seal" / rec_exp["file"]).read_bytes() == raw
+        rec = decode_farm_record(raw)
+        assert rec.farm == rec_exp["farm"]
+        assert [[g.gateway, list(g.fields), g.first, g.latest, g.messages, g.registry]
+                for g in rec.gateways] == [
+            [g["gateway"], g["fields"], g["first"], g["latest"], g["messages"], g["registry"]]
+            for g in rec_exp["gateways"]]
+        verify_farm_record(raw, rec_exp["position"], seal,
+                           [bytes.fromhex(h) for h in rec_exp["proof"]])
+    cp_exp = exp["checkpoint"]
+    vkey = (td / "log/vkey.txt").read_text().strip()
+    cp = open_checkpoint((td / "seal" / cp_exp["file"]).read_bytes(),
+                         Ed25519Verifier.from_vkey(vkey))
+    assert (cp.size, cp.root_hash.hex()) == (cp_exp["size"], cp_exp["root_hash"]) == (
+        len(log) + 1, merkle.root_from_leaves([*log, entry]).hex())
+    merkle.verify_inclusion(merkle.leaf_hash(entry), seal.size, cp.size,
+                            [bytes.fromhex(h) for h in cp_exp["seal_inclusion_proof"]],
+                            cp.root_hash)

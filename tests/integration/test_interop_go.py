@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from fieldproof.formats.enrollment import build_request
 from fieldproof.tls import make_csr, new_tls_key
 from fieldproof.wire import gateway_id_for, public_key_bytes
 from tests.support.bundles import THOR_KEY, Farm, Gateway, anchor_thor
-from tests.support.thornode import ThorNode, funded
+from tests.support.thor_solo import SoloChain
 
 pytestmark = pytest.mark.integration
 
@@ -186,7 +187,7 @@ def test_go_usage_errors(fpcheck: Path, tmp_path: Path) -> None:
 @pytest.fixture
 def exported(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A bundle as `fieldproof export` makes it, from the collector's own classes (registry and
-    evidence log, the real enroller, checkpoints, the Thor anchorer against the node double):
+    evidence log, the real enroller, checkpoints, the Thor anchorer on a real thor solo node):
     two gateways, one enrolled with a signed request, four checkpoints, two of them anchored
     (the exporter leaves out the one that an anchored one after it covers)."""
     now = time.time()
@@ -203,8 +204,8 @@ def exported(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     farm.gateways.append(g1)
     g2 = farm.enroll("farm-a", "south")
     try:
-        with ThorNode(finality_depth=2, energy=funded(THOR_KEY.address),
-                      genesis_timestamp=int(now) - 20) as node:
+        with closing(SoloChain(tmp_path / "thor")) as node:
+            node.fund(THOR_KEY.address)
             farm.run(g1, t0, 7)
             farm.run(g2, t0 + 5, 4)
             farm.checkpoint()
@@ -230,16 +231,29 @@ def test_go_reads_a_bundle_from_our_exporter(fpcheck: Path, exported: tuple[Path
     path, vkey = exported
     r = run(fpcheck, "-vkey", vkey, "-bundle", str(path))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "3 checkpoints [13 28 31]" in r.stdout, r.stdout
+    # each checkpoint ends with the collector's completeness seal (one leaf more each)
+    assert "3 checkpoints [14 31 35]" in r.stdout, r.stdout
     assert "2 consistency proofs, 31 entries proven" in r.stdout, r.stdout
     assert "(2 without a checkpoint), 2 registry events" in r.stdout, r.stdout
     assert "31 messages with valid COSE signatures from 2 gateways" in r.stdout, r.stdout
-    # a version 2 bundle carries the exporter's completeness claim: its note must verify with
-    # the log key and commit to the claim's bytes
-    if "version 2," in r.stdout:
-        assert "completeness claim signed by the log key" in r.stdout, r.stdout
-    else:
-        assert "version 1," in r.stdout, r.stdout
+    # a version 3 bundle carries the exporter's completeness claim (its note must verify with
+    # the log key and commit to the claim's bytes) and the log's seal: the checkpoint's last
+    # leaf, its farm record proven into the seal's inner tree by transparency-dev/merkle
+    assert "version 3," in r.stdout, r.stdout
+    assert "completeness claim signed by the log key" in r.stdout, r.stdout
+    assert "seal proven as its checkpoint's last leaf with 1 farm record(s)" in r.stdout
+
+    # one flipped byte in the seal's farm record is found by the inner proof
+    sealed = decode_bundle(path.read_bytes()).seal
+    assert sealed is not None
+    record = sealed.farms[0].record
+    data = bytearray(path.read_bytes())
+    assert data.count(record) == 1
+    data[data.index(record) + len(record) - 1] ^= 0x01
+    bad_seal = path.with_name("bad-seal.fpb")
+    bad_seal.write_bytes(bytes(data))
+    r = run(fpcheck, "-vkey", vkey, "-bundle", str(bad_seal))
+    assert r.returncode == 1 and "seal farm record 0" in r.stderr, r.stderr
 
     # the same bundle pinned to another log's key fails on every checkpoint
     other = (TESTDATA / "log" / "vkey.txt").read_text().strip()

@@ -65,8 +65,9 @@ def fpcheck(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, str, int]]:
-    """A tiles directory the collector published for a log of 700 entries, checkpointed at
-    several sizes and cosigned by a real litewitness: (directory, log vkey, witness vkey, size)."""
+    """A tiles directory the collector published for a log of 700 entries (seals included),
+    checkpointed at several sizes and cosigned by a real litewitness: (directory, log vkey,
+    witness vkey, size)."""
     base = tmp_path_factory.mktemp("published")
     data = base / "data"
     log_vkey = load_or_create_log_key(data / "log.key", ORIGIN).verifier().vkey
@@ -86,13 +87,17 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
         c = Collector(cfg, writer=NullWriter())
         rng = random.Random(17)
         try:
-            for size in (1, 255, 256, 257, 512, 700):
-                n = size - c.evidence.log.size()
+            # checkpoints at these sizes, each ending with its seal (so never two in a row)
+            for size in (2, 254, 256, 258, 512, 700):
+                n = size - 1 - c.evidence.log.size()
                 with c.db:
                     c.evidence.append([rng.randbytes(rng.randint(1, 300)) for _ in range(n)])
                 c.maybe_checkpoint(force=True)
+                # cosigning runs in the witness's thread: let it catch up with each size
+                assert c.witness_worker.wait_idle(60)
             assert c.witnesses.status() == {WITNESS: "ok"}
         finally:
+            c.stop_witnesses()
             c.db.close()
         yield c.tiles_dir, log_vkey, w.vkey, 700
     finally:

@@ -22,6 +22,7 @@ from fieldproof.datadir import open_db
 from fieldproof.formats import merkle
 from fieldproof.formats.checkpoint import open_checkpoint
 from fieldproof.formats.registry_event import parse_registry_event
+from fieldproof.formats.seal import is_seal_entry
 from fieldproof.keys import load_key_file
 from tests.support.stack import Stack, started_stack, wait_until
 
@@ -53,8 +54,9 @@ def assert_all_delivered(stack: Stack) -> None:
 
 
 def assert_log_consistent(stack: Stack) -> None:
-    """The evidence log holds every accepted message exactly once plus the enrollments, each
-    provably included under the final checkpoint, and every checkpoint extends the previous."""
+    """The evidence log holds every accepted message exactly once plus the enrollments and
+    each checkpoint's seal, each provably included under the final checkpoint, and every
+    checkpoint extends the previous."""
     cfg = load_collector_config(stack.collector_config)
     db = open_db(cfg.db_path)
     ev = EvidenceLog.open(db, cfg.log_origin, key_file=None)
@@ -68,7 +70,10 @@ def assert_log_consistent(stack: Stack) -> None:
     assert None not in indexes and len(set(indexes)) == len(indexes)
     enrolls = [i for i in range(size) if parse_registry_event(ev.log.entry(i)) is not None]
     assert len(enrolls) == len(stack.gateways)
-    assert sorted(indexes + enrolls) == list(range(size))
+    # and one completeness seal per checkpoint: its last leaf, nowhere else
+    seals = [i for i in range(size) if is_seal_entry(ev.log.entry(i))]
+    assert seals == [c.checkpoint.size - 1 for c in checkpoints]
+    assert sorted(indexes + enrolls + seals) == list(range(size))
     for index, digest in rows:
         entry = ev.log.entry(index)
         assert hashlib.sha256(entry).digest() == bytes(digest)

@@ -56,6 +56,20 @@ type bundleDoc struct {
 		Claim []byte `cbor:"claim"`
 		Note  []byte `cbor:"note"`
 	} `cbor:"completeness,omitempty"`
+	// version 3 only: the completeness seal, the last leaf of the checkpoint of size Size, and
+	// farm records (leaves of the seal's inner RFC 9162 tree) with their inner proofs
+	Seal *struct {
+		Size  uint64     `cbor:"size"`
+		Entry []byte     `cbor:"entry"`
+		Farms []sealFarm `cbor:"farms"`
+	} `cbor:"seal,omitempty"`
+}
+
+type sealFarm struct {
+	_        struct{} `cbor:",toarray"`
+	Position uint64
+	Record   []byte
+	Proof    [][]byte
 }
 
 type anchorRef struct {
@@ -90,6 +104,7 @@ type bundleSummary struct {
 	Origin      string
 	Version     uint64
 	Claim       bool
+	SealFarms   int
 	Sizes       []uint64
 	Roots       []string
 	Anchors     [][]anchorRef
@@ -106,6 +121,9 @@ func (s *bundleSummary) String() string {
 	claim := ""
 	if s.Claim {
 		claim = ", completeness claim signed by the log key"
+	}
+	if s.SealFarms > 0 {
+		claim += fmt.Sprintf(", seal proven as its checkpoint's last leaf with %d farm record(s) in its tree", s.SealFarms)
 	}
 	return fmt.Sprintf("version %d, log %s: %d checkpoints %v signed by the pinned key, %d consistency proofs, %d entries proven by tlog.CheckRecord (%d without a checkpoint), %d registry events, %d messages with valid COSE signatures from %d gateways%s",
 		s.Version, s.Origin, len(s.Sizes), s.Sizes, s.Consistency, s.Included, s.Unproven, len(s.Registry), len(s.Messages), len(s.Gateways), claim)
@@ -170,8 +188,8 @@ func checkBundle(c *checker, label string, data []byte, pinnedVkey string) *bund
 	if err := deterministic(data); err != nil {
 		c.fail("%s: %v", label, err)
 	}
-	if b.Format != "fieldproof/bundle" || (b.Version != 1 && b.Version != 2) ||
-		(b.Version == 1 && b.Completeness != nil) {
+	if b.Format != "fieldproof/bundle" || b.Version < 1 || b.Version > 3 ||
+		(b.Version == 1 && b.Completeness != nil) || (b.Version < 3 && b.Seal != nil) {
 		c.fail("%s: format %q version %d (completeness claim: %v)", label, b.Format, b.Version,
 			b.Completeness != nil)
 		return nil
@@ -379,10 +397,87 @@ func checkBundle(c *checker, label string, data []byte, pinnedVkey string) *bund
 		}
 		s.Gateways[m.Kid]++
 	}
+	if b.Seal != nil {
+		s.SealFarms = checkSeal(c, label, b.Seal.Size, b.Seal.Entry, s.Sizes, roots, table, b.Seal.Farms)
+	}
 	if len(c.failures) > failed {
 		return nil
 	}
 	return s
+}
+
+// checkSeal checks a version 3 seal with generic tools (docs/bundle.md §4b): the entry is the
+// last leaf of the checkpoint of its size (tlog.CheckRecord, proof.VerifyInclusion), a
+// deterministic-CBOR map of type fieldproof/seal/v1 at that index, and every farm record is a
+// deterministic map of type fieldproof/seal-farm/v1 proven into the seal's root by
+// transparency-dev/merkle. What the records say is the fieldproof verifier's business.
+func checkSeal(c *checker, label string, size uint64, entry []byte, sizes []uint64, roots []tlog.Hash,
+	table map[[2]uint64]tlog.Hash, farms []sealFarm) int {
+	pos := sort.Search(len(sizes), func(i int) bool { return sizes[i] >= size })
+	if size == 0 || pos == len(sizes) || sizes[pos] != size {
+		c.fail("%s: the seal is for tree size %d, which no checkpoint of the bundle has", label, size)
+		return 0
+	}
+	var p []tlog.Hash
+	for _, r := range inclusionRanges(size-1, size) {
+		h, ok := table[r]
+		if !ok {
+			c.fail("%s: seal: the hash of subtree [%d, %d) is missing", label, r[0], r[1])
+			return 0
+		}
+		p = append(p, h)
+	}
+	raw := make([][]byte, len(p))
+	for i := range p {
+		raw[i] = p[i][:]
+	}
+	leaf := tlog.RecordHash(entry)
+	errT := safely(func() error { return tlog.CheckRecord(p, int64(size), roots[pos], int64(size-1), leaf) })
+	errM := safely(func() error { return proof.VerifyInclusion(rfc9162, size-1, size, leaf[:], raw, roots[pos][:]) })
+	if errT != nil || errM != nil {
+		c.fail("%s: seal at index %d: tlog.CheckRecord: %v; proof.VerifyInclusion: %v", label, size-1, errT, errM)
+		return 0
+	}
+	var seal struct {
+		T     string `cbor:"t"`
+		Size  uint64 `cbor:"size"`
+		Farms uint64 `cbor:"farms"`
+		Root  []byte `cbor:"root"`
+	}
+	if err := deterministic(entry); err != nil {
+		c.fail("%s: seal: %v", label, err)
+		return 0
+	}
+	if err := bundleDec.Unmarshal(entry, &seal); err != nil || seal.T != "fieldproof/seal/v1" ||
+		seal.Size != size-1 || len(seal.Root) != 32 {
+		c.fail("%s: seal is not a fieldproof/seal/v1 map at index %d: %+v (%v)", label, size-1, seal, err)
+		return 0
+	}
+	n := 0
+	for _, f := range farms {
+		position, record := f.Position, f.Record
+		var rec struct {
+			T        string `cbor:"t"`
+			Farm     string `cbor:"farm"`
+			Gateways []any  `cbor:"gateways"`
+		}
+		if err := deterministic(record); err != nil {
+			c.fail("%s: seal farm record %d: %v", label, position, err)
+			continue
+		}
+		if err := bundleDec.Unmarshal(record, &rec); err != nil || rec.T != "fieldproof/seal-farm/v1" {
+			c.fail("%s: seal farm record %d is not a fieldproof/seal-farm/v1 map (%v)", label, position, err)
+			continue
+		}
+		if err := safely(func() error {
+			return proof.VerifyInclusion(rfc9162, position, seal.Farms, rfc9162.HashLeaf(record), f.Proof, seal.Root)
+		}); err != nil {
+			c.fail("%s: seal farm record %d (%s): proof.VerifyInclusion: %v", label, position, rec.Farm, err)
+			continue
+		}
+		n++
+	}
+	return n
 }
 
 // checkBundleFile checks testdata/bundle/bundle.fpb and compares it with bundle.expected.json.
