@@ -6,17 +6,22 @@ A witness remembers the largest tree of our log it has cosigned and cosigns a ne
 only with a consistency proof from that size (``old <size>`` in the request). We keep that size
 per witness in ``witness_state`` (collector database); when it is stale the witness answers 409
 with the size it knows and we retry once from there. A witness that is down or refuses costs
-one short request per ``retry_s`` and is reported once per change of state (and counted); it
-never stops ingestion or checkpointing. A witness that holds a different tree of our log (it
-rejects our consistency proof from the size it knows, or knows a larger tree than ours) is a
-split view: someone signs another history under our log key, or our log was rolled back. That is
-logged at CRITICAL with ``SPLIT VIEW`` in the message. docs/evidence-log.md §9."""
+one short request per ``retry_s`` (doubling while it keeps failing, up to ``MAX_RETRY_S``) and
+is reported once per change of state (and counted); it never stops ingestion or checkpointing.
+A witness that holds a different tree of our log (it rejects our consistency proof from the
+size it knows, or knows a larger tree than ours) is a split view: someone signs another history
+under our log key, or our log was rolled back. That is logged at CRITICAL with ``SPLIT VIEW``
+in the message.
+
+The collector asks from :class:`CosigningWorker`'s threads, never from the ingest path: a
+witness that hangs or is down delays no batch and no checkpoint. docs/evidence-log.md §9."""
 
 from __future__ import annotations
 
 import base64
 import logging
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -56,6 +61,14 @@ OK = "ok"
 UNREACHABLE = "unreachable"
 REFUSED = "refused"
 SPLIT_VIEW = "split_view"
+#: the failure outcomes counted per witness
+FAILURES = (UNREACHABLE, REFUSED, SPLIT_VIEW)
+#: the longest wait between two tries of a failing witness (unless its retry_s is longer)
+MAX_RETRY_S = 900.0
+#: the worker's shortest wait after a failure, whatever retry_s says (no busy loop at retry_s=0)
+MIN_WORKER_RETRY_S = 0.25
+#: how long shutdown waits for the witnesses' threads (a request in flight is abandoned)
+STOP_WAIT_S = 2.0
 
 
 class WitnessUnavailable(ChainError):
@@ -160,10 +173,32 @@ class WitnessState:
     retry_at: float = 0.0
     #: the checkpoint size whose stored note carries this witness's cosignature
     done_size: int = -1
+    #: failures in a row (the retry delay doubles with each, up to MAX_RETRY_S)
+    failures: int = 0
+    #: wall-clock time of the last cosignature added to a note (None: none since start)
+    last_success: float | None = None
+
+
+@dataclass(frozen=True)
+class WitnessStats:
+    """One witness's counters since the collector started, for /metrics."""
+
+    name: str
+    status: str
+    requests: int
+    cosignatures: int
+    #: outcome (unreachable, refused, split_view) -> count
+    failures: dict[str, int]
+    last_success: float | None
 
 
 class Witnesses:
-    """All configured witnesses of one log. ``cosign_latest()`` after each checkpoint."""
+    """All configured witnesses of one log. ``cosign_latest()`` asks every witness that is due;
+    :class:`CosigningWorker` asks each one from its own thread (``cosign_one``).
+
+    ``db`` must be a connection no other thread writes through (the collector opens one for
+    the witnesses): a witness answer is committed in its own short transaction, which on a
+    shared connection would commit another thread's half-done one."""
 
     def __init__(
         self,
@@ -177,9 +212,13 @@ class Witnesses:
         self.db = db
         self.evidence = evidence
         self.clock = clock
-        #: (witness name, outcome) -> count: cosigned, unreachable, refused, split_view
+        #: (witness name, outcome) -> count: requests, cosigned, unreachable, refused, split_view
         self.counters: Counter[tuple[str, str]] = Counter()
         self.states: list[WitnessState] = []
+        #: set at shutdown: an answer that arrives later is not stored
+        self.stopping = threading.Event()
+        # the database connection and the counters are shared by the witnesses' threads
+        self._lock = threading.RLock()
         if not configs:
             return
         db.executescript(_SCHEMA)
@@ -196,38 +235,63 @@ class Witnesses:
 
     # ------------------------------------------------------------------ public
 
-    def cosign_latest(self, latest: StoredCheckpoint | None = None) -> bool:
-        """Ask each witness that is due to cosign the latest stored checkpoint; True when
-        cosignatures were added to the stored note (publish it again). Never raises for a
+    def cosign_latest(self) -> bool:
+        """Ask each witness that is due to cosign the latest stored checkpoint, one after the
+        other; True when cosignatures were added to the stored note. Never raises for a
         witness's failure."""
-        if not self.states:
-            return False
-        latest = latest if latest is not None else self.evidence.latest()
-        if latest is None:
-            return False
-        size = latest.checkpoint.size
         changed = False
         for st in self.states:
-            if st.done_size == size or self.clock() < st.retry_at:
-                continue
-            # the note may already carry its cosignature (stored before a restart)
-            current = self.evidence.latest()
-            if current is None or current.checkpoint.size != size:
-                return changed
-            if self._has_cosignature(current.note, st):
-                st.done_size = size
-                continue
-            line = self._cosign_one(st, current)
-            if line is not None and self._store(st, current, line):
-                st.done_size = size
+            if self.clock() >= st.retry_at and self.cosign_one(st) is not None:
                 changed = True
         return changed
+
+    def cosign_one(self, st: WitnessState) -> StoredCheckpoint | None:
+        """Ask one witness to cosign the latest stored checkpoint unless its note already
+        carries the witness's cosignature. The stored checkpoint with the cosignature added,
+        or None (nothing to do, or the witness failed: counted and logged)."""
+        with self._lock:
+            current = self.evidence.latest()
+            if current is None or st.done_size == current.checkpoint.size:
+                return None
+            if self._has_cosignature(current.note, st):  # stored before a restart
+                st.done_size = current.checkpoint.size
+                return None
+        line = self._cosign_one(st, current)
+        if line is None or self.stopping.is_set():
+            return None
+        with self._lock:
+            return self._store(st, current, line)
+
+    def note_of(self, size: int) -> bytes | None:
+        """The stored note of the checkpoint of ``size`` entries (with its cosignatures)."""
+        with self._lock:
+            row = self.db.execute("SELECT note FROM checkpoints WHERE size=?", (size,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def status(self) -> dict[str, str]:
         """witness name -> state (ok, unreachable, refused, split_view)."""
         return {st.config.name: st.status for st in self.states}
 
+    def stats(self) -> list[WitnessStats]:
+        """A consistent copy of every witness's counters (read from the metrics thread)."""
+        with self._lock:
+            out = []
+            for st in self.states:
+                name = st.config.name
+                out.append(
+                    WitnessStats(
+                        name,
+                        st.status,
+                        self.counters[(name, "requests")],
+                        self.counters[(name, "cosigned")],
+                        {r: self.counters[(name, r)] for r in FAILURES},
+                        st.last_success,
+                    )
+                )
+            return out
+
     def close(self) -> None:
+        self.stopping.set()
         for st in self.states:
             st.client.close()
 
@@ -252,7 +316,9 @@ class Witnesses:
         tried: set[int] = set()
         for _ in range(3):
             tried.add(old)
-            proof = self.evidence.log.consistency_proof(old, size) if old else []
+            with self._lock:
+                proof = self.evidence.log.consistency_proof(old, size) if old else []
+                self.counters[(st.config.name, "requests")] += 1
             try:
                 r = st.client.add_checkpoint(old, proof, cp.note)
             except WitnessUnavailable as exc:
@@ -308,37 +374,48 @@ class Witnesses:
         self._fail(st, REFUSED, "the witness's size kept changing")
         return None
 
-    def _store(self, st: WitnessState, cp: StoredCheckpoint, line: str) -> bool:
+    def _store(self, st: WitnessState, cp: StoredCheckpoint, line: str) -> StoredCheckpoint | None:
+        """Add the verified cosignature ``line`` to the stored note of ``cp``'s size. The note
+        may have gained other witnesses' lines meanwhile: the line is added to what is stored
+        now. Its body and the log's signature stay byte for byte what they were, so everyone
+        who read the note before reads the same checkpoint in it after."""
         size = cp.checkpoint.size
+        stored = self.note_of(size)
+        if stored is None:  # not expected: checkpoints are never deleted
+            self._fail(st, REFUSED, f"the checkpoint of size {size} is no longer stored")
+            return None
+        body = cp.note[: cp.note.index(b"\n\n") + 2]
         try:
-            note = add_signature_lines(cp.note, [line])
+            note = add_signature_lines(stored, [line])
             checked = open_checkpoint(
                 note, [self._log_verifier(), st.verifier], origin=self.evidence.origin
             )
         except FormatError as exc:  # not expected: the line was verified above
             self._fail(st, REFUSED, f"its cosignature cannot be added to the note: {exc}")
-            return False
-        if checked != cp.checkpoint:
+            return None
+        if checked != cp.checkpoint or not (stored.startswith(body) and note.startswith(stored)):
             self._fail(st, REFUSED, "the cosigned note no longer holds our checkpoint")
-            return False
+            return None
         with self.db:
             cur = self.db.execute(
-                "UPDATE checkpoints SET note=? WHERE size=? AND note=?", (note, size, cp.note)
+                "UPDATE checkpoints SET note=? WHERE size=? AND note=?", (note, size, stored)
             )
             self._write_size(st, size)
-        if cur.rowcount != 1:  # the note changed meanwhile: the next pass starts again
-            return False
+        if cur.rowcount != 1:  # not expected: all note updates hold self._lock
+            return None
         st.size = size
+        st.done_size = size
         self.counters[(st.config.name, "cosigned")] += 1
         if st.status != OK:
             log.warning("witness %s cosigns again (size %d)", st.config.name, size)
         else:
             log.info("witness %s cosigned size %d", st.config.name, size)
-        st.status, st.detail, st.retry_at = OK, "", 0.0
-        return True
+        st.status, st.detail, st.retry_at, st.failures = OK, "", 0.0, 0
+        st.last_success = time.time()
+        return StoredCheckpoint(cp.checkpoint, note, cp.created_at)
 
     def _remember_size(self, st: WitnessState, size: int) -> None:
-        with self.db:
+        with self._lock, self.db:
             self._write_size(st, size)
         st.size = size
 
@@ -350,10 +427,14 @@ class Witnesses:
         )
 
     def _fail(self, st: WitnessState, status: str, detail: str) -> None:
-        self.counters[(st.config.name, status)] += 1
-        st.retry_at = self.clock() + st.config.retry_s
-        changed = status != st.status
-        st.status, st.detail = status, detail
+        with self._lock:
+            self.counters[(st.config.name, status)] += 1
+            st.failures += 1
+            retry_s = st.config.retry_s
+            delay = min(retry_s * 2 ** min(st.failures - 1, 16), max(retry_s, MAX_RETRY_S))
+            st.retry_at = self.clock() + delay
+            changed = status != st.status
+            st.status, st.detail = status, detail
         if not changed:
             return
         name = st.config.name
@@ -367,10 +448,124 @@ class Witnesses:
             )
         else:
             log.error(
-                "witness %s %s: %s; checkpoints go on without its cosignature, retrying every "
-                "%.0f s",
+                "witness %s %s: %s; checkpoints go on without its cosignature, retrying after "
+                "%.0f s and less often while it fails (up to every %.0f s)",
                 name,
                 "is unreachable" if status == UNREACHABLE else "refuses to cosign",
                 detail,
                 st.config.retry_s,
+                max(st.config.retry_s, MAX_RETRY_S),
             )
+
+
+class CosigningWorker:
+    """Asks the witnesses for cosignatures off the ingest path: one daemon thread per witness,
+    so a witness that hangs delays no other witness and never the collector's batches.
+
+    The queue is the newest checkpoint size only (:meth:`submit`): a newer checkpoint
+    supersedes one not yet cosigned, and each witness is asked for the latest stored one. A
+    failing witness is retried after its growing delay (:class:`Witnesses`), at least
+    ``MIN_WORKER_RETRY_S`` apart. ``on_cosigned(size)`` is called (from the witness's thread)
+    after a cosignature was committed to the note of that size."""
+
+    def __init__(self, witnesses: Witnesses, on_cosigned: Callable[[int], None]) -> None:
+        self.witnesses = witnesses
+        self.on_cosigned = on_cosigned
+        self._cond = threading.Condition()
+        self._wanted = 0
+        self._stop = False
+        #: witness name -> the checkpoint size it was last asked about (None while asking)
+        self._attempted: dict[str, int | None] = {st.config.name: 0 for st in witnesses.states}
+        self.threads = [
+            threading.Thread(target=self._run, args=(st,), name=f"witness-{i}", daemon=True)
+            for i, st in enumerate(witnesses.states)
+        ]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def submit(self, size: int) -> None:
+        """A checkpoint of ``size`` entries is stored: have it cosigned. Never waits."""
+        with self._cond:
+            if size > self._wanted:
+                self._wanted = size
+                self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every witness was asked about the newest submitted size, has its
+        cosignature, or waits to retry after a failure; False when ``timeout`` passed first.
+        For tests."""
+
+        def idle() -> bool:
+            return all(a is not None and a >= self._wanted for a in self._attempted.values())
+
+        with self._cond:
+            return self._cond.wait_for(idle, timeout)
+
+    def stop(self, timeout: float = STOP_WAIT_S) -> list[str]:
+        """Stop every thread; the names of witnesses still answering after ``timeout`` (their
+        request is abandoned: its answer is not stored). Closes the witnesses' clients."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self.witnesses.stopping.set()
+        deadline = time.monotonic() + timeout
+        busy = []
+        for st, t in zip(self.witnesses.states, self.threads, strict=True):
+            if t.is_alive():
+                t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                busy.append(st.config.name)
+        if busy:
+            log.warning(
+                "witness(es) %s still answering at shutdown; their requests are abandoned and "
+                "the latest checkpoint is cosigned at the next start",
+                ", ".join(busy),
+            )
+        self.witnesses.close()
+        return busy
+
+    @property
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self.threads)
+
+    def _run(self, st: WitnessState) -> None:
+        name = st.config.name
+        while True:
+            with self._cond:
+                while not self._stop:
+                    wanted = self._wanted
+                    if wanted > max(st.done_size, 0):  # 0: nothing submitted yet
+                        wait = st.retry_at - self.witnesses.clock()
+                        if wait <= 0:
+                            break
+                        self._attempted[name] = max(self._attempted[name] or 0, wanted)
+                    else:
+                        self._attempted[name] = wanted
+                        wait = None
+                    self._cond.notify_all()
+                    self._cond.wait(wait)
+                if self._stop:
+                    return
+                self._attempted[name] = None
+            stored = None
+            try:
+                stored = self.witnesses.cosign_one(st)
+            except (sqlite3.Error, FormatError) as exc:
+                log.error("witness %s: cosigning failed here, not at the witness: %s", name, exc)
+                st.retry_at = self.witnesses.clock() + max(st.config.retry_s, MIN_WORKER_RETRY_S)
+            except Exception:  # a bug must not end this witness's thread for good
+                log.exception("witness %s: unexpected error while cosigning", name)
+                st.retry_at = self.witnesses.clock() + max(st.config.retry_s, MIN_WORKER_RETRY_S)
+            if stored is None and st.done_size < wanted:
+                floor = MIN_WORKER_RETRY_S * 2 ** min(st.failures, 7)
+                st.retry_at = max(st.retry_at, self.witnesses.clock() + floor)
+            if stored is not None and not self._stop:
+                try:
+                    self.on_cosigned(stored.checkpoint.size)
+                except Exception:
+                    log.exception("witness %s: publishing its cosignature failed", name)
+            with self._cond:
+                self._attempted[name] = wanted
+                self._cond.notify_all()

@@ -30,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.registry import CollectorRegistry
 
+from anchor.witness import FAILURES, WitnessStats
 from collector.ingest import QUARANTINE_REASONS
 from collector.seqranges import ReceivedRanges
 from collector.status import STATUS_IGNORED_REASONS, StatusBoard
@@ -38,6 +39,10 @@ from fieldproof.config import CollectorConfig
 log = logging.getLogger("fieldproof.metrics")
 
 #: gaps need a scan of the dedupe table: computed at most this often
+
+
+class _Witnesses(Protocol):
+    def stats(self) -> list[WitnessStats]: ...
 
 
 class _Ingestor(Protocol):
@@ -61,6 +66,8 @@ class CollectorLike(Protocol):
     def ingestor(self) -> _Ingestor: ...
     @property
     def received(self) -> ReceivedRanges: ...
+    @property
+    def witnesses(self) -> _Witnesses: ...
 
 
 class CollectorMetrics(PromCollector):
@@ -72,7 +79,11 @@ class CollectorMetrics(PromCollector):
         cfg = collector.config
         self.db_path = cfg.db_path
         self.anchor_db = cfg.metrics.anchor_db
-        self.crl_path = (cfg.enrollment.ca_dir or cfg.data_dir / "ca") / "crl.pem"
+        # the CRL the broker reads ([enrollment] crl_copy) is the one whose expiry locks every
+        # client out; the CA directory's own copy only when no other is configured
+        self.crl_path = cfg.enrollment.crl_copy or (
+            (cfg.enrollment.ca_dir or cfg.data_dir / "ca") / "crl.pem"
+        )
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._down_since: float | None = None
@@ -311,6 +322,7 @@ class CollectorMetrics(PromCollector):
         for reason in STATUS_IGNORED_REASONS:
             ignored.add_metric([reason], c.status.ignored.get(reason, 0))
         yield ignored
+        yield from self.witness_metrics()
         left = self.crl_seconds_left()
         if left is not None:
             yield GaugeMetricFamily(
@@ -318,6 +330,48 @@ class CollectorMetrics(PromCollector):
                 "Seconds until the broker's CRL expires (then it refuses every client)",
                 value=left,
             )
+
+    def witness_metrics(self) -> Iterator[Metric]:
+        """Per configured witness, since the collector started (none: no family is sent)."""
+        stats = self.collector.witnesses.stats()
+        if not stats:
+            return
+        requests = CounterMetricFamily(
+            "fieldproof_witness_requests",
+            "add-checkpoint requests sent to a witness (a 409 retry is a second request)",
+            labels=["witness"],
+        )
+        cosigned = CounterMetricFamily(
+            "fieldproof_witness_cosignatures",
+            "Cosignatures by a witness verified and added to a checkpoint note",
+            labels=["witness"],
+        )
+        failures = CounterMetricFamily(
+            "fieldproof_witness_failures",
+            "Witness requests that brought no cosignature, by reason (unreachable: down, "
+            "timeout or a broken answer; refused: it rejected our checkpoint; split_view: it "
+            "holds another tree of our log)",
+            labels=["witness", "reason"],
+        )
+        up = GaugeMetricFamily(
+            "fieldproof_witness_ok",
+            "1 when the witness's last answer was a valid cosignature (or it was not asked yet)",
+            labels=["witness"],
+        )
+        last = GaugeMetricFamily(
+            "fieldproof_witness_last_success_timestamp_seconds",
+            "Unix time of the witness's last cosignature added since the collector started",
+            labels=["witness"],
+        )
+        for w in stats:
+            requests.add_metric([w.name], w.requests)
+            cosigned.add_metric([w.name], w.cosignatures)
+            for reason in FAILURES:
+                failures.add_metric([w.name, reason], w.failures.get(reason, 0))
+            up.add_metric([w.name], int(w.status == "ok"))
+            if w.last_success is not None:
+                last.add_metric([w.name], w.last_success)
+        yield from (requests, cosigned, failures, up, last)
 
 
 class _Handler(BaseHTTPRequestHandler):

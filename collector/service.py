@@ -21,9 +21,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from anchor.evidence import EvidenceLog, StoredCheckpoint
+from anchor.logstore import MerkleLog
 from anchor.service import anchor_views
 from anchor.tiles import published_size, write_tiles
-from anchor.witness import Witnesses
+from anchor.witness import CosigningWorker, Witnesses
 from collector.agronomy_hook import AgronomyHook
 from collector.influx import InfluxUnavailable, PointWriter, make_writer
 from collector.ingest import Incoming, Ingestor, Interrupted
@@ -71,9 +72,19 @@ class Collector:
         self._last_checkpoint = time.monotonic()
         self.tiles_dir = config.data_dir / "tiles"
         self._tiles_size = published_size(self.tiles_dir)
+        if self._tiles_size and not self._tiles_current():
+            self._tiles_size = -1  # cosignatures stored before a crash: publish them
         self._tiles_failing = False
         self._tiles_retry_at = 0.0
-        self.witnesses = Witnesses(self.db, self.evidence, config.log.witnesses)
+        # the witnesses are asked from their own threads, through their own connection (a
+        # shared one would commit the ingest thread's open transaction); public tiles are
+        # written by the ingest thread and, for a cosigned note, by a witness thread: one lock
+        self._tiles_lock = threading.Lock()
+        witness_db = open_db(config.db_path) if config.log.witnesses else self.db
+        self._witness_evidence = EvidenceLog(witness_db, self.evidence.origin, self.evidence.signer)
+        self.witnesses = Witnesses(witness_db, self._witness_evidence, config.log.witnesses)
+        self.witness_worker = CosigningWorker(self.witnesses, self._publish_cosigned)
+        self.witness_worker.start()
         # paho's network thread appends, the worker drains (deque appends/pops are atomic);
         # _wake tells the worker a batch has begun or is full
         self.inbox: deque[Delivery] = deque()
@@ -248,9 +259,8 @@ class Collector:
             if cp is not None:
                 log.info("checkpoint: log size %d", cp.checkpoint.size)
                 latest = cp
-        if latest is not None and self.witnesses.cosign_latest(latest):
-            latest = self.evidence.latest()  # now with cosignatures: publish it again
-            self._tiles_size = -1
+        if latest is not None:
+            self.witness_worker.submit(latest.checkpoint.size)  # never waits for a witness
         if (
             latest is not None
             and latest.checkpoint.size != self._tiles_size
@@ -262,10 +272,35 @@ class Collector:
         """Bring the public tiles (``<data_dir>/tiles``, C2SP tlog-tiles) to the checkpoint
         ``latest``. A failure (a full disk) is logged once and retried at the next pass: the
         tiles are a copy of what the database holds, never a reason to stop ingesting."""
+        size = latest.checkpoint.size
+        with self._tiles_lock:
+            # the note as stored now: a witness thread may have added cosignatures since
+            row = self.db.execute("SELECT note FROM checkpoints WHERE size=?", (size,)).fetchone()
+            note = latest.note if row is None else bytes(row[0])
+            self._write_tiles(self.evidence.log, size, note)
+
+    def _tiles_current(self) -> bool:
+        """The public ``checkpoint`` file is the stored note of its size, byte for byte."""
+        row = self.db.execute(
+            "SELECT note FROM checkpoints WHERE size=?", (self._tiles_size,)
+        ).fetchone()
         try:
-            written = write_tiles(
-                self.evidence.log, latest.checkpoint.size, latest.note, self.tiles_dir
-            )
+            return row is not None and (self.tiles_dir / "checkpoint").read_bytes() == row[0]
+        except OSError:
+            return False
+
+    def _publish_cosigned(self, size: int) -> None:
+        """A witness thread added a cosignature to the note of ``size``: publish the note again
+        if the tiles serve that size (a newer checkpoint gets its own cosignatures)."""
+        with self._tiles_lock:
+            note = self.witnesses.note_of(size)
+            if note is not None and self._tiles_size == size:
+                self._write_tiles(self._witness_evidence.log, size, note)
+
+    def _write_tiles(self, log_: MerkleLog, size: int, note: bytes) -> None:
+        """Hold ``_tiles_lock``; ``log_`` is read through the calling thread's connection."""
+        try:
+            written = write_tiles(log_, size, note, self.tiles_dir)
         except (OSError, ValueError) as exc:
             if not self._tiles_failing:
                 log.error(
@@ -280,7 +315,7 @@ class Collector:
         if self._tiles_failing:
             log.info("public tiles in %s are current again", self.tiles_dir)
         self._tiles_failing = False
-        self._tiles_size = latest.checkpoint.size
+        self._tiles_size = size
         log.debug("tiles: %d file(s) written for size %d", written, self._tiles_size)
 
     # ------------------------------------------------------------------ stats
@@ -388,6 +423,7 @@ class Collector:
         finally:
             if metrics is not None:
                 metrics.stop()
+            self.stop_witnesses()
             self.client.publish(self.presence_topic, b'{"online": false}', 1, True)
             self.client.disconnect()
             self.client.loop_stop()
@@ -397,3 +433,10 @@ class Collector:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def stop_witnesses(self) -> None:
+        """Stop asking witnesses (a request in flight is abandoned, see CosigningWorker.stop)
+        and close their database connection once no witness thread can use it."""
+        self.witness_worker.stop()
+        if self.witnesses.db is not self.db and not self.witness_worker.alive:
+            self.witnesses.db.close()

@@ -1,9 +1,10 @@
 """Witness cosigning against a real C2SP tlog-witness: torchwood's litewitness (built by
 scripts/peers at the pinned version, its key in its own ssh-agent). The collector's
-``maybe_checkpoint`` asks it to cosign each checkpoint; the cosignature is verified with the
-witness's vkey and lands in the stored note and in the public tiles' ``checkpoint``. A witness
-that is down does not stop checkpoints and is asked again when back; a witness that holds
-another tree of our log (a split view) is reported as such.
+``maybe_checkpoint`` hands each checkpoint to the cosigning worker's threads, which ask the
+witness; the cosignature is verified with the witness's vkey and lands in the stored note and in
+the public tiles' ``checkpoint``. A witness that hangs or is down delays neither a batch nor a
+checkpoint, is counted, and is asked again when back; a witness that holds another tree of our
+log (a split view) is reported as such.
 
 A missing litewitness build makes these tests fail (run scripts/peers), never skip."""
 
@@ -13,11 +14,15 @@ import base64
 import http.server
 import logging
 import shutil
+import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client.core import Metric
 
 from anchor.evidence import EvidenceLog
 from anchor.logkey import load_or_create_log_key
@@ -32,7 +37,10 @@ from anchor.witness import (
     parse_conflict_size,
     pick_cosignature,
 )
+from collector.ingest import Incoming
+from collector.metrics import CollectorMetrics
 from collector.service import Collector
+from fieldproof import wire
 from fieldproof.config import CollectorConfig, LogConfig, WitnessConfig
 from fieldproof.datadir import open_db
 from fieldproof.formats.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -98,6 +106,26 @@ def make_collector(data_dir: Path, witnesses: list[WitnessConfig]) -> Collector:
     return Collector(cfg, writer=NullWriter())
 
 
+def shut(c: Collector) -> None:
+    """What Collector.run does at the end, for a collector driven by the test."""
+    c.stop_witnesses()
+    c.db.close()
+
+
+def settle(c: Collector) -> None:
+    """Wait until every witness thread was asked about the newest checkpoint (or waits to
+    retry after a failure)."""
+    assert c.witness_worker.wait_idle(60), "the witnesses' threads did not settle in 60 s"
+
+
+def eventually(what: str, check: Callable[[], bool]) -> None:
+    """Wait (up to 60 s) for something a witness thread does on its own schedule."""
+    deadline = time.monotonic() + 60
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within 60 s"
+        threading.Event().wait(0.05)
+
+
 def append(c: Collector, n: int, tag: str = "a") -> None:
     start = c.evidence.log.size()
     with c.db:
@@ -123,9 +151,11 @@ def test_cosigns_a_growing_log_into_note_and_tiles(
         for grow in (1, 2, 5, 9, 300):
             append(c, grow)
             c.maybe_checkpoint(force=True)
+            settle(c)
             latest = c.evidence.latest()
             assert latest is not None
             size = latest.checkpoint.size
+            assert size == c.evidence.log.size()  # the checkpoint covers the whole log
             # in the stored note, verified with the witness's key
             assert witness_sigs(latest.note, log_vkey, witness) == [WITNESS]
             # ... and in the public tiles' checkpoint file, byte for byte
@@ -139,11 +169,14 @@ def test_cosigns_a_growing_log_into_note_and_tiles(
             row = c.db.execute("SELECT size FROM witness_state WHERE witness=?", (WITNESS,))
             assert row.fetchone()[0] == size
             assert c.witnesses.status() == {WITNESS: OK}
-        assert size == 317
+        assert size >= 317
         assert c.witnesses.counters[(WITNESS, "cosigned")] == 5
+        requests = c.witnesses.counters[(WITNESS, "requests")]
         # a pass with nothing new does not ask the witness again
         c.maybe_checkpoint()
+        settle(c)
         assert c.witnesses.counters[(WITNESS, "cosigned")] == 5
+        assert c.witnesses.counters[(WITNESS, "requests")] == requests
         # the cosignature line verifies on its own (cosignature/v1 over the note text)
         assert latest is not None
         line = latest.note.decode().rstrip("\n").split("\n")[-1]
@@ -151,9 +184,13 @@ def test_cosigns_a_growing_log_into_note_and_tiles(
         cosig = verify_cosignature_line(line, text, CosignatureVerifier.from_vkey(witness.vkey))
         assert cosig.timestamp > 1_700_000_000
         with pytest.raises(CosignatureError):
-            verify_cosignature_line(line, text.replace(b"317", b"318"), witness_verifier(witness))
+            verify_cosignature_line(
+                line,
+                text.replace(b"\n%d\n" % size, b"\n%d\n" % (size + 1)),
+                witness_verifier(witness),
+            )
     finally:
-        c.db.close()
+        shut(c)
 
 
 def witness_verifier(w: Litewitness) -> CosignatureVerifier:
@@ -170,37 +207,50 @@ def test_witness_down_checkpoints_go_on_and_cosigning_resumes(
     try:
         append(c, 4)
         c.maybe_checkpoint(force=True)
+        settle(c)
         assert c.witnesses.status() == {WITNESS: OK}
+        plain_notes = []
 
         witness.stop()
         with caplog.at_level(logging.INFO, logger="fieldproof.anchor.witness"):
             for _ in range(3):
                 append(c, 3)
                 c.maybe_checkpoint(force=True)  # returns: the log and its tiles go on
+                settle(c)
                 latest = c.evidence.latest()
                 assert latest is not None
+                plain_notes.append(latest.note)
                 assert open_checkpoint(latest.note, log_vkey) == latest.checkpoint
                 assert (c.tiles_dir / "checkpoint").read_bytes() == latest.note
                 assert witness_sigs(latest.note, log_vkey, witness) == []
-        assert latest is not None and latest.checkpoint.size == 13
+        down_size = c.evidence.log.size()
+        assert latest is not None and latest.checkpoint.size == down_size
         assert c.witnesses.status() == {WITNESS: UNREACHABLE}
-        assert c.witnesses.counters[(WITNESS, UNREACHABLE)] == 3
+        # asked at least once while down (then less often: the retry delay grows)
+        assert 1 <= c.witnesses.counters[(WITNESS, UNREACHABLE)] <= 3
         down = [r for r in caplog.records if "unreachable" in r.getMessage()]
         assert len(down) == 1 and down[0].levelno == logging.ERROR  # once per state change
         caplog.clear()
 
         witness.start()  # same port, same database (it knows size 4)
         with caplog.at_level(logging.INFO, logger="fieldproof.anchor.witness"):
-            c.maybe_checkpoint()  # nothing new in the log: only the cosigning is retried
+            # nothing new in the log: the worker retries on its own
+            eventually(
+                "cosigned after the witness is back", lambda: c.witnesses.status()[WITNESS] == OK
+            )
+            settle(c)
         latest = c.evidence.latest()
-        assert latest is not None and latest.checkpoint.size == 13
+        assert latest is not None and latest.checkpoint.size == down_size
         assert witness_sigs(latest.note, log_vkey, witness) == [WITNESS]
+        # the same checkpoint for everyone: the note that was read before, plus one line
+        assert latest.note.startswith(plain_notes[-1])
+        assert latest.note.count(b"\n") == plain_notes[-1].count(b"\n") + 1
         assert (c.tiles_dir / "checkpoint").read_bytes() == latest.note  # published again
-        assert c.witnesses.status() == {WITNESS: OK}
-        assert witness.list_logs()[0]["size"] == 13  # from 4 with a consistency proof
+        # from the size it knew with a consistency proof
+        assert witness.list_logs()[0]["size"] == down_size
         assert any("cosigns again" in r.getMessage() for r in caplog.records)
     finally:
-        c.db.close()
+        shut(c)
 
 
 def test_stale_size_gets_409_and_is_retried_from_the_witness_size(
@@ -210,6 +260,7 @@ def test_stale_size_gets_409_and_is_retried_from_the_witness_size(
     try:
         append(c, 6)
         c.maybe_checkpoint(force=True)
+        settle(c)
         # forget what the witness cosigned: the next request says "old 0", the witness
         # answers 409 with 6, and the client proves 6 -> 10 instead
         with c.db:
@@ -217,12 +268,14 @@ def test_stale_size_gets_409_and_is_retried_from_the_witness_size(
         c.witnesses.states[0].size = 0
         append(c, 4)
         c.maybe_checkpoint(force=True)
+        settle(c)
         latest = c.evidence.latest()
-        assert latest is not None and latest.checkpoint.size == 10
+        assert latest is not None and latest.checkpoint.size == c.evidence.log.size()
         assert witness_sigs(latest.note, log_vkey, witness) == [WITNESS]
-        assert c.witnesses.states[0].size == 10
+        assert c.witnesses.states[0].size == latest.checkpoint.size
+        assert c.witnesses.counters[(WITNESS, "requests")] == 3  # 6, then 10: 409, 10 again
     finally:
-        c.db.close()
+        shut(c)
 
 
 def split_log(tmp_path: Path, name: str, entries: int) -> EvidenceLog:
@@ -250,13 +303,27 @@ def test_split_view_is_refused_and_reported_loudly(
     try:
         append(c, 5)
         c.maybe_checkpoint(force=True)
+        settle(c)
         honest = witness.list_logs()[0]
-        assert honest["size"] == 5
+        honest_size = c.evidence.log.size()
+        assert honest["size"] == honest_size
     finally:
-        c.db.close()
+        shut(c)
 
-    for name, size in (("same-size", 5), ("smaller", 3)):
-        ev = split_log(tmp_path, name, size)
+    # the forged log gets a checkpoint of its own, which may add an entry (a seal)
+    for name, entries in (("same-size", 5), ("smaller", 3)):
+        ev = split_log(tmp_path, name, entries)
+        forged = ev.latest()
+        assert forged is not None
+        size = forged.checkpoint.size
+        if name == "same-size":
+            while size < honest_size:  # grow the forgery to the honest size
+                with ev.db:
+                    ev.append([b"forged-more"] * (honest_size - size))
+                forged = ev.checkpoint()
+                assert forged is not None
+                size = forged.checkpoint.size
+            assert size == honest_size
         ws = Witnesses(ev.db, ev, [witness_config(witness)])
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="fieldproof.anchor.witness"):
@@ -297,20 +364,191 @@ def test_unknown_log_is_refused(
 
 
 def test_write_tiles_publishes_a_cosigned_note_unchanged(
-    tmp_path: Path, witness: Litewitness
+    tmp_path: Path, witness: Litewitness, log_vkey: Ed25519Verifier
 ) -> None:
     # the tiles writer takes a note with extra signature lines as it is
     c = make_collector(tmp_path / "data", [witness_config(witness)])
     try:
         append(c, 2)
         c.maybe_checkpoint(force=True)
+        settle(c)
         latest = c.evidence.latest()
         assert latest is not None
+        assert witness_sigs(latest.note, log_vkey, witness) == [WITNESS]
         out = tmp_path / "tiles2"
         write_tiles(c.evidence.log, latest.checkpoint.size, latest.note, out)
         assert (out / "checkpoint").read_bytes() == latest.note
     finally:
-        c.db.close()
+        shut(c)
+
+
+class HangingWitness:
+    """A TCP listener that accepts and never answers (a witness stuck behind a dead proxy)
+    until ``release()`` closes the connections it holds."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted = threading.Event()
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            self.accepted.set()
+
+    def release(self) -> None:
+        for conn in self.held:
+            conn.close()
+        self.sock.close()
+        self.thread.join(10)
+
+
+def other_witness(name: str) -> tuple[str, CosignatureVerifier]:
+    v = CosignatureVerifier(name, generate_key("x").verifier().public_key)
+    return v.vkey, v
+
+
+class Gateway:
+    """A registered gateway that signs readings as they come off the broker."""
+
+    def __init__(self, c: Collector) -> None:
+        self.key = Ed25519PrivateKey.generate()
+        self.id = wire.gateway_id_for(wire.public_key_bytes(self.key))
+        c.registry.add(self.id, wire.public_key_bytes(self.key), "farm", "field")
+        c.ingestor.devices.reload()
+
+    def batch(self, first_seq: int, n: int) -> list[Incoming]:
+        out = []
+        for seq in range(first_seq, first_seq + n):
+            reading = wire.Reading("s", "soil_moisture", "/", 0.3, time.time())
+            payload = wire.Payload(self.id, seq, 1, (reading,))
+            msg = wire.encode_message(payload, self.key)
+            out.append(Incoming(f"fieldproof/v1/{self.id}/readings", msg))
+        return out
+
+
+def test_a_hanging_witness_delays_no_batch_and_no_other_witness(
+    tmp_path: Path, witness: Litewitness, log_vkey: Ed25519Verifier
+) -> None:
+    hang = HangingWitness()
+    hang_name = "witness.fieldproof.example/hangs"
+    hang_vkey, _ = other_witness(hang_name)
+    c = make_collector(
+        tmp_path / "data",
+        [
+            WitnessConfig(name=hang_name, url=hang.url, vkey=hang_vkey, timeout_s=60, retry_s=0),
+            witness_config(witness),
+        ],
+    )
+    try:
+        gw = Gateway(c)
+        assert c.ingestor.process(gw.batch(1, 3)).accepted == 3
+        c.maybe_checkpoint(force=True)
+        assert hang.accepted.wait(60), "the worker never asked the hanging witness"
+        # the hanging witness holds its request open (up to its 60 s timeout): a batch is
+        # ingested and checkpointed meanwhile, and the other witness cosigns it
+        result = c.ingestor.process(gw.batch(4, 5))
+        assert result.accepted == 5
+        c.maybe_checkpoint(force=True)
+        latest = c.evidence.latest()
+        assert latest is not None and latest.checkpoint.size == c.evidence.log.size()
+        eventually(
+            "the real witness's cosignature",
+            lambda: witness_sigs(c.witnesses.note_of(latest.checkpoint.size) or b"", log_vkey,
+                                 witness) == [WITNESS],
+        )  # fmt: skip
+        note = c.witnesses.note_of(latest.checkpoint.size)
+        assert note is not None and note.startswith(latest.note)
+        eventually("the cosigned note in the tiles",
+                   lambda: (c.tiles_dir / "checkpoint").read_bytes() == note)  # fmt: skip
+        # ... all while the request to the hanging witness has not ended
+        (hung, _) = c.witnesses.stats()
+        assert hung.name == hang_name and hung.requests == 1
+        assert hung.cosignatures == 0 and sum(hung.failures.values()) == 0
+        # shutdown does not wait for it: its request is abandoned, the others' threads end
+        c.stop_witnesses()
+        assert c.witness_worker.threads[1].is_alive() is False
+        assert c.witness_worker.threads[0].is_alive() is True
+    finally:
+        hang.release()
+        for t in c.witness_worker.threads:
+            t.join(60)
+        assert not c.witness_worker.alive
+        # an answer (here: the connection closed) after shutdown stores nothing
+        latest2 = c.evidence.latest()
+        assert latest2 is not None and latest2.note == note
+        shut(c)
+
+
+def scrape(c: Collector) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    family: Metric
+    for family in CollectorMetrics(c).witness_metrics():
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def test_witness_counters_in_metrics(tmp_path: Path, witness: Litewitness) -> None:
+    # a witness that is down: nothing listens on its port
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        down_url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    down_name = "witness.fieldproof.example/down"
+    down_vkey, _ = other_witness(down_name)
+    down = WitnessConfig(name=down_name, url=down_url, vkey=down_vkey, timeout_s=5, retry_s=0)
+    c = make_collector(tmp_path / "data", [witness_config(witness), down])
+    try:
+        before = time.time()
+        append(c, 3)
+        c.maybe_checkpoint(force=True)
+        settle(c)
+        m = scrape(c)
+        by_witness = {labels["witness"]: v for labels, v in m["fieldproof_witness_requests_total"]}
+        assert by_witness == {WITNESS: 1, down_name: c.witnesses.counters[(down_name, "requests")]}
+        assert by_witness[down_name] >= 1
+        cosigned = {lb["witness"]: v for lb, v in m["fieldproof_witness_cosignatures_total"]}
+        assert cosigned == {WITNESS: 1, down_name: 0}
+        failures = {
+            (lb["witness"], lb["reason"]): v for lb, v in m["fieldproof_witness_failures_total"]
+        }
+        assert failures[(down_name, UNREACHABLE)] == by_witness[down_name]
+        assert failures[(WITNESS, UNREACHABLE)] == 0
+        assert {k: v for k, v in failures.items() if k[1] != UNREACHABLE} == {
+            (w, r): 0 for w in (WITNESS, down_name) for r in (REFUSED, SPLIT_VIEW)
+        }
+        ok = {lb["witness"]: v for lb, v in m["fieldproof_witness_ok"]}
+        assert ok == {WITNESS: 1, down_name: 0}
+        (last,) = m["fieldproof_witness_last_success_timestamp_seconds"]
+        assert last[0] == {"witness": WITNESS} and last[1] >= before
+        # and through the Prometheus text format, as a scraper reads it
+        from prometheus_client import generate_latest
+        from prometheus_client.registry import CollectorRegistry
+
+        reg = CollectorRegistry(auto_describe=False)
+        reg.register(CollectorMetrics(c))
+        text = generate_latest(reg).decode()
+        assert (
+            f'fieldproof_witness_failures_total{{reason="unreachable",witness="{down_name}"}}'
+            in text
+        )
+    finally:
+        shut(c)
+
+
+def test_no_witness_no_thread_no_family(tmp_path: Path) -> None:
+    c = make_collector(tmp_path / "data", [])
+    try:
+        assert c.witness_worker.threads == [] and c.witnesses.db is c.db
+        assert scrape(c) == {}
+    finally:
+        shut(c)
 
 
 # ---------------------------------------------------------------- cosignature format (unit)
@@ -421,8 +659,11 @@ def test_hostile_witness_answers_are_bounded_and_typed(
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    c = make_collector(
-        tmp_path / "data",
+    # asked in the test's thread (Witnesses.cosign_latest), one canned reply per checkpoint
+    c = make_collector(tmp_path / "data", [])
+    ws = Witnesses(
+        c.db,
+        c.evidence,
         [WitnessConfig(name=WITNESS, url=f"http://127.0.0.1:{server.server_port}", vkey=good_vkey,
                        timeout_s=5, retry_s=0)],
     )  # fmt: skip
@@ -432,13 +673,18 @@ def test_hostile_witness_answers_are_bounded_and_typed(
         while replies:
             append(c, 1)
             c.maybe_checkpoint(force=True)
-            seen.append(c.witnesses.status()[WITNESS])
+            assert ws.cosign_latest() is False
+            seen.append(ws.status()[WITNESS])
         latest = c.evidence.latest()
-        assert latest is not None and latest.checkpoint.size == 11
+        assert latest is not None and latest.checkpoint.size == c.evidence.log.size()
         assert witness_sigs(latest.note, log_vkey, witness) == []
         assert seen == [UNREACHABLE] + [REFUSED] * 6 + [UNREACHABLE]
+        (stats,) = ws.stats()
+        assert stats.requests == 8 and stats.cosignatures == 0
+        assert stats.failures == {UNREACHABLE: 2, REFUSED: 6, SPLIT_VIEW: 0}
     finally:
-        c.db.close()
+        ws.close()
+        shut(c)
         server.shutdown()
         server.server_close()
 
