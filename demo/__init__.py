@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from collector.cli_common import open_registry
 from collector.store import CollectorStore
@@ -352,33 +353,16 @@ def demo_command(
 
         anchor_toml = ""
         chain_url = ""
-        if chain == "evm":
-            from anchor.devchain import DevChain
-
-            devchain = DevChain(workdir / "devchain", block_time=1)
-            devchain.start()
-            services.append(devchain)
-            chain_url = devchain.url
-            key_file = workdir / "anchor.key"
-            key_file.write_text(devchain.private_keys[0] + "\n")
-            key_file.chmod(0o600)
-            anchor_toml = (
-                f'[anchor]\nchain = "evm"\nurl = "{devchain.url}"\n'
-                f'chain_id = {devchain.chain_id}\nkey_file = "{key_file}"\ninterval_s = 1\n'
-            )
-            console.print(f"EVM dev chain (anvil) {devchain.url}, chain id {devchain.chain_id}")
-        elif chain == "thor":
-            from demo import thor as demo_thor
+        if chain != "none":
+            from demo.chains import demo_chain
 
             try:
-                node = demo_thor.start_node(workdir / "thor")
+                started = demo_chain(chain).start(workdir)
             except ServiceError as exc:
                 raise click.ClickException(str(exc)) from None
-            services.append(node)
-            chain_url = node.url
-            key_file = demo_thor.write_anchor_key(workdir / "anchor.key")
-            anchor_toml = demo_thor.anchor_toml(node.url, key_file)
-            console.print(f"VeChainThor solo node {node.url}, genesis {node.genesis().id}")
+            services.append(started.service)
+            chain_url, anchor_toml = started.url, started.anchor_toml
+            console.print(started.banner)
         collector_config = write_collector_config(
             workdir,
             "127.0.0.1",
@@ -494,14 +478,28 @@ def demo_command(
         stored = influx_counts(influx_url, database, influx_token, influx_api)
         stored_total = sum(stored.get(g.gateway_id, 0) for g in fleet)
 
+        per_gateway_log = _accepted_per_gateway(store)
         table = Table(
-            "gateway", "farm / field", "published", "in InfluxDB", title="fieldproof demo"
+            Column("gateway", no_wrap=True),
+            Column("farm\nfield", no_wrap=True),
+            Column("messages\nverified", justify="right"),
+            Column("readings\npublished", justify="right"),
+            Column("readings\nverified", justify="right"),
+            Column("readings\nstored", justify="right"),
+            title="fieldproof demo: messages and readings per gateway",
+            caption="a message is one signed sampling round; it carries one reading per "
+            "quantity each sensor measures. stored = in InfluxDB",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
         )
         for g in fleet:
+            messages_of, readings_of = per_gateway_log.get(g.gateway_id, (0, 0))
             table.add_row(
                 g.gateway_id,
-                f"{g.farm} / {g.field}",
+                f"{g.farm}\n{g.field}",
+                str(messages_of),
                 str(per_gateway[g.gateway_id]),
+                str(readings_of),
                 str(stored.get(g.gateway_id, 0)),
             )
         Console().print(table)
@@ -518,6 +516,13 @@ def demo_command(
         )
         for line in anchors.notes:
             console.print(line)
+        console.print(
+            _counts_in_words(
+                gateways, published, accepted_messages, accepted_readings,
+                _log_makeup(cfg.db_path, anchors.log_size),
+            ),
+            highlight=False,
+        )
         verdict = "OK" if ok else "FAIL"
         anchor_part = (
             ""
@@ -602,6 +607,85 @@ def _keep_running(
         signal.signal(signal.SIGTERM, previous)
 
 
+def _accepted_per_gateway(store: CollectorStore) -> dict[str, tuple[int, int]]:
+    """gateway → (messages, readings) the collector verified and accepted."""
+    rows = store.db.execute(
+        "SELECT gateway, count(*), coalesce(sum(readings), 0) FROM received GROUP BY gateway"
+    ).fetchall()
+    return {str(gw): (int(n), int(r)) for gw, n, r in rows}
+
+
+@dataclass(frozen=True)
+class LogMakeup:
+    """What the evidence log's entries are, counted entry by entry."""
+
+    size: int
+    messages: int = 0
+    registry_events: int = 0
+    seals: int = 0
+    other: int = 0
+
+
+def _log_makeup(db_path: Path, log_size: int) -> LogMakeup:
+    """Count the entries inside the log's final checkpoint by kind: signed messages (tagged
+    COSE_Sign1, first byte 0xd2), registry events and completeness seals (CBOR maps whose
+    ``"t"`` says which: docs/evidence-log.md)."""
+    import cbor2
+
+    from fieldproof.formats.registry_event import REGISTRY_EVENT_TYPE
+    from fieldproof.formats.seal import SEAL_TYPE
+
+    db = open_db(db_path)
+    try:
+        messages = db.execute(
+            "SELECT count(*) FROM fp_log_entries WHERE idx < ? AND substr(entry, 1, 1) = X'D2'",
+            (log_size,),
+        ).fetchone()[0]
+        kinds: dict[str, int] = {}
+        for (entry,) in db.execute(
+            "SELECT entry FROM fp_log_entries WHERE idx < ? AND substr(entry, 1, 1) <> X'D2'",
+            (log_size,),
+        ):
+            try:
+                decoded = cbor2.loads(entry)
+            except (cbor2.CBORDecodeError, ValueError):
+                decoded = None
+            kind = decoded.get("t") if isinstance(decoded, dict) else None
+            kinds[str(kind)] = kinds.get(str(kind), 0) + 1
+    finally:
+        db.close()
+    registry = kinds.pop(REGISTRY_EVENT_TYPE, 0)
+    seals = kinds.pop(SEAL_TYPE, 0)
+    return LogMakeup(log_size, int(messages), registry, seals, sum(kinds.values()))
+
+
+def _counts_in_words(
+    gateways: int, published: int, messages: int, readings: int, log: LogMakeup
+) -> str:
+    """The summary line's counts said plainly: which count readings, which messages, and
+    why the log holds more entries than there are messages."""
+    events = log.registry_events
+    why = (
+        f"the enrollment of each of the {gateways} gateways"
+        if events == gateways
+        else "enrollments, key changes and revocations of gateways"
+    )
+    seals = (
+        f" + {log.seals} completeness seal(s) (one before each checkpoint: what the log held "
+        "per farm and gateway)"
+        if log.seals
+        else ""
+    )
+    if log.other:
+        seals += f" + {log.other} other entr(ies)"
+    return (
+        f"counts: published, verified and stored are readings ({published} published by the "
+        f"gateways, {readings} verified); messages={messages} counts the signed messages "
+        f"carrying them (one per sampling round); log_size={log.size} counts evidence-log "
+        f"entries: {log.messages} messages + {events} registry event(s) ({why}){seals}"
+    )
+
+
 @dataclass
 class AnchorOutcome:
     """The log's final size and what the chain holds of it."""
@@ -671,14 +755,15 @@ def _log_and_anchor(
     def covered(views: list[AnchorView]) -> bool:
         return any(v.tree_size >= size and v.state in ("included", "finalized") for v in views)
 
+    from demo.chains import check_anchors, demo_chain
+
+    dev_chain = demo_chain(chain)
     console.print(f"waiting for the checkpoint of size {size} to be anchored…")
     views = _wait_views(cfg, chain, covered, timeout)
-    if chain == "thor" and covered(views):
-        from demo import thor as demo_thor
-
+    if dev_chain.settle_note and covered(views):
         target = max(v.block_number or 0 for v in views if v.state in ("included", "finalized"))
-        console.print(f"anchors included up to block {target}; moving the solo chain to finality…")
-        drive = demo_thor.drive_to_finality(chain_url, target)
+        console.print(f"anchors included up to block {target}; {dev_chain.settle_note}…")
+        drive = dev_chain.settle(chain_url, target)
         out.notes.append(drive.explain())
         if not drive.final:
             out.not_final_reason = drive.explain()
@@ -692,11 +777,8 @@ def _log_and_anchor(
     out.anchored_size = max(
         (v.tree_size for v in views if v.state in ("included", "finalized")), default=0
     )
-    if chain == "thor":
-        from demo import thor as demo_thor
-
-        out.problems = demo_thor.check_anchors(chain_url, cfg.log_origin, views)
-        out.notes += [f"on the node: {p}" for p in out.problems]
+    out.problems = check_anchors(chain, chain_url, cfg.log_origin, views)
+    out.notes += [f"on the node: {p}" for p in out.problems]
     if not out.all_final and not out.not_final_reason:
         out.not_final_reason = "not final: " + ", ".join(
             f"size {v.tree_size} {v.state}" + (f" ({v.reason})" if v.reason else "")

@@ -8,8 +8,11 @@ so a technician can fix it without reading code. Environment variables override 
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+import typing
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -289,16 +292,106 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def format_validation_error(exc: ValidationError, source: str, data: dict[str, Any]) -> str:
+def closest_key(key: str, valid: Iterable[str]) -> str | None:
+    """The valid key ``key`` was most likely meant to be (a typo, another case), or None."""
+    choices = list(valid)
+    by_case = {c.lower(): c for c in choices}
+    if key.lower() in by_case:
+        return by_case[key.lower()]
+    found = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _model_at(model: type[BaseModel], path: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model of the section ``path`` leads to (through optional and list fields)."""
+    current: type[BaseModel] | None = model
+    for part in path:
+        if current is None:
+            return None
+        if isinstance(part, int):
+            continue  # a list item: the list's element model was taken at its field
+        info = current.model_fields.get(part)
+        if info is None:
+            return None
+        current = _model_in(info.annotation)
+    return current
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):  # X | None, list[X]
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _section_name(path: Sequence[str | int]) -> str:
+    """``("log", "witnesses", 0)`` → ``[[log.witnesses]] #1``; ``()`` → the top level."""
+    if not path:
+        return "the top level"
+    names = ".".join(str(p) for p in path if not isinstance(p, int))
+    items = [p for p in path if isinstance(p, int)]
+    return f"[[{names}]] #{items[-1] + 1}" if items else f"[{names}]"
+
+
+def unknown_key_hint(
+    model: type[BaseModel] | None, loc: Sequence[str | int], where: str
+) -> str:
+    """What to say about an unknown key: where it is and the closest valid key (or the valid
+    keys when none is close), so a typo is fixed without reading the docs."""
+    *section, key = loc
+    parent = _model_at(model, section) if model is not None else None
+    text = f"{_section_name(section)} {where} has no key {str(key)!r}"
+    if parent is None:
+        return text
+    valid = sorted(parent.model_fields)
+    guess = closest_key(str(key), valid)
+    if guess is not None:
+        return f"{text}; did you mean {guess!r}?"
+    return f"{text}; valid keys there: {', '.join(valid)}"
+
+
+def format_validation_error(
+    exc: ValidationError,
+    source: str,
+    data: dict[str, Any],
+    model: type[BaseModel] | None = None,
+    env_prefix: str | None = None,
+) -> str:
     lines = [f"{source}: invalid configuration"]
+    env = _env_overrides(env_prefix) if env_prefix else {}
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
         shown = "(missing)" if err["type"] == "missing" else repr(value)
         if isinstance(value, dict):
             shown = "{…}"
-        lines.append(f"  {key} = {shown}: {err['msg']}")
+        elif isinstance(value, list):
+            shown = "[…]"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden" and err["loc"]:
+            loc = err["loc"]
+            from_env = _lookup(env, loc)
+            where = (
+                f"(set by environment variable {env_prefix}__"
+                + "__".join(str(p).upper() for p in loc) + ")"
+                if from_env and env_prefix else f"of {source}"
+            )
+            msg += ": " + unknown_key_hint(model, loc, where)
+        lines.append(f"  {key} = {shown}: {msg}")
     return "\n".join(lines)
+
+
+def _lookup(tree: dict[str, Any], loc: Sequence[str | int]) -> bool:
+    """Whether ``loc`` names a value in ``tree`` (the environment overrides)."""
+    node: Any = tree
+    for part in loc:
+        if not isinstance(node, dict) or str(part) not in node:
+            return False
+        node = node[str(part)]
+    return True
 
 
 def load_model(model: type[M], path: Path | None, env_prefix: str) -> M:
@@ -320,7 +413,9 @@ def load_model(model: type[M], path: Path | None, env_prefix: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source, data)) from None
+        raise ConfigError(
+            format_validation_error(exc, source, data, model, env_prefix)
+        ) from None
 
 
 def load_collector_config(path: Path | None) -> CollectorConfig:

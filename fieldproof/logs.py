@@ -42,5 +42,9 @@ def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "urllib3", "pymodbus"):
+    # libraries that narrate their progress at INFO (WeasyPrint: a line per PDF step)
+    noisy_loggers = (
+        "httpx", "httpcore", "urllib3", "pymodbus", "weasyprint", "weasyprint.progress", "fontTools"
+    )
+    for noisy in noisy_loggers:
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from fieldproof.config import closest_key
 from fieldproof.errors import ConfigError
 from fieldproof.wire import Reading
 
@@ -84,18 +85,32 @@ def validate_sensor_table(index: int, table: dict[str, Any]) -> SensorConfig:
         _load_driver(kind)
     where = f"sensors[{index}]" + (f" ({table['name']})" if "name" in table else "")
     if not isinstance(kind, str) or kind not in SENSOR_KINDS:
+        kinds = sorted(set(SENSOR_KINDS) | set(BUILTIN_DRIVERS))
+        guess = closest_key(kind, kinds) if isinstance(kind, str) else None
         raise SensorConfigError(
-            f"{where}.kind = {kind!r} is not a sensor kind; "
-            f"allowed: {', '.join(sorted(set(SENSOR_KINDS) | set(BUILTIN_DRIVERS)))}"
+            f"{where}.kind = {kind!r} is not a sensor kind"
+            + (f"; did you mean {guess!r}?" if guess else "")
+            + f" (valid kinds: {', '.join(kinds)})"
         )
+    model = SENSOR_KINDS[kind].Config
     try:
-        return SENSOR_KINDS[kind].Config.model_validate(table)
+        return model.model_validate(table)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{where}.{'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}"
-            for e in exc.errors()
-        )
+        problems = "; ".join(_sensor_problem(where, kind, model, e) for e in exc.errors())
         raise SensorConfigError(problems) from None
+
+
+def _sensor_problem(where: str, kind: str, model: type[SensorConfig], err: Any) -> str:
+    """One problem of a sensor table; an unknown option gets the closest valid one."""
+    loc = err["loc"]
+    text = f"{where}.{'.'.join(map(str, loc))} = {err.get('input')!r}: {err['msg']}"
+    if err["type"] == "extra_forbidden" and len(loc) == 1:
+        options = sorted(model.model_fields)
+        guess = closest_key(str(loc[0]), options)
+        text += f": a {kind!r} sensor has no option {str(loc[0])!r}" + (
+            f"; did you mean {guess!r}?" if guess else f" (its options: {', '.join(options)})"
+        )
+    return text
 
 
 def build_sensor(config: SensorConfig) -> SensorDriver:

@@ -56,12 +56,43 @@ def run_demo(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> t
     assert int(counts["published"]) > 0
     assert counts["published"] == counts["verified"] == counts["stored"]
     assert counts["missing"] == "0"
+    check_table_and_words(counts, proc.stdout, " ".join(proc.stderr.split()))
     return counts, proc.stdout, proc.stderr.replace("\n", " ")
 
 
+def check_table_and_words(counts: dict[str, str], stdout: str, stderr: str) -> None:
+    """The table says per gateway what it counts (messages, readings) and adds up to the
+    summary line; the printed words say which counts are readings, which messages, and what
+    the log's entries are beyond the messages."""
+    assert "messages" in stdout and "published" in stdout and "stored" in stdout
+    rows = [line.split() for line in stdout.splitlines() if line.strip().startswith("gw-")]
+    assert len(rows) == int(counts["gateways"]), stdout
+    columns = list(zip(*(row[2:6] for row in rows), strict=True))
+    messages, published, verified, stored = ([int(v) for v in col] for col in columns)
+    assert sum(messages) == int(counts["messages"])
+    assert sum(published) == int(counts["published"])
+    assert sum(verified) == int(counts["verified"])
+    assert sum(stored) == int(counts["stored"])
+    assert "published, verified and stored are readings" in stderr, stderr
+    assert f"messages={counts['messages']} counts the signed messages" in stderr
+    words = re.search(
+        r"log_size=(\d+) counts evidence-log entries: (\d+) messages \+ (\d+) registry "
+        r"event\(s\) \(the enrollment of each of the (\d+) gateways\)"
+        r"(?: \+ (\d+) completeness seal)?",
+        stderr,
+    )
+    assert words, stderr
+    size, logged, events, enrolled = (int(words.group(i)) for i in range(1, 5))
+    seals = int(words.group(5) or 0)
+    assert size == int(counts["log_size"]) and logged == int(counts["messages"])
+    assert events == enrolled == int(counts["gateways"])
+    assert size == logged + events + seals
+
+
 def check_anchored(counts: dict[str, str], stderr: str, chain: str) -> None:
-    # every message plus the enrollments is in the log, and that whole log is anchored
-    assert int(counts["log_size"]) == int(counts["messages"]) + int(counts["gateways"])
+    # every message plus the enrollments (and the collector's seals: check_table_and_words)
+    # is in the log, and that whole log is anchored
+    assert int(counts["log_size"]) >= int(counts["messages"]) + int(counts["gateways"])
     assert counts["anchored_size"] == counts["log_size"]
     assert int(counts["anchors"]) >= 1 and counts["final"] == counts["anchors"]
     assert counts["chain"] == chain
