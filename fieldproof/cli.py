@@ -8,6 +8,8 @@ them all to show their help lines)."""
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import re
 import sys
 
 import click
@@ -54,9 +56,19 @@ class LazyGroup(click.Group):
 @click.option(
     "--log-format", default="logfmt", type=click.Choice(["logfmt", "json"]), show_default=True
 )
-def cli(log_level: str, log_format: str) -> None:
+@click.pass_context
+def cli(ctx: click.Context, log_level: str, log_format: str) -> None:
     """fieldproof: trustworthy farm sensor data, from the probe to the inspector."""
     setup_logging(log_level, log_format)
+    command = ctx.invoked_subcommand or ""
+    extra = EXTRAS.get(command)
+    if extra is not None and not ctx.resilient_parsing:
+        missing = missing_packages(extra)
+        if missing:
+            raise SystemExit(
+                f"fieldproof {command}: this install lacks {', '.join(missing)}; install the "
+                f"{extra!r} role: pip install 'fieldproof[{extra}]'"
+            )
 
 
 #: the extra (pyproject.toml) each command's room needs: what to install when a package is missing
@@ -69,6 +81,46 @@ EXTRAS = {
     "demo": "all",
     "log": "inspector",
 }
+
+
+#: one requirement of our own metadata that an extra brings: name, [extras], the extra's name
+_EXTRA_REQUIREMENT = re.compile(
+    r'^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[([^\]]*)\])?[^;]*;\s*extra\s*==\s*"([^"]+)"\s*$'
+)
+
+
+def missing_packages(extra: str) -> list[str]:
+    """The distributions ``extra`` needs that this install lacks, read from fieldproof's own
+    metadata (so the list is pyproject.toml's, nested extras included). A command checks its
+    role up front: a module it imports late (a chain client at the first anchor) would
+    otherwise fail mid-run. Empty when fieldproof runs from a tree without metadata."""
+    try:
+        requires = importlib.metadata.requires("fieldproof") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    wanted: list[str] = []
+    seen: set[str] = set()
+    todo = [extra]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for requirement in requires:
+            m = _EXTRA_REQUIREMENT.match(requirement)
+            if m is None or m.group(3) != current:
+                continue
+            if m.group(1).lower() == "fieldproof":
+                todo.extend(x.strip() for x in (m.group(2) or "").split(",") if x.strip())
+            else:
+                wanted.append(m.group(1))
+    missing = []
+    for name in dict.fromkeys(wanted):
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
+    return missing
 
 
 ROOMS = frozenset({"fieldproof", "gateway", "collector", "anchor", "inspector", "demo"})

@@ -125,3 +125,28 @@ def test_old_identity_import_path_still_works() -> None:
     assert enroll.tls_paths is identity.tls_paths
     assert enroll.TlsPaths is identity.TlsPaths
     assert enroll.identity_file is identity.identity_file
+
+
+def test_a_command_names_the_extra_its_install_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each command checks its role's packages up front, read from our own metadata (nested
+    extras too: the collector brings the inspector's web3); an install with all of them passes."""
+    import importlib.metadata
+
+    from fieldproof import cli as cli_module
+
+    assert cli_module.missing_packages("collector") == []
+    real_version = importlib.metadata.version
+
+    def version(name: str) -> str:
+        if name in ("web3", "influxdb-client"):
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert cli_module.missing_packages("collector") == ["influxdb-client", "web3"]
+    assert cli_module.missing_packages("anchor") == ["web3"]
+    assert cli_module.missing_packages("gateway") == []
+    result = CliRunner().invoke(cli, ["anchor", "status"])
+    assert result.exit_code != 0
+    assert "pip install 'fieldproof[anchor]'" in str(result.exception) + result.output
+    assert "web3" in str(result.exception) + result.output

@@ -135,7 +135,7 @@ def _record(gateways: list[list[object]]) -> bytes:
     [["gw-a", [], 1, 2, 2, 1]],  # no field
     [["gw-a", ["y", "x"], 1, 2, 2, 1]],  # fields unsorted
     [["gw-a", ["x"], 3, 2, 1, 1]],  # first > latest
-    [["gw-a", ["x"], 1, 2, 3, 1]],  # more messages than seqs
+    [["gw-a", ["x"], 1, 2, 0, 1]],  # a range without messages
     [["gw-a", ["x"], None, 2, 1, 1]],  # half a range
     [["gw-a", ["x"], None, None, 1, 1]],  # messages without seqs
     [["gw-a", ["x"], 1, 2, 2, 0]],  # enrolled by nothing
