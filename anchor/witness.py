@@ -9,9 +9,11 @@ with the size it knows and we retry once from there. A witness that is down or r
 one short request per ``retry_s`` (doubling while it keeps failing, up to ``MAX_RETRY_S``) and
 is reported once per change of state (and counted); it never stops ingestion or checkpointing.
 A witness that holds a different tree of our log (it rejects our consistency proof from the
-size it knows, or knows a larger tree than ours) is a split view: someone signs another history
-under our log key, or our log was rolled back. That is logged at CRITICAL with ``SPLIT VIEW``
-in the message.
+size it knows, answers 409 to our checkpoint of the very size it knows, or knows a larger tree
+than ours) is a split view: someone signs another history under our log key, or our log was
+rolled back. That is logged at CRITICAL with ``SPLIT VIEW`` in the message. Every failure is
+counted by its reason (``FAILURES``: one per C2SP tlog-witness answer class, e.g. 404
+``unknown_log``, 403 ``bad_signature``).
 
 The collector asks from :class:`CosigningWorker`'s threads, never from the ingest path: a
 witness that hangs or is down delays no batch and no checkpoint. docs/evidence-log.md §9."""
@@ -19,6 +21,7 @@ witness that hangs or is down delays no batch and no checkpoint. docs/evidence-l
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import sqlite3
 import threading
@@ -36,7 +39,6 @@ from fieldproof.formats.checkpoint import open_checkpoint
 from fieldproof.formats.cosignature import (
     CosignatureError,
     CosignatureVerifier,
-    parse_cosignature_line,
     verify_cosignature_line,
 )
 from fieldproof.formats.note import Verifier, add_signature_lines, open_note
@@ -61,14 +63,66 @@ OK = "ok"
 UNREACHABLE = "unreachable"
 REFUSED = "refused"
 SPLIT_VIEW = "split_view"
-#: the failure outcomes counted per witness
-FAILURES = (UNREACHABLE, REFUSED, SPLIT_VIEW)
+# why a request brought no cosignature (the ``reason`` label of the failures counter), one per
+# C2SP tlog-witness answer class; each maps to the state above that it puts the witness in
+#: 404: the witness does not know our log's origin (refused)
+UNKNOWN_LOG = "unknown_log"
+#: 403: no signature on our checkpoint verifies with the key it has for our origin (refused)
+BAD_SIGNATURE = "bad_signature"
+#: 400: it found our request malformed (refused)
+BAD_REQUEST = "bad_request"
+#: 422 to a request from size 0, whose proof is empty: a proof it should not reject (refused)
+BAD_PROOF = "bad_proof"
+#: 409 that cannot be followed: a malformed size, or sizes that keep changing (refused)
+CONFLICT = "conflict"
+#: 200 without a valid cosignature by the configured key (refused)
+BAD_COSIGNATURE = "bad_cosignature"
+#: 5xx or an answer the protocol does not have (unreachable)
+SERVER_ERROR = "server_error"
+#: a valid cosignature that could not be added to our stored note (refused; not expected)
+NOT_STORED = "not_stored"
+#: the failure reasons counted per witness: unreachable (no answer, a timeout, an oversized
+#: answer), the reasons above, and split_view (409 with a larger size or the same size and
+#: another root, 422 to a proof from the size it knows)
+FAILURES = (
+    UNREACHABLE,
+    SERVER_ERROR,
+    UNKNOWN_LOG,
+    BAD_SIGNATURE,
+    BAD_REQUEST,
+    BAD_PROOF,
+    CONFLICT,
+    BAD_COSIGNATURE,
+    NOT_STORED,
+    SPLIT_VIEW,
+)
 #: the longest wait between two tries of a failing witness (unless its retry_s is longer)
 MAX_RETRY_S = 900.0
 #: the worker's shortest wait after a failure, whatever retry_s says (no busy loop at retry_s=0)
 MIN_WORKER_RETRY_S = 0.25
 #: how long shutdown waits for the witnesses' threads (a request in flight is abandoned)
 STOP_WAIT_S = 2.0
+
+
+#: answers that refuse our checkpoint: status -> (reason counted, what the message says to do)
+_REFUSALS = {
+    404: (
+        UNKNOWN_LOG,
+        "the witness does not know our log's origin; register our origin and "
+        "log vkey with its operator",
+    ),
+    403: (
+        BAD_SIGNATURE,
+        "no signature on our checkpoint verifies with a key the witness has for our origin "
+        "(litewitness also answers 403 to an origin it does not know); register our origin "
+        "and current log vkey with its operator",
+    ),
+    400: (BAD_REQUEST, "the witness found our request malformed; check its version and ours"),
+    422: (
+        BAD_PROOF,
+        "the witness rejected a request from size 0 with no proof; check its version and ours",
+    ),
+}
 
 
 class WitnessUnavailable(ChainError):
@@ -140,6 +194,22 @@ def parse_conflict_size(body: bytes) -> int:
     return int(text)
 
 
+def _signature_key(line: str) -> tuple[str, int]:
+    """The (name, key ID) of a note signature line, whatever its signature type: the spec has
+    a client ignore the cosignatures of keys it does not know (other witnesses' keys, other
+    cosignature versions) rather than fail on them."""
+    if not line.startswith("\u2014 "):
+        raise CosignatureError("a line of the answer is not a signature line (\u2014 name sig)")
+    name, sep, b64 = line[2:].partition(" ")
+    try:
+        raw = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise CosignatureError(f"the signature line of {name[:64]!r} is not base64") from None
+    if not sep or not name or len(raw) < 5:
+        raise CosignatureError("a signature line of the answer has no name, key ID or signature")
+    return name, int.from_bytes(raw[:4], "big")
+
+
 def pick_cosignature(body: bytes, checkpoint_text: bytes, verifier: CosignatureVerifier) -> str:
     """The configured witness's cosignature line from a 200 answer, verified over the checkpoint
     text. Raises CosignatureError when the answer holds no valid one."""
@@ -153,8 +223,7 @@ def pick_cosignature(body: bytes, checkpoint_text: bytes, verifier: CosignatureV
     if len(lines) > MAX_RESPONSE_LINES:
         raise CosignatureError(f"the witness sent {len(lines)} lines, over {MAX_RESPONSE_LINES}")
     for line in lines:
-        cosig = parse_cosignature_line(line)
-        if (cosig.name, cosig.key_id) == (verifier.name, verifier.key_id):
+        if _signature_key(line) == (verifier.name, verifier.key_id):
             return verify_cosignature_line(line, checkpoint_text, verifier).line
     raise CosignatureError(
         f"the answer has no cosignature by {verifier.name}/{verifier.key_id:08x} (check the "
@@ -187,7 +256,7 @@ class WitnessStats:
     status: str
     requests: int
     cosignatures: int
-    #: outcome (unreachable, refused, split_view) -> count
+    #: failure reason (FAILURES) -> count
     failures: dict[str, int]
     last_success: float | None
 
@@ -212,7 +281,7 @@ class Witnesses:
         self.db = db
         self.evidence = evidence
         self.clock = clock
-        #: (witness name, outcome) -> count: requests, cosigned, unreachable, refused, split_view
+        #: (witness name, outcome) -> count: requests, cosigned, and each reason in FAILURES
         self.counters: Counter[tuple[str, str]] = Counter()
         self.states: list[WitnessState] = []
         #: set at shutdown: an answer that arrives later is not stored
@@ -329,14 +398,19 @@ class Witnesses:
                 try:
                     line = pick_cosignature(r.body, text, st.verifier)
                 except CosignatureError as exc:
-                    self._fail(st, REFUSED, f"answered 200 without a valid cosignature: {exc}")
+                    self._fail(
+                        st,
+                        REFUSED,
+                        f"answered 200 without a valid cosignature: {exc}",
+                        BAD_COSIGNATURE,
+                    )
                     return None
                 return line
             if r.status == 409:
                 try:
                     known = parse_conflict_size(r.body)
                 except (ValueError, UnicodeDecodeError) as exc:
-                    self._fail(st, REFUSED, f"answered 409 with a malformed size: {exc}")
+                    self._fail(st, REFUSED, f"answered 409 with a malformed size: {exc}", CONFLICT)
                     return None
                 if known > size:
                     self._fail(
@@ -347,9 +421,17 @@ class Witnesses:
                         "key, or our log was rolled back",
                     )
                     return None
+                if known == size == old:
+                    self._fail(
+                        st,
+                        SPLIT_VIEW,
+                        f"it holds another tree of {size} entries of our log (409 to our "
+                        "checkpoint of the size it knows: the root hashes differ)",
+                    )
+                    return None
                 self._remember_size(st, known)
                 if known in tried:
-                    self._fail(st, REFUSED, f"answered 409 twice for size {known}")
+                    self._fail(st, REFUSED, f"answered 409 twice for size {known}", CONFLICT)
                     return None
                 old = known
                 continue
@@ -361,17 +443,13 @@ class Witnesses:
                     f"{size}: its tree of {old} entries of our log is not ours ({reason!r})",
                 )
                 return None
-            if r.status in (400, 403, 404, 422):
-                self._fail(
-                    st,
-                    REFUSED,
-                    f"answered {r.status} {reason!r} (403/404: the witness does not know our "
-                    "log's origin and key; register them with its operator)",
-                )
+            if r.status in _REFUSALS:
+                why, todo = _REFUSALS[r.status]
+                self._fail(st, REFUSED, f"answered {r.status} {reason!r}: {todo}", why)
                 return None
-            self._fail(st, UNREACHABLE, f"answered {r.status} {reason!r}")
+            self._fail(st, UNREACHABLE, f"answered {r.status} {reason!r}", SERVER_ERROR)
             return None
-        self._fail(st, REFUSED, "the witness's size kept changing")
+        self._fail(st, REFUSED, "the witness's size kept changing", CONFLICT)
         return None
 
     def _store(self, st: WitnessState, cp: StoredCheckpoint, line: str) -> StoredCheckpoint | None:
@@ -382,7 +460,9 @@ class Witnesses:
         size = cp.checkpoint.size
         stored = self.note_of(size)
         if stored is None:  # not expected: checkpoints are never deleted
-            self._fail(st, REFUSED, f"the checkpoint of size {size} is no longer stored")
+            self._fail(
+                st, REFUSED, f"the checkpoint of size {size} is no longer stored", NOT_STORED
+            )
             return None
         body = cp.note[: cp.note.index(b"\n\n") + 2]
         try:
@@ -391,10 +471,12 @@ class Witnesses:
                 note, [self._log_verifier(), st.verifier], origin=self.evidence.origin
             )
         except FormatError as exc:  # not expected: the line was verified above
-            self._fail(st, REFUSED, f"its cosignature cannot be added to the note: {exc}")
+            self._fail(
+                st, REFUSED, f"its cosignature cannot be added to the note: {exc}", NOT_STORED
+            )
             return None
         if checked != cp.checkpoint or not (stored.startswith(body) and note.startswith(stored)):
-            self._fail(st, REFUSED, "the cosigned note no longer holds our checkpoint")
+            self._fail(st, REFUSED, "the cosigned note no longer holds our checkpoint", NOT_STORED)
             return None
         with self.db:
             cur = self.db.execute(
@@ -426,9 +508,11 @@ class Witnesses:
             (st.config.name, size, time.time()),
         )
 
-    def _fail(self, st: WitnessState, status: str, detail: str) -> None:
+    def _fail(self, st: WitnessState, status: str, detail: str, reason: str = "") -> None:
+        """Count the failure under ``reason`` (the state's name when it has no finer one),
+        move the witness to state ``status`` and log a change of state once."""
         with self._lock:
-            self.counters[(st.config.name, status)] += 1
+            self.counters[(st.config.name, reason or status)] += 1
             st.failures += 1
             retry_s = st.config.retry_s
             delay = min(retry_s * 2 ** min(st.failures - 1, 16), max(retry_s, MAX_RETRY_S))
@@ -482,8 +566,14 @@ class CosigningWorker:
         ]
 
     def start(self) -> None:
-        for t in self.threads:
-            t.start()
+        """Start every witness's thread; if one cannot be started (no threads left), stop the
+        ones already running before raising, so a failed start leaves no thread."""
+        try:
+            for t in self.threads:
+                t.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def submit(self, size: int) -> None:
         """A checkpoint of ``size`` entries is stored: have it cosigned. Never waits."""

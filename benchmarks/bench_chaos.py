@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import log, proc_cpu, system_cpu  # noqa: E402
-from tests.support.chaos import (  # noqa: E402
-    ChaosSite,
-    EnrollmentSpammer,
-    HostileGateway,
-    run_until,
-    start_endpoint,
-    start_site,
-)
+from tests.support.chaos import ChaosSite, start_site  # noqa: E402
+from tests.support.chaos import attack as run_attack  # noqa: E402
 
 HONEST_GATEWAYS = 3
 #: honest gateways' reading interval: 3 × 20 messages/s
@@ -78,27 +71,10 @@ def bench_chaos(quick: bool, work: Path) -> dict[str, Any]:
         time.sleep(2.0)  # past the gateways' start-up burst
         log(f"chaos: calm phase, {seconds:.0f} s")
         calm = _phase(site, honest, seconds)
-        attacker = HostileGateway(site.hostile, site.broker.port, honest)
-        endpoint, url = start_endpoint(site.site)
-        spammer = EnrollmentSpammer(url)
-        stop = threading.Event()
-        errors: list[BaseException] = []
-        threads = [
-            run_until(stop, attacker.attack_round, ROUND_PAUSE_S, errors),
-            run_until(stop, spammer.one, SPAM_PAUSE_S, errors),
-        ]
         log(f"chaos: attack phase, {seconds:.0f} s")
-        try:
+        with run_attack(site, honest, ROUND_PAUSE_S, SPAM_PAUSE_S) as running:
             attack = _phase(site, honest, seconds)
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(60)
-            attacker.close()
-            endpoint.shutdown()
-            endpoint.server_close()
-        if errors:
-            raise errors[0]
+        attacker, spammer = running.attacker, running.spammer
         hostile_messages = attacker.accepted + sum(attacker.quarantined.values())
         attack_load: dict[str, Any] = {
             "hostile_messages_per_s": hostile_messages / attack["seconds"],

@@ -154,7 +154,7 @@ class Pymerkle:
         self.tree = self._open()
 
     def _open(self) -> Any:
-        import pymerkle  # type: ignore[import-untyped]
+        import pymerkle
 
         tree = pymerkle.SqliteTree(str(self.path))
         tree.con.execute("PRAGMA journal_mode=WAL")

@@ -348,9 +348,9 @@ class CollectorMetrics(PromCollector):
         )
         failures = CounterMetricFamily(
             "fieldproof_witness_failures",
-            "Witness requests that brought no cosignature, by reason (unreachable: down, "
-            "timeout or a broken answer; refused: it rejected our checkpoint; split_view: it "
-            "holds another tree of our log)",
+            "Witness requests that brought no cosignature, by reason (unreachable, "
+            "server_error, unknown_log, bad_signature, bad_request, bad_proof, conflict, "
+            "bad_cosignature, not_stored, split_view: docs/evidence-log.md section 9)",
             labels=["witness", "reason"],
         )
         up = GaugeMetricFamily(

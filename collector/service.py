@@ -84,7 +84,6 @@ class Collector:
         self._witness_evidence = EvidenceLog(witness_db, self.evidence.origin, self.evidence.signer)
         self.witnesses = Witnesses(witness_db, self._witness_evidence, config.log.witnesses)
         self.witness_worker = CosigningWorker(self.witnesses, self._publish_cosigned)
-        self.witness_worker.start()
         # paho's network thread appends, the worker drains (deque appends/pops are atomic);
         # _wake tells the worker a batch has begun or is full
         self.inbox: deque[Delivery] = deque()
@@ -113,6 +112,9 @@ class Collector:
             log.debug("anchor stores not readable yet: %s", exc)
         self.presence_topic = f"{prefix}/_collector/{config.collector_id}/status"
         self.client.will_set(self.presence_topic, b'{"online": false}', 1, True)
+        # last: a step above that fails must leave no witness thread running (nothing stops
+        # them then); the threads wait for the first submit, so none is missed by starting late
+        self.witness_worker.start()
 
     # ------------------------------------------------------------------ MQTT
 

@@ -8,12 +8,21 @@ one level up, and the tree still starts with the tree mirrored before (the root 
 recomputed from the new tiles equals the old checkpoint's): a log that rewrote or forked its
 history is refused with a clear message, and the mirror keeps what it had. The ``checkpoint``
 file is replaced last, so a mirror interrupted at any point is still a consistent copy that
-any web server can serve and ``fieldproof verify --known-checkpoint`` can pin."""
+any web server can serve and ``fieldproof verify --known-checkpoint`` can pin.
+
+Witnesses cosign a checkpoint after the log published it, and the log re-publishes the same
+note with their cosignature lines added. So a checkpoint of the mirrored size is not ignored:
+one with the same body and the same log signature replaces the kept one, the cosignatures of
+witnesses the mirror was given keys for merged (each verified; old and new, the latest per
+witness), so none is lost. A different body for the same size is refused as a fork."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,7 +32,13 @@ import httpx
 from fieldproof.errors import FieldproofError
 from fieldproof.formats import merkle
 from fieldproof.formats.checkpoint import Checkpoint, CheckpointError, open_checkpoint
-from fieldproof.formats.note import Ed25519Verifier, NoteError
+from fieldproof.formats.cosignature import (
+    Cosignature,
+    CosignatureError,
+    CosignatureVerifier,
+    verify_cosignature_line,
+)
+from fieldproof.formats.note import Ed25519Verifier, NoteError, open_note
 from fieldproof.formats.tiles import (
     TILE_WIDTH,
     Tile,
@@ -111,6 +126,8 @@ class MirrorResult:
     size: int
     previous_size: int
     fetched: int
+    #: the kept checkpoint of an unchanged size was replaced (witnesses cosigned it since)
+    cosigned: bool = False
 
     @property
     def grew(self) -> bool:
@@ -118,16 +135,23 @@ class MirrorResult:
 
 
 def mirror_once(
-    source: Source, dest: Path, verifier: Ed25519Verifier, *, entries: bool = False
+    source: Source,
+    dest: Path,
+    verifier: Ed25519Verifier,
+    *,
+    entries: bool = False,
+    witnesses: Sequence[CosignatureVerifier] = (),
 ) -> MirrorResult:
     """One pass: fetch, check, then keep. Raises :class:`MirrorError` for a log that must not
     be kept (nothing in ``dest`` changes then) and :class:`SourceUnavailable` when the server
-    cannot be asked."""
+    cannot be asked. ``witnesses``: keys whose cosignatures are verified and merged when the
+    log re-publishes a checkpoint of the mirrored size."""
     note = source.get(CHECKPOINT, MAX_CHECKPOINT_BYTES)
     new = _open(note, verifier, "the log's checkpoint")
     old = None
     if (dest / CHECKPOINT).exists():
-        old = _open((dest / CHECKPOINT).read_bytes(), verifier, f"the mirrored {dest / CHECKPOINT}")
+        old_note = (dest / CHECKPOINT).read_bytes()
+        old = _open(old_note, verifier, f"the mirrored {dest / CHECKPOINT}")
         if new.size < old.size:
             raise MirrorError(
                 f"the log now says it holds {new.size} entries, but {old.size} were mirrored "
@@ -140,7 +164,11 @@ def mirror_once(
                     f"({old.root_hash.hex()} mirrored before, {new.root_hash.hex()} now). "
                     "Keep both checkpoints as evidence and tell the log's operator and auditors."
                 )
-            return MirrorResult(new.size, old.size, 0)
+            kept = _same_size_note(old_note, note, verifier, witnesses)
+            if kept == old_note:
+                return MirrorResult(new.size, old.size, 0)
+            _put(dest / CHECKPOINT, kept)
+            return MirrorResult(new.size, old.size, 0, cosigned=True)
     staging = dest / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     fetched: list[str] = []
@@ -193,6 +221,70 @@ def mirror_once(
     _put(dest / CHECKPOINT, note)
     shutil.rmtree(staging, ignore_errors=True)
     return MirrorResult(new.size, old.size if old else 0, len(fetched))
+
+
+def _split_note(note: bytes) -> tuple[bytes, list[str]]:
+    """A verified note's body (up to its last text newline) and its signature lines."""
+    split = note.rfind(b"\n\n")
+    return note[: split + 1], note[split + 2 : -1].decode("utf-8").split("\n")
+
+
+def _same_size_note(
+    old_note: bytes,
+    new_note: bytes,
+    verifier: Ed25519Verifier,
+    witnesses: Sequence[CosignatureVerifier],
+) -> bytes:
+    """The note to keep when the log publishes a checkpoint of the mirrored size and root:
+    the old one, unless the new one has the same body and the same log signature. Then, with
+    no witness keys, the new note as published; with keys, the new note with each known
+    witness's latest valid cosignature from either note (invalid ones dropped). A different
+    body is a fork (two checkpoints for one tree size), refused."""
+    old_body, old_lines = _split_note(old_note)
+    new_body, new_lines = _split_note(new_note)
+    if new_body != old_body:
+        raise MirrorError(
+            f"FORK: the log signed two different checkpoints of the same tree "
+            f"({old_body[:300]!r} mirrored before, {new_body[:300]!r} now). Keep both "
+            "checkpoints as evidence and tell the log's operator and auditors."
+        )
+    log_key = (verifier.name, verifier.key_id)
+
+    def log_lines(lines: list[str]) -> list[str]:
+        return [line for line in lines if _key_of(line) == log_key]
+
+    if log_lines(new_lines) != log_lines(old_lines):
+        return old_note  # another valid log signature over the same body: nothing new
+    if not witnesses:
+        return new_note
+    latest: dict[int, Cosignature] = {}
+    for line in old_lines + new_lines:
+        for i, witness in enumerate(witnesses):
+            try:
+                cosig = verify_cosignature_line(line, new_body, witness)
+            except CosignatureError:
+                continue
+            if i not in latest or cosig.timestamp > latest[i].timestamp:
+                latest[i] = cosig
+    known = {(w.name, w.key_id) for w in witnesses}
+    lines = [line for line in new_lines if _key_of(line) not in known]
+    lines += [latest[i].line for i in sorted(latest)]
+    merged = new_body + b"\n" + "".join(f"{line}\n" for line in lines).encode("utf-8")
+    try:  # over the note limits (a log padding its note with lines): keep what was kept
+        open_note(merged, [verifier])
+    except NoteError:
+        return old_note
+    return merged
+
+
+def _key_of(line: str) -> tuple[str, int] | None:
+    """The (name, key ID) of a signature line of a note that already opened, or None."""
+    name, _, b64 = line.removeprefix("\u2014 ").partition(" ")
+    try:
+        raw = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return (name, int.from_bytes(raw[:4], "big")) if len(raw) >= 4 else None
 
 
 def _own_root(source: Source, size: int) -> bytes | None:

@@ -6,7 +6,6 @@ thor solo in tests/integration/test_anchoring_real.py::test_thor_anchor_service.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -14,41 +13,15 @@ from click.testing import CliRunner
 
 from anchor import thor
 from anchor.devchain import DevChain
-from anchor.evidence import EvidenceLog
 from anchor.evm_reader import read_anchor
 from anchor.service import AnchorService, anchor_views
 from fieldproof.cli import cli
 from fieldproof.config import load_collector_config
-from fieldproof.datadir import open_db
 from fieldproof.formats.anchor_record import AnchorRecord
+from tests.support.anchoring import collector_config, grow_log
 from tests.support.thornode import ThorNode, funded
 
 KEY_HEX = "7582be841ca040aa940fff6c05773129e135623e41acce3e0b8ba520dc1ae26a"
-
-
-def _collector_config(tmp_path: Path, anchor_toml: str) -> Path:
-    key = tmp_path / "anchor.key"
-    key.write_text(KEY_HEX + "\n")
-    key.chmod(0o600)
-    cfg = tmp_path / "collector.toml"
-    cfg.write_text(
-        f'collector_id = "c1"\ndata_dir = "{tmp_path / "data"}"\n'
-        f'[anchor]\nkey_file = "{key}"\ninterval_s = 0.1\n{anchor_toml}'
-    )
-    return cfg
-
-
-def _grow_log(cfg_path: Path, entries: int) -> int:
-    """Append entries and sign a checkpoint, as the collector does."""
-    cfg = load_collector_config(cfg_path)
-    db = open_db(cfg.db_path)
-    ev = EvidenceLog.open(db, cfg.log_origin, cfg.log_key_file)
-    with db:
-        ev.append([os.urandom(40) for _ in range(entries)])
-    cp = ev.checkpoint()
-    db.close()
-    assert cp is not None
-    return cp.checkpoint.size
 
 
 def test_status_says_how_far_from_final_and_why(tmp_path: Path, shared_dir: Path) -> None:
@@ -57,8 +30,8 @@ def test_status_says_how_far_from_final_and_why(tmp_path: Path, shared_dir: Path
     tests/integration/test_thor_real.py::test_finalized_through_the_nodes_own_finality."""
     address = thor.SecretKey(bytes.fromhex(KEY_HEX)).address
     with ThorNode(finality_depth=2, energy=funded(address)) as node:
-        cfg_path = _collector_config(tmp_path, f'chain = "thor"\nurl = "{node.url}"\n')
-        _grow_log(cfg_path, 4)
+        cfg_path = collector_config(tmp_path, KEY_HEX, f'chain = "thor"\nurl = "{node.url}"\n')
+        grow_log(cfg_path, 4)
         service = AnchorService(load_collector_config(cfg_path))
         assert service.step()
         node.mine(2)  # the anchor is in block 1; best 2, finalized 0
@@ -96,11 +69,10 @@ def test_status_says_how_far_from_final_and_why(tmp_path: Path, shared_dir: Path
 def test_evm_anchor_service_on_dev_chain(tmp_path: Path) -> None:
     with DevChain(tmp_path / "chain", block_time=0.5) as chain:
         key = chain.private_keys[0].removeprefix("0x")
-        cfg_path = _collector_config(
-            tmp_path, f'chain = "evm"\nurl = "{chain.url}"\nchain_id = {chain.chain_id}\n'
+        cfg_path = collector_config(
+            tmp_path, key, f'chain = "evm"\nurl = "{chain.url}"\nchain_id = {chain.chain_id}\n'
         )
-        (tmp_path / "anchor.key").write_text(key + "\n")
-        size = _grow_log(cfg_path, 7)
+        size = grow_log(cfg_path, 7)
         service = AnchorService(load_collector_config(cfg_path))
         deadline = time.monotonic() + 60
         views = []
@@ -121,13 +93,13 @@ def test_evm_anchor_service_on_dev_chain(tmp_path: Path) -> None:
 
 
 def test_misconfiguration_is_explained(tmp_path: Path) -> None:
-    cfg_path = _collector_config(tmp_path, 'chain = "evm"\nurl = "http://127.0.0.1:9"\n')
+    cfg_path = collector_config(tmp_path, KEY_HEX, 'chain = "evm"\nurl = "http://127.0.0.1:9"\n')
     result = CliRunner().invoke(cli, ["anchor", "run", "--once", "--config", str(cfg_path)])
     assert result.exit_code != 0
     assert "chain_id is required" in result.output
     bad_mode = tmp_path / "anchor.key"
     bad_mode.chmod(0o644)
-    cfg_path2 = _collector_config(tmp_path, 'chain = "thor"\nurl = "http://127.0.0.1:9"\n')
+    cfg_path2 = collector_config(tmp_path, KEY_HEX, 'chain = "thor"\nurl = "http://127.0.0.1:9"\n')
     bad_mode.chmod(0o644)
     result = CliRunner().invoke(cli, ["anchor", "run", "--once", "--config", str(cfg_path2)])
     assert result.exit_code != 0

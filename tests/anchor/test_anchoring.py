@@ -13,16 +13,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from anchor import thor
 from anchor.anchoring import (
     AnchorConfig,
-    Anchorer,
     AnchorError,
     AnchorState,
     AnchorStore,
@@ -44,6 +42,8 @@ from anchor.anchoring import (
 )
 from anchor.thor_client import ThorClient
 from anchor.thor_reader import AnchorVerificationError, verify_anchor
+from tests.support import anchoring as rig
+from tests.support.anchoring import ORIGIN, Clock, Log, make_anchorer, ok
 from tests.support.thornode import ThorNode, funded
 
 KEY = thor.SecretKey(
@@ -52,39 +52,6 @@ KEY = thor.SecretKey(
 SPONSOR = thor.SecretKey(
     bytes.fromhex("321d6443bc6177273b5abf54210fe806d451d6b7973bccc2384ef78bbcd0bf51")
 )
-ORIGIN = "farm.example/fieldproof/log"
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """Same shape as fieldproof.formats.checkpoint.Checkpoint (written elsewhere)."""
-
-    origin: str
-    size: int
-    root_hash: bytes
-
-
-class Log:
-    """A checkpoint source whose newest checkpoint the test sets."""
-
-    def __init__(self) -> None:
-        self.latest: tuple[Checkpoint, bytes] | None = None
-
-    def publish(self, size: int, root: bytes | None = None) -> Checkpoint:
-        cp = Checkpoint(ORIGIN, size, root or bytes([size % 256]) * 32)
-        self.latest = (cp, f"{ORIGIN}\n{size}\n...signed note...\n".encode())
-        return cp
-
-    def latest_checkpoint(self) -> tuple[Checkpoint, bytes] | None:
-        return self.latest
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -100,47 +67,11 @@ def client(node: ThorNode) -> Iterator[ThorClient]:
         yield c
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[AnchorStore]:
-    with AnchorStore(tmp_path / "anchors.db") as s:
-        yield s
+store, log, clock = rig.store, rig.log, rig.clock  # the rig's fixtures, bound by name
 
 
-@pytest.fixture
-def log() -> Log:
-    return Log()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-def make(
-    store: AnchorStore,
-    client: ThorClient,
-    log: Log,
-    clock: Clock,
-    *,
-    key: thor.SecretKey = KEY,
-    sponsor: thor.SecretKey | None = None,
-    **config: Any,
-) -> Anchorer:
-    return Anchorer(
-        store,
-        client,
-        log,
-        key,
-        sponsor=sponsor,
-        config=AnchorConfig(**config),
-        clock=clock,
-    )
-
-
-def ok(report: StepReport) -> StepReport:
-    assert report.node_ok, report
-    assert not report.errors, report
-    return report
+#: this module's anchorer: KEY's, on the double, with the test's store, log and clock
+make = partial(make_anchorer, key=KEY)
 
 
 # ---------------------------------------------------------------------------- happy path

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,7 @@ from anchor.thor_client import (
     WrongNetwork,
     classify_refusal,
 )
+from tests.support.thor_txs import TO, build_tx
 from tests.support.thornode import ThorNode, funded
 
 ORIGIN_KEY = thor.SecretKey(
@@ -38,7 +40,6 @@ ORIGIN_KEY = thor.SecretKey(
 SPONSOR_KEY = thor.SecretKey(
     bytes.fromhex("321d6443bc6177273b5abf54210fe806d451d6b7973bccc2384ef78bbcd0bf51")
 )
-TO = b"\x77" * 20
 
 
 @pytest.fixture
@@ -67,31 +68,8 @@ def client(node: ThorNode, sleeps: Sleeps) -> Iterator[ThorClient]:
         yield c
 
 
-def build(
-    client: ThorClient,
-    *,
-    key: thor.SecretKey = ORIGIN_KEY,
-    sponsor: thor.SecretKey | None = None,
-    dynamic: bool = True,
-    **overrides: object,
-) -> thor.Transaction:
-    best = client.best_block()
-    clause = thor.Clause(TO, 0, b"\x01\x02\x00")
-    fields: dict[str, object] = {
-        "chain_tag": client.chain_tag(),
-        "block_ref": best.block_ref,
-        "expiration": 32,
-        "clauses": (clause,),
-        "gas": thor.intrinsic_gas([clause]),
-        "nonce": 7,
-    }
-    if dynamic:
-        fields.update(tx_type=0x51, max_fee_per_gas=2 * 10**13, max_priority_fee_per_gas=10**11)
-    fields.update(overrides)
-    tx = thor.Transaction(**fields)  # type: ignore[arg-type]
-    return thor.sign_transaction(
-        tx, key.secret_bytes(), None if sponsor is None else sponsor.secret_bytes()
-    )
+#: every tx of this module: a fixed nonce and the double's base fee (10^13 wei a gas)
+build = partial(build_tx, key=ORIGIN_KEY, nonce=7, base_fee=10**13)
 
 
 # ---------------------------------------------------------------------------- blocks

@@ -145,7 +145,11 @@ def test_deriver_daily_gdd_reproduces_the_published_example_in_celsius() -> None
             for p in points_named(deriver.derive(TAGS, [r]), "growing_degree_days"):
                 finals[p.time_ns] = p
     assert len(finals) == 3
-    values = [finals[k].fields["value"] for k in sorted(finals)]
+    values: list[float] = []
+    for k in sorted(finals):
+        value = finals[k].fields["value"]
+        assert isinstance(value, float)
+        values.append(value)
     assert values == pytest.approx([25.5 * 5 / 9, 11 * 5 / 9, 6.5 * 5 / 9], abs=1e-3)
     assert sum(values) == pytest.approx(43 * 5 / 9, abs=2e-3)
     first = finals[min(finals)]

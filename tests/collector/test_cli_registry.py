@@ -107,7 +107,8 @@ def test_revoked_gateway_is_quarantined(tmp_path: Path) -> None:
     runner = CliRunner()
     gw, pub = _init(runner, tmp_path / "gateway.key")
     key = load_key_file(tmp_path / "gateway.key")
-    with InfluxDB(tmp_path / "influx") as influx:
+    influx = InfluxDB(tmp_path / "influx")  # __enter__ is typed ManagedProcess
+    with influx:
         db = open_db(tmp_path / "c.sqlite")
         registry = Registry(db)
         registry.add(gw, bytes.fromhex(pub), "f", "x")
@@ -136,7 +137,8 @@ def test_identical_resend_is_replay_and_reused_seq_is_conflict(tmp_path: Path) -
     runner = CliRunner()
     gw, pub = _init(runner, tmp_path / "gateway.key")
     key = load_key_file(tmp_path / "gateway.key")
-    with InfluxDB(tmp_path / "influx") as influx:
+    influx = InfluxDB(tmp_path / "influx")  # __enter__ is typed ManagedProcess
+    with influx:
         db = open_db(tmp_path / "c.sqlite")
         registry = Registry(db)
         registry.add(gw, bytes.fromhex(pub), "f", "x")
@@ -156,8 +158,9 @@ def test_identical_resend_is_replay_and_reused_seq_is_conflict(tmp_path: Path) -
         assert result.accepted == 0
         assert result.quarantined == {"replay": 1, "seq_conflict": 1}
         assert result.confirmed == {gw: [5, 6]}  # both receipted: the gateway must stop sending
-        rows = influx.query('SELECT "value" FROM "soil_moisture"')
-        assert [v[1] for v in rows[0]["values"]] == [0.30, 0.31]  # type: ignore[index]
+        values = influx.query('SELECT "value" FROM "soil_moisture"')[0]["values"]
+        assert isinstance(values, list)
+        assert [v[1] for v in values] == [0.30, 0.31]
         db.close()
 
 

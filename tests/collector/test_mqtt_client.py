@@ -21,7 +21,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, _ConnectionState
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -115,7 +115,7 @@ class Receiver:
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: unannotated
         props.SessionExpiryInterval = 3600
         self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
         self.client.loop_start()
@@ -176,7 +176,7 @@ def test_every_message_whole_once_through_a_dribbling_link(broker: Mosquitto) ->
             payload = rng.randbytes(size)
             topic = f"t/{'x' * (i % 40)}é/{i}"
             qos = 1 if i % 3 else 0
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: unannotated
             if i % 4 == 0:  # properties of several kinds must be skipped, not mistaken
                 props.UserProperty = [("k" * (i % 7 + 1), "v" * (i % 300))]
                 props.MessageExpiryInterval = 3600
@@ -319,11 +319,11 @@ def test_queued_acks_and_qos1_publishes_leave_in_one_write() -> None:
         def close(self) -> None:
             ours.close()
 
-    c._sock = CountingSocket()  # type: ignore[assignment]
+    c._sock = CountingSocket()  # type: ignore[assignment]  # a counting fake, not a socket
     # as under loop_start(): queueing only queues; the network thread writes later
     c._thread = threading.current_thread()
     c.ack_many([1, 2])
-    c._state = paho._ConnectionState.MQTT_CS_CONNECTED
+    c._state = _ConnectionState.MQTT_CS_CONNECTED
     c.publish("r/1", b"receipt", 1)
     c.ack_many([3])
     c.publish("r/2", b"status", 0)

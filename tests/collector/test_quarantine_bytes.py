@@ -38,8 +38,8 @@ def test_quarantine_keeps_message_bytes_up_to_its_bound_and_counts_on(tmp_path: 
     bound = 100_000
     store = CollectorStore(open_db(path), quarantine_max_rows=1000, quarantine_max_bytes=bound)
     for batch in range(5):
-        rows = [_row(batch * 10 + i) for i in range(10)]
-        store.commit([], rows, {"quarantined:bad_signature": 10})
+        batch_rows = [_row(batch * 10 + i) for i in range(10)]
+        store.commit([], batch_rows, {"quarantined:bad_signature": 10})
     rows, with_message, held = _held(path)
     assert rows == 50  # every message still has its row (the rows bound is not reached)
     assert with_message == 9  # 9 × ~10 KB fit under 100 KB, the tenth would not

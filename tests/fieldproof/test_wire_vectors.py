@@ -134,7 +134,10 @@ def test_payload_is_valid_senml(vectors_dir: Path) -> None:
 
 
 def _appendix_a(vectors_dir: Path) -> list[dict[str, Any]]:
-    return json.loads((vectors_dir / "cbor/appendix_a.pr5-rfc8949.json").read_text())
+    vectors: list[dict[str, Any]] = json.loads(
+        (vectors_dir / "cbor/appendix_a.pr5-rfc8949.json").read_text()
+    )
+    return vectors
 
 
 def test_cbor_appendix_a_deterministic_encoding(vectors_dir: Path) -> None:

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import adafruit_dht
 import pytest
 
+from fieldproof.wire import Reading
 from gateway.sensors.base import SensorConfigError, validate_sensor_table
 from gateway.sensors.dht22 import DHT22Sensor
 
@@ -56,7 +57,7 @@ def frame(
     return pulses[:keep] if keep is not None else pulses
 
 
-class PulseDHT22(adafruit_dht.DHT22):
+class PulseDHT22(adafruit_dht.DHT22):  # type: ignore[misc]  # adafruit_dht ships no type hints
     """The library's DHT22 with the GPIO capture swapped for a queue of pulse trains."""
 
     def __init__(self, trains: list[array.array[int]]) -> None:
@@ -95,8 +96,8 @@ def make(
     return drv, devices, power
 
 
-def values(readings: list[object]) -> list[object]:
-    return [(r.quantity, r.unit, r.value, r.missing_reason) for r in readings]  # type: ignore[attr-defined]
+def values(readings: list[Reading]) -> list[tuple[str, str, float | None, str]]:
+    return [(r.quantity, r.unit, r.value, r.missing_reason) for r in readings]
 
 
 def test_good_frame(clock: FakeClock) -> None:

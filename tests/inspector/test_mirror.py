@@ -4,6 +4,7 @@ server or as files, and refuses — keeping what it had — a log that was rewri
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import shutil
@@ -14,12 +15,19 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from anchor.logstore import MerkleLog, open_log
 from anchor.tiles import CHECKPOINT_FILE, write_tiles
 from fieldproof.cli import cli
 from fieldproof.formats.checkpoint import Checkpoint, sign_checkpoint
-from fieldproof.formats.note import Ed25519Signer, generate_key
+from fieldproof.formats.cosignature import (
+    CosignatureVerifier,
+    cosignature_key_id,
+    cosigned_message,
+)
+from fieldproof.formats.note import Ed25519Signer, add_signature_lines, generate_key
 from fieldproof.formats.tiles import tile_path
 from inspector.mirror import DirectorySource, MirrorError, mirror_once, source_for
 
@@ -149,3 +157,86 @@ def test_cli_exit_codes(tmp_path: Path, signer: Ed25519Signer) -> None:
     args[2] = str(tmp_path / "nowhere")
     gone = runner.invoke(cli, args)
     assert gone.exit_code == 2 and "cannot reach the log" in gone.output, gone.output
+
+
+class Witness:
+    """A witness key cosigning as C2SP tlog-cosignature v1 says (what litewitness signs)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.key = Ed25519PrivateKey.generate()
+        public = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.key_id = cosignature_key_id(name, public)
+        self.verifier = CosignatureVerifier(name, public)
+
+    def cosign(self, note: bytes, timestamp: int) -> bytes:
+        body = note[: note.rfind(b"\n\n") + 1]
+        raw = (self.key_id.to_bytes(4, "big") + timestamp.to_bytes(8, "big")
+               + self.key.sign(cosigned_message(timestamp, body)))  # fmt: skip
+        return add_signature_lines(note, [f"\u2014 {self.name} {base64.b64encode(raw).decode()}"])
+
+
+def republish(log: Log, note: bytes) -> None:
+    (log.tiles / CHECKPOINT_FILE).write_bytes(note)
+
+
+def test_cosignatures_added_later_for_the_same_size_are_kept(
+    tmp_path: Path, signer: Ed25519Signer
+) -> None:
+    log = Log(tmp_path / "c1", signer)
+    log.grow(300)
+    mirror = tmp_path / "mirror"
+    source = DirectorySource(log.tiles)
+    first = mirror_once(source, mirror, signer.verifier())
+    published = (log.tiles / CHECKPOINT_FILE).read_bytes()
+    a, b = Witness("witness.test/a"), Witness("witness.test/b")
+    # no witness keys: the re-published note (same body, same log signature) is taken as is
+    with_a = a.cosign(published, 1_700_000_000)
+    republish(log, with_a)
+    again = mirror_once(source, mirror, signer.verifier())
+    assert (again.size, again.grew, again.fetched, again.cosigned) == (300, False, 0, True)
+    assert (mirror / CHECKPOINT_FILE).read_bytes() == with_a
+    assert first.cosigned is False
+    # with witness keys: the union of valid cosignatures, even when the log drops a line
+    republish(log, b.cosign(published, 1_700_000_100))
+    merged = mirror_once(source, mirror, signer.verifier(), witnesses=[a.verifier, b.verifier])
+    assert merged.cosigned
+    kept = (mirror / CHECKPOINT_FILE).read_bytes()
+    assert kept == b.cosign(with_a, 1_700_000_100)
+    # an invalid cosignature by a known witness is not taken over the valid one kept
+    forged = bytearray(a.cosign(published, 1_700_000_200))
+    forged[-10] = ord("A") if forged[-10] != ord("A") else ord("B")
+    republish(log, bytes(forged))
+    unchanged = mirror_once(source, mirror, signer.verifier(), witnesses=[a.verifier, b.verifier])
+    assert not unchanged.cosigned and (mirror / CHECKPOINT_FILE).read_bytes() == kept
+
+
+def test_a_changed_body_for_the_same_size_is_refused(tmp_path: Path, signer: Ed25519Signer) -> None:
+    log = Log(tmp_path / "c1", signer)
+    log.grow(300)
+    mirror_once(DirectorySource(log.tiles), tmp_path / "mirror", signer.verifier())
+    # same size and root, another body (an extension line): two checkpoints for one tree
+    other = Checkpoint(ORIGIN, 300, log.log.root(300), ("extra extension",))
+    republish(log, Witness("witness.test/a").cosign(sign_checkpoint(other, signer), 1))
+    assert_refused(tmp_path, signer, log.tiles, "FORK: the log signed two different checkpoints")
+
+
+def test_a_merge_over_the_note_limits_keeps_the_kept_note(
+    tmp_path: Path, signer: Ed25519Signer
+) -> None:
+    """A log that pads its re-published note up to the signature limit cannot make the merged
+    note one the mirror could no longer open."""
+    log = Log(tmp_path / "c1", signer)
+    log.grow(10)
+    published = (log.tiles / CHECKPOINT_FILE).read_bytes()
+    a, b = Witness("witness.test/a"), Witness("witness.test/b")
+    republish(log, a.cosign(published, 1))
+    mirror, source = tmp_path / "mirror", DirectorySource(log.tiles)
+    mirror_once(source, mirror, signer.verifier())
+    kept = (mirror / CHECKPOINT_FILE).read_bytes()
+    filler = [f"\u2014 filler.test/{i} {base64.b64encode(bytes(68)).decode()}" for i in range(98)]
+    republish(log, add_signature_lines(b.cosign(published, 2), filler))  # 100 lines: the limit
+    result = mirror_once(source, mirror, signer.verifier(), witnesses=[a.verifier, b.verifier])
+    assert not result.cosigned and (mirror / CHECKPOINT_FILE).read_bytes() == kept
+    again = mirror_once(source, mirror, signer.verifier())  # still opens
+    assert again.size == 10

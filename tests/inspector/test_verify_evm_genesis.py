@@ -21,7 +21,8 @@ from collector.export import evm_genesis_of, export_bundle
 from fieldproof.config import AnchorSettings
 from fieldproof.formats.bundle import BundleError, decode_bundle, encode_bundle
 from inspector.verify import VerificationResult, verify_bundle
-from tests.support.bundles import Farm, LyingProxy, evm_anchor, rewrite, rewrite_json
+from tests.support.anchoring import anchor_on_evm
+from tests.support.bundles import Farm, LyingProxy, rewrite, rewrite_json
 
 NOW = time.time()
 T0 = NOW - 7200
@@ -30,23 +31,14 @@ OTHER = "0x" + "ab" * 32
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevChain]:
-    c = DevChain(tmp_path_factory.mktemp("chain"), automine=False, slots_in_an_epoch=1)
-    try:
-        c.start()
+    with DevChain(tmp_path_factory.mktemp("chain"), automine=False, slots_in_an_epoch=1) as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture
 def farm(tmp_path: Path, chain: DevChain) -> Iterator[Farm]:
     f = Farm(tmp_path)
-    g = f.enroll()
-    f.run(g, T0, 5)
-    f.checkpoint()
-    latest = f.evidence.latest()
-    assert latest is not None
-    evm_anchor(f.root / "anchors-evm.sqlite", latest.checkpoint, chain)
+    anchor_on_evm(f, chain, T0, 5)
     yield f
     f.close()
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,6 @@ from click.testing import CliRunner
 
 from anchor import thor
 from anchor.anchoring import (
-    AnchorConfig,
     Anchorer,
     AnchorError,
     AnchorState,
@@ -47,98 +44,41 @@ from fieldproof.cli import cli
 from fieldproof.config import load_collector_config
 from fieldproof.datadir import open_db
 from fieldproof.formats.anchor_record import AnchorRecord
-from tests.support.thor_solo import DEV_KEYS, SoloChain, deploy, drive_to, finalize
+from tests.support import anchoring as rig
+from tests.support import thor_solo
+from tests.support.anchoring import (
+    ORIGIN,
+    Clock,
+    Log,
+    collector_config,
+    grow_log,
+    make_anchorer,
+    ok,
+)
+from tests.support.thor_solo import (
+    DEV_KEYS,
+    REVERT_RUNTIME,
+    STORE_RUNTIME,
+    SoloChain,
+    deploy,
+    drive_to,
+    finalize,
+)
 
 pytestmark = pytest.mark.integration
 
 KEY = thor.SecretKey(DEV_KEYS[1])
 SPONSOR = thor.SecretKey(DEV_KEYS[4])
-ORIGIN = "farm.example/fieldproof/log"
-STORE_RUNTIME = bytes.fromhex("3660005500")  # SSTORE(0, CALLDATASIZE): ~20,000 gas per call
-REVERT_RUNTIME = bytes.fromhex("60006000fd")  # REVERT(0, 0)
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """Same shape as fieldproof.formats.checkpoint.Checkpoint (written elsewhere)."""
-
-    origin: str
-    size: int
-    root_hash: bytes
+chain, client = thor_solo.chain, thor_solo.client  # the rig's fixtures, bound by name
 
 
-class Log:
-    """A checkpoint source whose newest checkpoint the test sets; roots are random so tests
-    sharing the node never anchor the same record twice."""
-
-    def __init__(self) -> None:
-        self.latest: tuple[Checkpoint, bytes] | None = None
-
-    def publish(self, size: int, root: bytes | None = None) -> Checkpoint:
-        cp = Checkpoint(ORIGIN, size, root or secrets.token_bytes(32))
-        self.latest = (cp, f"{ORIGIN}\n{size}\n...signed note...\n".encode())
-        return cp
-
-    def latest_checkpoint(self) -> tuple[Checkpoint, bytes] | None:
-        return self.latest
+store, log, clock = rig.store, rig.log, rig.clock  # the rig's fixtures, bound by name
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoloChain]:
-    c = SoloChain(tmp_path_factory.mktemp("thor"))
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def client(chain: SoloChain) -> Iterator[ThorClient]:
-    with ThorClient(chain.url, retries=1, sleep=lambda s: None) as c:
-        yield c
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[AnchorStore]:
-    with AnchorStore(tmp_path / "anchors.db") as s:
-        yield s
-
-
-@pytest.fixture
-def log() -> Log:
-    return Log()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-def make(
-    store: AnchorStore,
-    client: ThorClient,
-    log: Log,
-    clock: Clock,
-    *,
-    key: thor.SecretKey = KEY,
-    sponsor: thor.SecretKey | None = None,
-    **config: Any,
-) -> Anchorer:
-    return Anchorer(
-        store, client, log, key, sponsor=sponsor, config=AnchorConfig(**config), clock=clock
-    )
-
-
-def ok(report: StepReport) -> StepReport:
-    assert report.node_ok, report
-    assert not report.errors, report
-    return report
+#: this module's anchorer: KEY's, on the node, with the test's store, log and clock
+make = partial(make_anchorer, key=KEY)
 
 
 # ---------------------------------------------------------------------------- happy path
@@ -583,42 +523,19 @@ def test_verify_anchor_refuses_what_does_not_match(
 # ---------------------------------------------------------------------------- the service
 
 
-def _collector_config(tmp_path: Path, key: thor.SecretKey, url: str) -> Path:
-    key_file = tmp_path / "anchor.key"
-    key_file.write_text(key.secret_bytes().hex() + "\n")
-    key_file.chmod(0o600)
-    cfg = tmp_path / "collector.toml"
-    cfg.write_text(
-        f'collector_id = "c1"\ndata_dir = "{tmp_path / "data"}"\n'
-        f'[anchor]\nkey_file = "{key_file}"\ninterval_s = 0.1\nchain = "thor"\nurl = "{url}"\n'
-    )
-    return cfg
-
-
-def _grow_log(cfg_path: Path, entries: int) -> int:
-    """Append entries and sign a checkpoint, as the collector does."""
-    cfg = load_collector_config(cfg_path)
-    db = open_db(cfg.db_path)
-    ev = EvidenceLog.open(db, cfg.log_origin, cfg.log_key_file)
-    with db:
-        ev.append([os.urandom(40) for _ in range(entries)])
-    cp = ev.checkpoint()
-    db.close()
-    assert cp is not None
-    return cp.checkpoint.size
-
-
 def test_thor_anchor_service(tmp_path: Path, chain: SoloChain, client: ThorClient) -> None:
     """`fieldproof anchor run/status` over a real collector database: checkpoints signed by
     the collector are anchored on the node, finalized by its finality, and shown."""
-    cfg_path = _collector_config(tmp_path, KEY, chain.url)
-    size = _grow_log(cfg_path, 10)
+    cfg_path = collector_config(
+        tmp_path, KEY.secret_bytes().hex(), f'chain = "thor"\nurl = "{chain.url}"\n'
+    )
+    size = grow_log(cfg_path, 10)
     service = AnchorService(load_collector_config(cfg_path))
     assert service.step()  # posted (and packed, on demand)
     assert service.step()  # seen included
     finalize(client)
     assert service.step()  # finalized
-    size2 = _grow_log(cfg_path, 5)
+    size2 = grow_log(cfg_path, 5)
     assert service.step()
     assert service.step()
     finalize(client)

@@ -17,7 +17,6 @@ rejection counter equals what the attacker sent (by reason), the honest spools d
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,10 +29,7 @@ from tests.support.chaos import (
     COLLECTOR_ID,
     REFUSAL_BY_STATUS,
     ChaosSite,
-    EnrollmentSpammer,
-    HostileGateway,
-    run_until,
-    start_endpoint,
+    attack,
     start_site,
 )
 from tests.support.stack import wait_until
@@ -63,35 +59,18 @@ def test_one_hostile_gateway_does_not_stop_the_fleet(chaos: ChaosSite) -> None:
     honest_ids = [g.gateway_id for g in chaos.honest]
     wait_until(lambda: chaos.stored_readings(honest_ids) > 0, 60, "honest readings to flow")
 
-    attacker = HostileGateway(chaos.hostile, chaos.broker.port, honest_ids)
-    endpoint, url = start_endpoint(chaos.site)
-    spammer = EnrollmentSpammer(url)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-    threads = [
-        run_until(stop, attacker.attack_round, ROUND_PAUSE_S, errors),
-        run_until(stop, spammer.one, SPAM_PAUSE_S, errors),
-    ]
     collector = chaos.collector
     assert collector is not None
-    try:
+    with attack(chaos, honest_ids, ROUND_PAUSE_S, SPAM_PAUSE_S) as running:
         # the collector process must be up the whole time, not merely at the end
         alive_throughout = True
         deadline = time.monotonic() + ATTACK_S
-        while time.monotonic() < deadline and not errors:
+        while time.monotonic() < deadline and not running.errors:
             if collector.poll() is not None:
                 alive_throughout = False
                 break
             time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(60)
-        attacker.close()
-        endpoint.shutdown()
-        endpoint.server_close()
-    if errors:
-        raise errors[0]
+    attacker, spammer, endpoint = running.attacker, running.spammer, running.endpoint
     assert alive_throughout, f"collector exited:\n{chaos.log('collector.log')[-3000:]}"
     assert attacker.rounds > 10 and spammer.sent > 10  # the attack ran
     assert set(attacker.takeovers) == {COLLECTOR_ID, honest_ids[0]}, attacker.takeovers

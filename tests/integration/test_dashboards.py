@@ -40,12 +40,12 @@ import itertools
 import json
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import pytest
@@ -533,10 +533,27 @@ def write(db: InfluxDB, points: list[Point]) -> None:
         assert r.status_code == 204, r.text
 
 
+class Series(TypedDict):
+    """One InfluxQL result series as these tests read it (InfluxDB 1.x JSON)."""
+
+    tags: dict[str, str]
+    values: list[list[Any]]  # rows: epoch ns, then the selected columns (numbers, text, null)
+
+
+def series_of(db: InfluxDB, q: str) -> list[Series]:
+    """``db.query`` with its JSON checked once, here, instead of at every use."""
+    out: list[Series] = []
+    for s in db.query(q):
+        tags, values = s.get("tags", {}), s["values"]
+        assert isinstance(tags, dict) and isinstance(values, list), s
+        out.append(Series(tags=tags, values=values))
+    return out
+
+
 def count_points(db: InfluxDB, measurements: Iterable[str], field: str, start: int) -> int:
     """Points of ``measurements`` with ``field`` and a time in [start, END)."""
     names = ", ".join(f'"{m}"' for m in sorted(measurements))
-    rows = db.query(f'SELECT count("{field}") FROM {names} '
+    rows = series_of(db, f'SELECT count("{field}") FROM {names} '
                     f"WHERE time >= {start * 1000}ms AND time < {END * 1000}ms")
     total = 0
     for series in rows:
@@ -651,8 +668,8 @@ def variable_values(db: InfluxDB, dashboard: dict[str, Any],
     """Run the chained variable queries; ``pick`` chooses one value per variable, else All."""
     selection: dict[str, list[str]] = {}
     for var in dashboard["templating"]["list"]:
-        rows = db.query(interpolate(var["query"], selection, START, END))
-        values = sorted({v[1] for s in rows for v in s["values"]})  # type: ignore[index, union-attr]
+        rows = series_of(db, interpolate(var["query"], selection, START, END))
+        values = sorted({v[1] for s in rows for v in s["values"]})
         assert values, f"variable {var['name']} has no values"
         if pick is None:
             selection[var["name"]] = values
@@ -673,10 +690,10 @@ def test_variables_list_what_was_written(data: Data) -> None:
     one = variable_values(data.db, overview, {"farm": "hillside", "field": "vineyard-2",
                                               "gateway": data.gw("gw-h22"), "sensor": "p30"})
     assert one["field"] == ["vineyard-2"]
-    narrowed = data.db.query(interpolate(overview["templating"]["list"][2]["query"],
+    narrowed = series_of(data.db, interpolate(overview["templating"]["list"][2]["query"],
                                          {"farm": ["hillside"], "field": ["vineyard-2"]},
                                          START, END))
-    assert {v[1] for s in narrowed for v in s["values"]} == {data.gw("gw-h21"), data.gw("gw-h22")}  # type: ignore[index, union-attr]
+    assert {v[1] for s in narrowed for v in s["values"]} == {data.gw("gw-h21"), data.gw("gw-h22")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -718,7 +735,7 @@ def group_tags(query: str) -> list[str]:
     return re.findall(r'"([a-z_]+)"', clause)
 
 
-def values_of(series: list[dict[str, Any]]) -> list[float]:
+def values_of(series: list[Series]) -> list[float]:
     return [v for s in series for row in s["values"] for v in row[1:] if isinstance(v, int | float)]
 
 
@@ -734,7 +751,7 @@ def test_panel_query_returns_the_expected_series(data: Data, dashboard: dict[str
         if k in [x["name"] for x in dashboard["templating"]["list"]]}
     selection = variable_values(data.db, dashboard, pick)
     query = interpolate(target["query"], selection, START, END)
-    series = data.db.query(query)
+    series = series_of(data.db, query)
     assert series, f"no series for {query}"
     keys = group_tags(target["query"])
     for s in series:
@@ -750,8 +767,8 @@ def test_panel_query_returns_the_expected_series(data: Data, dashboard: dict[str
     # the unit the panel declares is the unit the numbers are in
     for m in measurements_of(target["query"]):
         if m in SENML:
-            rows = data.db.query(f'SHOW TAG VALUES FROM "{m}" WITH KEY = "unit"')
-            assert {v[1] for r in rows for v in r["values"]} == {SENML[m]}, m  # type: ignore[index, union-attr]
+            rows = series_of(data.db, f'SHOW TAG VALUES FROM "{m}" WITH KEY = "unit"')
+            assert {v[1] for r in rows for v in r["values"]} == {SENML[m]}, m
     ms = measurements_of(target["query"])
     selects_value = re.match(r'SELECT (mean|max|min|last)?\(?"value"\)?', target["query"])
     if len(ms) == 1 and ms[0] in DISPLAY and (selects_value or "cumulative_sum" in target["query"]):
@@ -775,7 +792,7 @@ def test_latest_table_reports_sample_times(data: Data) -> None:
     panel = next(p for p in all_panels(overview) if p["title"] == "Latest value per sensor")
     selection = variable_values(data.db, overview, None)
     for t in panel["targets"]:
-        series = data.db.query(interpolate(t["query"], selection, START, END))
+        series = series_of(data.db, interpolate(t["query"], selection, START, END))
         for s in series:
             for row in s["values"]:
                 assert START * S < row[0] < END * S
@@ -787,8 +804,9 @@ def test_integrity_coverage_is_a_share_and_sees_the_stall(data: Data) -> None:
     (integrity,) = [d for d in generated_dashboards() if d["uid"] == "fieldproof-integrity"]
     panel = next(p for p in all_panels(integrity) if p["title"].startswith("Share of"))
     selection = variable_values(data.db, integrity, None)
-    series = data.db.query(interpolate(panel["targets"][0]["query"], selection, END - 86400, END))
-    cover = {s["tags"]["collector"]: values_of([s])[0] for s in series}  # type: ignore[index]
+    query = interpolate(panel["targets"][0]["query"], selection, END - 86400, END)
+    series = series_of(data.db, query)
+    cover = {s["tags"]["collector"]: values_of([s])[0] for s in series}
     assert set(cover) == {"c1", "c2"}
     assert 0.9 < cover["c1"] <= 1.0
     assert 0.0 <= cover["c2"] < cover["c1"] - 0.1
@@ -808,15 +826,20 @@ def test_alert_query_returns_labelled_series(data: Data, rule: dict[str, Any],
                                              item: dict[str, Any]) -> None:
     window = item["relativeTimeRange"]["from"]
     query = interpolate(item["model"]["query"], {}, END - window, END)
-    series = data.db.query(query)
+    series = series_of(data.db, query)
     assert series, f"{rule['title']}: no series for {query}"
     keys = group_tags(item["model"]["query"])
     assert keys, "an alert without GROUP BY tags would be one instance for every field"
     for s in series:
-        assert set(keys) <= set(s["tags"])  # type: ignore[arg-type]
+        assert set(keys) <= set(s["tags"])
 
 
 Labels = tuple[tuple[str, str], ...]
+
+#: Grafana's reduce expressions, by reducer name.
+REDUCERS: dict[str, Callable[[list[float]], float]] = {
+    "last": lambda xs: xs[-1], "max": max, "min": min, "mean": lambda xs: sum(xs) / len(xs),
+}
 
 
 def evaluate(db: InfluxDB, rule: dict[str, Any], now: int) -> dict[Labels, bool]:
@@ -828,9 +851,9 @@ def evaluate(db: InfluxDB, rule: dict[str, Any], now: int) -> dict[Labels, bool]
         model = d["model"]
         if d["datasourceUid"] == DS_UID:
             window = d["relativeTimeRange"]["from"]
-            rows = db.query(interpolate(model["query"], {}, now - window, now))
+            rows = series_of(db, interpolate(model["query"], {}, now - window, now))
             results[d["refId"]] = {
-                tuple(sorted(s["tags"].items())): [r[1] for r in s["values"]]  # type: ignore[union-attr, index]
+                tuple(sorted(s["tags"].items())): [r[1] for r in s["values"]]
                 for s in rows
             }
         elif model["type"] == "reduce":
@@ -838,13 +861,12 @@ def evaluate(db: InfluxDB, rule: dict[str, Any], now: int) -> dict[Labels, bool]
             out: dict[Labels, float | list[float | None] | None] = {}
             for labels, vals in results[model["expression"]].items():
                 assert isinstance(vals, list)
+                nums: list[float]
                 if settings["mode"] == "replaceNN":
                     nums = [settings["replaceWithValue"] if v is None else v for v in vals]
                 else:
                     nums = [v for v in vals if v is not None]
-                fn = {"last": lambda xs: xs[-1], "max": max, "min": min,
-                      "mean": lambda xs: sum(xs) / len(xs)}[model["reducer"]]
-                out[labels] = float(fn(nums)) if nums else None
+                out[labels] = float(REDUCERS[model["reducer"]](nums)) if nums else None
             results[d["refId"]] = out
         elif model["type"] == "threshold":
             ev = model["conditions"][0]["evaluator"]
@@ -947,12 +969,12 @@ def test_the_collector_derived_with_the_alert_thresholds(data: Data) -> None:
     depth's) calibration is on its soil water points, not the built-in defaults."""
     cfg = load_agronomy_config(load_collector_config(data.collector_config))
     assert cfg == CONFIG.agronomy
-    rows = data.db.query(
+    rows = series_of(data.db,
         'SELECT last("field_capacity"), last("refill_point") FROM "soil_water_deficit" '
         f'WHERE time >= {START * 1000}ms AND time < {END * 1000}ms '
         'GROUP BY "farm", "field", "gateway", "sensor", "depth_cm"')
-    got = {(s["tags"]["field"], s["tags"]["gateway"], s["tags"]["depth_cm"]):  # type: ignore[index]
-           tuple(s["values"][0][1:]) for s in rows}  # type: ignore[index]
+    got = {(s["tags"]["field"], s["tags"]["gateway"], s["tags"]["depth_cm"]):
+           tuple(s["values"][0][1:]) for s in rows}
     expected = {(site.field, data.gw(name), depth):
                 CONFIG.agronomy.for_field(site.farm, site.field).calibration(depth)[:2]
                 for site in SITES for name in site.gateways for depth in DEPTHS.values()}

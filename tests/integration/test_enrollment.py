@@ -11,11 +11,12 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector.broker import SecureMosquitto, provision_broker_certs
@@ -153,7 +154,9 @@ def test_operator_approval_registers_logs_and_issues_a_certificate(
     ev = events[0]
     assert ev["gw"] == gw and ev["installer"] == "Ana (tech 7)" and ev["location"] == "45.1,7.6"
     assert ev["approved"] == "operator:op"
-    request = parse_request(ev["request"])  # type: ignore[arg-type]
+    raw_request = ev["request"]
+    assert isinstance(raw_request, bytes)
+    request = parse_request(raw_request)
     assert request.gateway == gw  # the gateway's own signature over its enrollment
     cert = x509.load_pem_x509_certificate(tls_paths(cfg).cert_file.read_bytes())
     assert cert.subject.rfc4514_string() == f"CN={gw}"
@@ -323,7 +326,9 @@ def test_revoke_updates_registry_log_and_crl(site: Site, tmp_path: Path) -> None
     for crl_path in (site.ca.crl_path, site.broker_certs / "crl.pem"):
         crl = load_crl(crl_path)
         assert crl.get_revoked_certificate_by_serial_number(serial) is not None
-        assert crl.is_signature_valid(site.ca.cert.public_key())  # type: ignore[arg-type]
+        ca_key = site.ca.cert.public_key()
+        assert isinstance(ca_key, ec.EllipticCurvePublicKey)
+        assert crl.is_signature_valid(ca_key)
     # the same key cannot come back
     raw, _ = make_request(cfg, installer="Ana")
     with pytest.raises(EnrollmentError, match="revoked"):
@@ -469,10 +474,10 @@ def _tls_probe(cfg: GatewayConfig, port: int) -> bool:
     return check_broker(cfg, gateway_identity(cfg, load_key_file(cfg.key_file)), 20).status == "ok"
 
 
-def _wait(pred: object, what: str, timeout: float = 60) -> None:
+def _wait(pred: Callable[[], bool], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
+        if pred():
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")

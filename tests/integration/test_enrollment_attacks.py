@@ -88,7 +88,8 @@ def post(url: str, raw: bytes) -> httpx.Response:
 def fresh_request(**fields: object) -> tuple[bytes, str]:
     """A valid request of a new (attacker-made) gateway: its own key, its own id."""
     key = Ed25519PrivateKey.generate()
-    return forge_request(key, new_tls_key(), **fields), gateway_id_for(public_key_bytes(key))
+    raw = forge_request(key, new_tls_key(), gw=None, **fields)
+    return raw, gateway_id_for(public_key_bytes(key))
 
 
 def pending_dir(site: Site) -> Path:
@@ -363,7 +364,7 @@ def _swap_ca(rogue: CertificateAuthority) -> Callable[[str, int, bytes], bytes]:
             x509.CertificateBuilder()
             .subject_name(real.subject)
             .issuer_name(rogue.cert.subject)
-            .public_key(real.public_key())  # type: ignore[arg-type]
+            .public_key(real.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now)
             .not_valid_after(real.not_valid_after_utc)

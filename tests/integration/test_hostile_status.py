@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from fieldproof.services import Mosquitto
 from tests.support.stack import PROJECT_ROOT, Stack, started_stack, wait_until
@@ -37,7 +38,7 @@ POISON: list[tuple[bytes, str]] = [
 
 
 def attacker(port: int) -> paho.Client:
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, "attacker", protocol=paho.MQTTv5)
+    client = paho.Client(CallbackAPIVersion.VERSION2, "attacker", protocol=paho.MQTTv5)
     client.connect("127.0.0.1", port)
     client.loop_start()
     return client

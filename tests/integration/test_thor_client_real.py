@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
+from functools import partial
 
 import httpx
 import pytest
@@ -27,58 +27,22 @@ from anchor.thor_client import (
     TxRejected,
     WrongNetwork,
 )
+from tests.support import thor_solo
 from tests.support.thor_solo import DEV_KEYS, SoloChain, deploy, drive_to, finalize
+from tests.support.thor_txs import TO, build_tx
 from tests.support.thornode import ThorNode
 
 pytestmark = pytest.mark.integration
 
 ORIGIN_KEY = thor.SecretKey(DEV_KEYS[2])
 SPONSOR_KEY = thor.SecretKey(DEV_KEYS[4])
-TO = b"\x77" * 20
-STORE_RUNTIME = bytes.fromhex("3660005500")  # SSTORE(0, CALLDATASIZE): ~20,000 gas per call
-REVERT_RUNTIME = bytes.fromhex("60006000fd")  # REVERT(0, 0)
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoloChain]:
-    c = SoloChain(tmp_path_factory.mktemp("thor"))
-    yield c
-    c.close()
+chain, client = thor_solo.chain, thor_solo.client  # the rig's fixtures, bound by name
 
 
-@pytest.fixture
-def client(chain: SoloChain) -> Iterator[ThorClient]:
-    with ThorClient(chain.url, retries=1, sleep=lambda s: None) as c:
-        yield c
-
-
-def build(
-    client: ThorClient,
-    *,
-    key: thor.SecretKey = ORIGIN_KEY,
-    sponsor: thor.SecretKey | None = None,
-    dynamic: bool = True,
-    **overrides: object,
-) -> thor.Transaction:
-    best = client.best_block()
-    clause = thor.Clause(TO, 0, b"\x01\x02\x00")
-    fields: dict[str, object] = {
-        "chain_tag": client.chain_tag(),
-        "block_ref": best.block_ref,
-        "expiration": 32,
-        "clauses": (clause,),
-        "gas": thor.intrinsic_gas([clause]),
-        "nonce": secrets.randbits(64),
-    }
-    if dynamic:
-        base = client.next_base_fee()
-        assert base is not None
-        fields.update(tx_type=0x51, max_fee_per_gas=2 * base, max_priority_fee_per_gas=10**11)
-    fields.update(overrides)
-    tx = thor.Transaction(**fields)  # type: ignore[arg-type]
-    return thor.sign_transaction(
-        tx, key.secret_bytes(), None if sponsor is None else sponsor.secret_bytes()
-    )
+#: every tx of this module: ORIGIN_KEY's unless a test names another key
+build = partial(build_tx, key=ORIGIN_KEY)
 
 
 # ---------------------------------------------------------------------------- blocks
@@ -296,8 +260,8 @@ def test_fee_history_and_next_base_fee(client: ThorClient) -> None:
 def test_clause_simulation_stops_at_the_first_revert(client: ThorClient) -> None:
     """Three clauses in one call (store, REVERT, plain account): thor runs the first two and
     answers no result for the third (api/accounts batchCall returns at the first VM error)."""
-    contract = deploy(client, STORE_RUNTIME)
-    reverting = deploy(client, REVERT_RUNTIME)
+    contract = deploy(client, thor_solo.STORE_RUNTIME)
+    reverting = deploy(client, thor_solo.REVERT_RUNTIME)
     clauses = [
         thor.Clause(contract, 0, b"x"),
         thor.Clause(reverting, 0, b"x"),
@@ -315,7 +279,7 @@ def test_clause_simulation_stops_at_the_first_revert(client: ThorClient) -> None
 
 
 def test_clause_simulation_without_revert_answers_every_clause(client: ThorClient) -> None:
-    contract = deploy(client, STORE_RUNTIME)
+    contract = deploy(client, thor_solo.STORE_RUNTIME)
     sim = client.inspect_clauses(
         [thor.Clause(contract, 0, b"x"), thor.Clause(TO, 0, b"")], caller=ORIGIN_KEY.address
     )
@@ -329,8 +293,8 @@ def test_clause_simulation_without_revert_answers_every_clause(client: ThorClien
 
 def test_the_double_simulates_a_revert_as_the_real_node(client: ThorClient) -> None:
     """The double (tests/support/thornode.py) must answer the three-clause call like thor."""
-    contract = deploy(client, STORE_RUNTIME)
-    reverting = deploy(client, REVERT_RUNTIME)
+    contract = deploy(client, thor_solo.STORE_RUNTIME)
+    reverting = deploy(client, thor_solo.REVERT_RUNTIME)
     body = {
         "clauses": [
             {"to": "0x" + contract.hex(), "value": "0x0", "data": "0x78"},

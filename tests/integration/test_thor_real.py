@@ -25,7 +25,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +56,14 @@ from fieldproof.config import CollectorConfig
 from fieldproof.formats.anchor_record import AnchorRecord
 from fieldproof.services import ThorSolo
 from inspector.verify import verify_bundle
+from tests.support.anchoring import ORIGIN, Log
 from tests.support.bundles import THOR_KEY, Farm, anchor_thor, rewrite
 from tests.support.thor_solo import (
     DEV_KEYS,
     DRIVER_KEY,
     FUNDER_KEY,
+    REVERT_RUNTIME,
+    STORE_RUNTIME,
     deploy,
     drive_to,
     dynamic,
@@ -77,9 +79,6 @@ ANCHOR_KEY = thor.SecretKey(DEV_KEYS[3])
 SPONSOR_KEY = thor.SecretKey(DEV_KEYS[4])
 LEGACY_KEY = thor.SecretKey(DEV_KEYS[6])
 
-ORIGIN = "farm.example/fieldproof/log"
-STORE_RUNTIME = bytes.fromhex("3660005500")  # SSTORE(0, CALLDATASIZE): ~20,000 gas per call
-REVERT_RUNTIME = bytes.fromhex("60006000fd")  # REVERT(0, 0)
 BURN_INIT = bytes.fromhex("5b600056")  # JUMPDEST PUSH1 0 JUMP: loops until out of gas
 
 
@@ -102,34 +101,6 @@ def own_node(tmp_path: Path) -> Iterator[ThorSolo]:
 def client(node: ThorSolo) -> Iterator[ThorClient]:
     with ThorClient(node.url, retries=1, sleep=lambda s: None) as c:
         yield c
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    origin: str
-    size: int
-    root_hash: bytes
-
-
-class Log:
-    def __init__(self, size: int = 0) -> None:
-        self.latest: tuple[Checkpoint, bytes] | None = None
-        if size:
-            self.publish(size)
-
-    def publish(self, size: int) -> Checkpoint:
-        cp = Checkpoint(ORIGIN, size, secrets.token_bytes(32))
-        self.latest = (cp, b"signed note")
-        return cp
-
-    def latest_checkpoint(self) -> tuple[Checkpoint, bytes] | None:
-        return self.latest
-
-
-
-
-
-
 
 
 def steps(anchorer: Anchorer, until: Callable[[StepReport], bool], limit: int = 20) -> StepReport:

@@ -7,7 +7,6 @@ sent by a stranger's account is a warning; a block budget too small for the rang
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,15 +16,15 @@ import pytest
 from anchor import thor
 from anchor.chain_reader import make_reader
 from anchor.devchain import DevChain
-from anchor.evidence import EvidenceLog
 from collector.export import evm_genesis_of, export_bundle
-from fieldproof.datadir import open_db
 from fieldproof.formats.anchor_record import AnchorRecord
 from fieldproof.formats.bundle import decode_bundle
 from inspector.anchor_scan import ScanRange
 from inspector.report import render_html
 from inspector.results import VerificationResult, VerifyOptions
 from inspector.verify import verify_bundle
+from tests.support import thor_solo
+from tests.support.anchoring import anchor_on_evm, forged_checkpoint
 from tests.support.bundles import THOR_KEY, Farm, anchor_thor, evm_anchor, thor_anchor
 from tests.support.thor_solo import DEV_KEYS, SoloChain, finalize, signed
 
@@ -36,12 +35,7 @@ T0 = NOW - 7200
 STRANGER = DEV_KEYS[3]
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoloChain]:
-    chain = SoloChain(tmp_path_factory.mktemp("thor"))
-    chain.fund(THOR_KEY.address)
-    yield chain
-    chain.close()
+node = thor_solo.farm_node  # the rig's fixture: a node with THOR_KEY funded, bound by name
 
 
 @pytest.fixture
@@ -65,21 +59,6 @@ def verify(farm: Farm, node: SoloChain, data: bytes, rng: ScanRange) -> Verifica
                          log_key=farm.vkey, options=VerifyOptions(all_anchors=rng))
 
 
-def forged_checkpoint(farm: Farm, where: Path, size: int) -> EvidenceLog:
-    """The same key and origin, other entries, signed at ``size`` entries."""
-    where.mkdir()
-    shutil.copy(farm.config.log_key_file, where / "log.key")
-    (where / "log.key").chmod(0o600)
-    ev = EvidenceLog.open(open_db(where / "collector.sqlite"), farm.config.log_origin,
-                          where / "log.key")
-    while (latest := ev.latest()) is None or latest.checkpoint.size < size:
-        with ev.db:  # a checkpoint appends a seal: one entry fewer lands on the size
-            ev.append([b"forged"] * max(1, size - ev.log.size() - 1))
-        ev.checkpoint()
-    assert latest.checkpoint.size == size
-    return ev
-
-
 def test_every_anchor_is_found_and_a_second_history_is_caught(
     farm: Farm, node: SoloChain, tmp_path: Path
 ) -> None:
@@ -99,7 +78,7 @@ def test_every_anchor_is_found_and_a_second_history_is_caught(
     assert "1 anchor(s) of this log found: 1 match the signed checkpoints, 0 conflict" in page
 
     # the operator's account anchors another tree of the same size
-    forged = forged_checkpoint(farm, tmp_path / "forged", honest.checkpoint.size)
+    forged = forged_checkpoint(farm.config, tmp_path / "forged", honest.checkpoint.size)
     other = forged.latest()
     assert other is not None
     tx = thor_anchor(tmp_path / "forged" / "anchors.sqlite", other.checkpoint, other.note,
@@ -169,12 +148,8 @@ def test_the_reader_scans_through_the_chain_protocol(farm: Farm, node: SoloChain
 
 @pytest.fixture(scope="module")
 def evm_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevChain]:
-    c = DevChain(tmp_path_factory.mktemp("anvil"), automine=False, slots_in_an_epoch=1)
-    try:
-        c.start()
+    with DevChain(tmp_path_factory.mktemp("anvil"), automine=False, slots_in_an_epoch=1) as c:
         yield c
-    finally:
-        c.close()
 
 
 def test_every_anchor_on_an_evm_chain(tmp_path: Path, evm_chain: DevChain) -> None:
@@ -182,12 +157,7 @@ def test_every_anchor_on_an_evm_chain(tmp_path: Path, evm_chain: DevChain) -> No
     matches, a second history anchored from the operator's account is an error."""
     farm = Farm(tmp_path / "collector")
     try:
-        g = farm.enroll()
-        farm.run(g, T0, 4)
-        farm.checkpoint()
-        honest = farm.evidence.latest()
-        assert honest is not None
-        evm_anchor(farm.root / "anchors-evm.sqlite", honest.checkpoint, evm_chain)
+        honest = anchor_on_evm(farm, evm_chain, T0, 4)
         data = export_bundle(farm.config, farm=None, field=None, gateway=None,
                              start=T0 - 60, end=NOW + 60,
                              evm_genesis=dict([evm_genesis_of(evm_chain.url)]))
@@ -201,7 +171,7 @@ def test_every_anchor_on_an_evm_chain(tmp_path: Path, evm_chain: DevChain) -> No
         assert r.all_anchors is not None and r.all_anchors["complete"]
         assert [a["status"] for a in r.all_anchors["anchors"]] == ["matches"], r.findings
 
-        forged = forged_checkpoint(farm, tmp_path / "forged", honest.checkpoint.size)
+        forged = forged_checkpoint(farm.config, tmp_path / "forged", honest.checkpoint.size)
         other = forged.latest()
         assert other is not None
         tx = evm_anchor(tmp_path / "forged" / "anchors-evm.sqlite", other.checkpoint, evm_chain)

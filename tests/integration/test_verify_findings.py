@@ -21,7 +21,8 @@ from fieldproof.formats.note import generate_key
 from fieldproof.services import free_port
 from fieldproof.wire import encode_deterministic, gateway_id_for, public_key_bytes
 from inspector.verify import UsageError, VerificationResult, VerifyOptions, verify_bundle
-from tests.support.bundles import THOR_KEY, Farm, Gateway, anchor_thor, rewrite
+from tests.support import thor_solo
+from tests.support.bundles import Farm, Gateway, anchor_thor, rewrite
 from tests.support.thor_solo import SoloChain
 
 pytestmark = pytest.mark.integration
@@ -30,12 +31,7 @@ NOW = time.time()
 T0 = NOW - 7200  # samples two hours ago; the node's blocks are dated now or later
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoloChain]:
-    chain = SoloChain(tmp_path_factory.mktemp("thor"))
-    chain.fund(THOR_KEY.address)
-    yield chain
-    chain.close()
+node = thor_solo.farm_node  # the rig's fixture: a node with THOR_KEY funded, bound by name
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ from fieldproof.formats.bundle import decode_bundle
 from fieldproof.formats.note import generate_key
 from inspector.cli import verify_command
 from inspector.verify import VerificationResult, verify_bundle
-from tests.support.bundles import THOR_KEY, Farm, anchor_thor, rewrite
+from tests.support import thor_solo
+from tests.support.bundles import Farm, anchor_thor, rewrite
 from tests.support.thor_solo import SoloChain
 
 pytestmark = pytest.mark.integration
@@ -35,12 +36,7 @@ NOW = time.time()
 T0 = NOW - 7200
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoloChain]:
-    chain = SoloChain(tmp_path_factory.mktemp("thor"))
-    chain.fund(THOR_KEY.address)
-    yield chain
-    chain.close()
+node = thor_solo.farm_node  # the rig's fixture: a node with THOR_KEY funded, bound by name
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ A missing litewitness build makes these tests fail (run scripts/peers), never sk
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +19,12 @@ from anchor.witness import Witnesses
 from collector.export import export_bundle
 from fieldproof.cli import cli
 from fieldproof.config import WitnessConfig
-from fieldproof.datadir import open_db
 from fieldproof.services import Litewitness, ServiceError
 from inspector.policy import Policy
 from inspector.report import render_html
 from inspector.results import VerificationResult, VerifyOptions
 from inspector.verify import verify_bundle
+from tests.support.anchoring import forged_checkpoint
 from tests.support.bundles import Farm
 
 pytestmark = pytest.mark.integration
@@ -154,18 +153,7 @@ def test_a_split_view_cosigned_by_another_witness_is_caught(
     data = export(farm)
 
     # the same key and origin, other entries, grown to the honest size; witness c sees it first
-    d = tmp_path / "forged"
-    d.mkdir()
-    shutil.copy(farm.config.log_key_file, d / "log.key")
-    (d / "log.key").chmod(0o600)
-    forged = EvidenceLog.open(open_db(d / "collector.sqlite"), farm.config.log_origin,
-                              d / "log.key")
-    while (latest := forged.latest()) is None or latest.checkpoint.size < size:
-        with forged.db:  # a checkpoint appends a seal: one entry fewer lands on the size
-            forged.append([b"forged"] * max(1, size - forged.log.size() - 1))
-        forged.checkpoint()
-    other = forged.latest()
-    assert other is not None and other.checkpoint.size == size
+    forged = forged_checkpoint(farm.config, tmp_path / "forged", size)
     cosign(forged, c)
     other = forged.latest()
     assert other is not None and c.witness_name.encode() in other.note

@@ -24,15 +24,25 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client.core import Metric
 
+import collector.service
 from anchor.evidence import EvidenceLog
 from anchor.logkey import load_or_create_log_key
 from anchor.tiles import write_tiles
 from anchor.witness import (
+    BAD_COSIGNATURE,
+    BAD_PROOF,
+    BAD_REQUEST,
+    BAD_SIGNATURE,
+    CONFLICT,
+    FAILURES,
     MAX_RESPONSE_BYTES,
     OK,
     REFUSED,
+    SERVER_ERROR,
     SPLIT_VIEW,
+    UNKNOWN_LOG,
     UNREACHABLE,
+    CosigningWorker,
     Witnesses,
     parse_conflict_size,
     pick_cosignature,
@@ -355,10 +365,36 @@ def test_unknown_log_is_refused(
     with caplog.at_level(logging.INFO, logger="fieldproof.anchor.witness"):
         assert ws.cosign_latest() is False
         assert ws.cosign_latest() is False  # retry_s=0: asked again, logged once
+    # the spec says 404 for an unknown origin; litewitness answers 403 "unknown log" (the
+    # 404 path is checked with a double below): either way refused, telling what to do
     assert ws.status() == {WITNESS: REFUSED}
-    assert ws.counters[(WITNESS, REFUSED)] == 2
+    assert ws.counters[(WITNESS, BAD_SIGNATURE)] == 2
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1 and "403" in errors[0] and "unknown log" in errors[0]
+    assert len(errors) == 1 and "answered 403" in errors[0], errors
+    assert "register our origin and current log vkey" in errors[0]
+    db.close()
+    ws.close()
+
+
+def test_a_checkpoint_signed_with_another_key_gets_403(
+    tmp_path: Path, witness: Litewitness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Our origin, but a log key the witness was not given (a rotated or stolen key): 403."""
+    other = tmp_path / "other"
+    other.mkdir()
+    db = open_db(other / "collector.sqlite")
+    ev = EvidenceLog.open(db, ORIGIN, other / "log.key")  # a new key under our origin
+    with db:
+        ev.append([b"x"])
+    ev.checkpoint()
+    ws = Witnesses(db, ev, [witness_config(witness)])
+    with caplog.at_level(logging.INFO, logger="fieldproof.anchor.witness"):
+        assert ws.cosign_latest() is False
+    assert ws.status() == {WITNESS: REFUSED}
+    assert ws.counters[(WITNESS, BAD_SIGNATURE)] == 1
+    assert sum(ws.counters[(WITNESS, r)] for r in FAILURES) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "answered 403" in errors[0] and "log vkey" in errors[0]
     db.close()
     ws.close()
 
@@ -521,7 +557,7 @@ def test_witness_counters_in_metrics(tmp_path: Path, witness: Litewitness) -> No
         assert failures[(down_name, UNREACHABLE)] == by_witness[down_name]
         assert failures[(WITNESS, UNREACHABLE)] == 0
         assert {k: v for k, v in failures.items() if k[1] != UNREACHABLE} == {
-            (w, r): 0 for w in (WITNESS, down_name) for r in (REFUSED, SPLIT_VIEW)
+            (w, r): 0 for w in (WITNESS, down_name) for r in FAILURES if r != UNREACHABLE
         }
         ok = {lb["witness"]: v for lb, v in m["fieldproof_witness_ok"]}
         assert ok == {WITNESS: 1, down_name: 0}
@@ -681,7 +717,12 @@ def test_hostile_witness_answers_are_bounded_and_typed(
         assert seen == [UNREACHABLE] + [REFUSED] * 6 + [UNREACHABLE]
         (stats,) = ws.stats()
         assert stats.requests == 8 and stats.cosignatures == 0
-        assert stats.failures == {UNREACHABLE: 2, REFUSED: 6, SPLIT_VIEW: 0}
+        assert stats.failures == {r: 0 for r in FAILURES} | {
+            UNREACHABLE: 1,
+            SERVER_ERROR: 1,
+            BAD_COSIGNATURE: 4,
+            CONFLICT: 2,
+        }
     finally:
         ws.close()
         shut(c)
@@ -717,3 +758,191 @@ def test_witness_config_checks_url_and_vkey() -> None:
     for args in bad_args:
         with pytest.raises(ValueError):
             WitnessConfig.model_validate(args)
+
+
+# ---------------------------------------------------------------- answers litewitness never gives
+
+
+class ScriptedWitness:
+    """A minimal tlog-witness double on loopback, for the spec's answers litewitness cannot be
+    made to give to a well-formed request from our collector: 400 (it finds nothing malformed
+    in what we send), 422 to a request from size 0 (the proof is empty then), 409 for the size
+    it holds with another root (it answers such a request with 422), and a 200 that also
+    carries cosignatures by keys we do not know (it signs with one key). Each request gets the
+    next scripted answer; "cosign" is a real cosignature/v1 by the double's own key over the
+    submitted checkpoint, after a line by an unknown key of another signature type."""
+
+    name = "witness.fieldproof.example/scripted"
+
+    def __init__(self, answers: list[tuple[int, bytes | str]]) -> None:
+        self.answers = answers
+        self.key = Ed25519PrivateKey.generate()
+        public = self.key.public_key().public_bytes_raw()
+        self.verifier = CosignatureVerifier(self.name, public)
+        self.requests: list[bytes] = []
+        double = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                request = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                double.requests.append(request)
+                status, body = double.answers.pop(0)
+                raw = double.cosign(request) if body == "cosign" else body
+                assert isinstance(raw, bytes)
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.config = WitnessConfig(
+            name=self.name,
+            url=f"http://127.0.0.1:{self.server.server_port}",
+            vkey=self.verifier.vkey,
+            timeout_s=5,
+            retry_s=0,
+        )
+
+    def cosign(self, request: bytes) -> bytes:
+        note = request[request.index(b"\n\n") + 2 :]
+        body = note[: note.rfind(b"\n\n") + 1]
+        ts = 1_800_000_000
+        key_id = self.verifier.key_id.to_bytes(4, "big") + ts.to_bytes(8, "big")
+        ours = base64.b64encode(key_id + self.key.sign(cosigned_message(ts, body))).decode()
+        foreign = base64.b64encode(b"\x01\x02\x03\x04" + bytes(100)).decode()
+        return f"\u2014 witness.other.example/v2 {foreign}\n\u2014 {self.name} {ours}\n".encode()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_each_spec_answer_is_handled_and_counted_by_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    w = ScriptedWitness(
+        [
+            (404, b"unknown log\n"),
+            (400, b"bad request\n"),
+            (422, b"bad proof\n"),
+            (503, b"busy\n"),
+            (200, "cosign"),  # with a foreign key's line first: ignored, ours kept
+        ]
+    )
+    c = make_collector(tmp_path / "data", [])
+    ws = Witnesses(c.db, c.evidence, [w.config])
+    try:
+        append(c, 3)
+        c.maybe_checkpoint(force=True)
+        with caplog.at_level(logging.INFO, logger="fieldproof.anchor.witness"):
+            seen = []
+            for _ in range(5):
+                ws.cosign_latest()
+                seen.append(ws.status()[w.name])
+        assert seen == [REFUSED, REFUSED, REFUSED, UNREACHABLE, OK]
+        (stats,) = ws.stats()
+        assert stats.failures == {r: 0 for r in FAILURES} | {
+            UNKNOWN_LOG: 1,
+            BAD_REQUEST: 1,
+            BAD_PROOF: 1,
+            SERVER_ERROR: 1,
+        }
+        assert (stats.requests, stats.cosignatures) == (5, 1)
+        assert all(r.startswith(b"old 0\n\n") for r in w.requests)
+        latest = c.evidence.latest()
+        assert latest is not None
+        opened = open_note(latest.note, [c.evidence.verifier(), w.verifier])
+        assert [s.name for s in opened.sigs] == [ORIGIN, w.name]
+        assert b"witness.other.example" not in latest.note  # an unknown key's line is not kept
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        # logged once per change of state: refused (404; 400 and 422 not again), unreachable
+        assert len(errors) == 2 and "answered 404" in errors[0] and "answered 503" in errors[1]
+        assert "register our origin" in errors[0]
+    finally:
+        ws.close()
+        shut(c)
+        w.close()
+
+
+def test_409_for_the_size_the_witness_holds_is_a_split_view(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The spec's answer when the witness holds another root for our size: 409 with that size
+    to ``old <our size>`` (litewitness answers 422 there, covered by the split-view test)."""
+    c = make_collector(tmp_path / "data", [])
+    append(c, 3)
+    c.maybe_checkpoint(force=True)
+    latest = c.evidence.latest()
+    assert latest is not None
+    size = latest.checkpoint.size
+    w = ScriptedWitness([(409, b"%d\n" % size), (409, b"%d\n" % size)])
+    ws = Witnesses(c.db, c.evidence, [w.config])
+    try:
+        with caplog.at_level(logging.INFO, logger="fieldproof.anchor.witness"):
+            assert ws.cosign_latest() is False
+        assert ws.status() == {w.name: SPLIT_VIEW}
+        (stats,) = ws.stats()
+        assert stats.failures == {r: 0 for r in FAILURES} | {SPLIT_VIEW: 1}
+        assert [r.split(b"\n", 1)[0] for r in w.requests] == [b"old 0", b"old %d" % size]
+        critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+        assert len(critical) == 1 and "SPLIT VIEW" in critical[0]
+    finally:
+        ws.close()
+        shut(c)
+        w.close()
+
+
+# ---------------------------------------------------------------- starting and stopping
+
+
+def witness_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("witness-")}
+
+
+def test_a_failed_collector_start_leaves_no_witness_thread(
+    tmp_path: Path, witness: Litewitness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = witness_threads()
+
+    def broker_client_fails(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no MQTT client (test)")
+
+    # a step of Collector.__init__ after the witnesses are set up fails
+    monkeypatch.setattr(collector.service, "make_client", broker_client_fails)
+    with pytest.raises(RuntimeError, match="no MQTT client"):
+        make_collector(tmp_path / "data", [witness_config(witness)])
+    assert witness_threads() - before == set()
+    monkeypatch.undo()
+    c = make_collector(tmp_path / "data2", [witness_config(witness)])  # the same config starts
+    try:
+        assert len(witness_threads() - before) == 1
+    finally:
+        shut(c)
+    assert witness_threads() - before == set()
+
+
+def test_a_worker_that_cannot_start_every_thread_stops_the_started_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = make_collector(tmp_path / "data", [])
+    doubles = [ScriptedWitness([]), ScriptedWitness([])]  # never asked: no checkpoint is sent
+    ws = Witnesses(c.db, c.evidence, [d.config for d in doubles])
+    worker = CosigningWorker(ws, lambda size: None)
+
+    def cannot_start() -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(worker.threads[1], "start", cannot_start)
+    try:
+        with pytest.raises(RuntimeError, match="can't start"):
+            worker.start()
+        assert not worker.threads[0].is_alive() and not worker.alive
+    finally:
+        shut(c)
+        for d in doubles:
+            d.close()

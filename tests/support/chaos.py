@@ -6,16 +6,14 @@ runs every attack of the issue while they work. Shared by the chaos test and its
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +48,7 @@ from tests.support.enrollment import (
     make_site,
     ok,
 )
-from tests.support.stack import PROJECT_ROOT, wait_until
+from tests.support.stack import spawn, terminate, wait_until
 
 PREFIX = "fieldproof/v1"
 COLLECTOR_ID = "collector-1"  # tests/support/enrollment.py's site
@@ -109,12 +107,7 @@ class ChaosSite:
     # ---------------------------------------------------------------- processes
 
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with (self.logs / log_name).open("ab") as out:
-            return subprocess.Popen(
-                [sys.executable, "-m", "fieldproof", *args],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT,
-            )  # fmt: skip
+        return spawn(args, self.logs / log_name)
 
     def start_collector(self) -> None:
         self.collector = self._spawn(
@@ -147,26 +140,10 @@ class ChaosSite:
 
     def stop_gateways(self) -> None:
         """SIGTERM: a gateway drains its spool (waits for receipts) before it exits."""
-        for g in self.honest:
-            if g.proc is not None and g.proc.poll() is None:
-                g.proc.send_signal(signal.SIGTERM)
-        for g in self.honest:
-            if g.proc is not None:
-                try:
-                    g.proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    g.proc.kill()
-                    g.proc.wait()
+        terminate([g.proc for g in self.honest], 60)
 
     def close(self) -> None:
-        for proc in [g.proc for g in self.honest] + [self.collector]:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        terminate([*(g.proc for g in self.honest), self.collector], 30)
         self.broker.stop()
         self.influx.stop()
 
@@ -457,3 +434,43 @@ def run_until(stop: threading.Event, step: Callable[[], None], pause_s: float,
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     return thread
+
+
+@dataclass
+class Attack:
+    """One running attack (:func:`attack`): the hostile gateway, the enrollment spammer, the
+    endpoint it spams, and what either thread raised (the first one is re-raised at the end)."""
+
+    attacker: HostileGateway
+    spammer: EnrollmentSpammer
+    endpoint: EnrollmentServer
+    errors: list[BaseException]
+
+
+@contextmanager
+def attack(
+    site: ChaosSite, honest: list[str], round_pause_s: float, spam_pause_s: float
+) -> Iterator[Attack]:
+    """The hostile gateway's rounds and enrollment spam, each in its own thread, for as long as
+    the ``with`` body runs; afterwards both stop, the endpoint shuts down and the first error
+    either thread met is raised, so neither the test nor the benchmark can miss it."""
+    attacker = HostileGateway(site.hostile, site.broker.port, honest)
+    endpoint, url = start_endpoint(site.site)
+    spammer = EnrollmentSpammer(url)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    threads = [
+        run_until(stop, attacker.attack_round, round_pause_s, errors),
+        run_until(stop, spammer.one, spam_pause_s, errors),
+    ]
+    try:
+        yield Attack(attacker, spammer, endpoint, errors)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+        attacker.close()
+        endpoint.shutdown()
+        endpoint.server_close()
+    if errors:
+        raise errors[0]

@@ -9,9 +9,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import click
 import httpx
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -151,7 +153,7 @@ def enroll_by_file(site: Site, gw_config: Path) -> str:
 
 def forge_request(
     key: Ed25519PrivateKey, tls_key: ec.EllipticCurvePrivateKey, *, gw: str | None = None,
-    **fields: Any,
+    **fields: object,
 ) -> bytes:  # fmt: skip
     """An enrollment request built by hand, as an attacker builds one: signed by ``key`` for
     ``gw`` (default: the id ``key`` derives) with none of the gateway's own checks."""
@@ -215,9 +217,9 @@ class OnPathProxy:
         self.httpd.server_close()
 
 
-def invoke(command: object, *args: str, input: str | None = None) -> Result:
-    result = CliRunner().invoke(command, [str(a) for a in args], input=input)  # type: ignore[arg-type]
-    return result
+def invoke(command: click.Command, *args: str | PathLike[str], input: str | None = None) -> Result:
+    """Run a CLI command in-process; paths are passed as the shell would pass them (strings)."""
+    return CliRunner().invoke(command, [str(a) for a in args], input=input)
 
 
 def ok(result: Result) -> str:

@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +43,34 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, step: f
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
 
 
+def spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``python -m fieldproof args`` from the project root, unbuffered, its output appended to
+    ``log_path``: what the rigs start their collector and gateway processes with."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fieldproof", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=PROJECT_ROOT,
+        )
+
+
+def terminate(procs: Iterable[subprocess.Popen[bytes] | None], timeout: float) -> None:
+    """SIGTERM every running process first, so they shut down (drain spools) side by side, then
+    wait up to ``timeout`` for each and kill one that does not exit."""
+    running = [p for p in procs if p is not None and p.poll() is None]
+    for p in running:
+        p.send_signal(signal.SIGTERM)
+    for p in running:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 @dataclass
 class Stack:
     workdir: Path
@@ -64,15 +92,7 @@ class Stack:
     # ---------------------------------------------------------------- processes
 
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with (self.logs / log_name).open("ab") as out:
-            return subprocess.Popen(
-                [sys.executable, "-m", "fieldproof", *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=PROJECT_ROOT,
-            )
+        return spawn(args, self.logs / log_name)
 
     def start_collector(self, wait: bool = True) -> None:
         self.collector = self._spawn(
@@ -95,13 +115,7 @@ class Stack:
         self.collector = None
 
     def stop_collector(self) -> None:
-        if self.collector is not None and self.collector.poll() is None:
-            self.collector.send_signal(signal.SIGTERM)
-            try:
-                self.collector.wait(30)
-            except subprocess.TimeoutExpired:
-                self.collector.kill()
-                self.collector.wait()
+        terminate([self.collector], 30)
         self.collector = None
 
     def add_gateway(
@@ -128,17 +142,9 @@ class Stack:
         )
 
     def stop_gateways(self) -> None:
+        terminate([g.proc for g in self.gateways], 40)
         for g in self.gateways:
-            if g.proc is not None and g.proc.poll() is None:
-                g.proc.send_signal(signal.SIGTERM)
-        for g in self.gateways:
-            if g.proc is not None:
-                try:
-                    g.proc.wait(40)
-                except subprocess.TimeoutExpired:
-                    g.proc.kill()
-                    g.proc.wait()
-                g.proc = None
+            g.proc = None
 
     def shutdown(self) -> None:
         for g in self.gateways:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from anchor import thor
 from anchor.thor_client import ThorClient
 from anchor.thor_reader import EPOCH_LENGTH
 from fieldproof.services import PeerMissing, ServiceError, ThorSolo
+from tests.support.bundles import THOR_KEY
 
 # The funded dev accounts of thor solo's devnet: genesis/devnet.go DevAccounts() privKeys in
 # github.com/vechain/thor/v2@v2.4.4. Public test keys; they only work on a throwaway chain.
@@ -50,6 +52,8 @@ DRIVER_KEY = DEV_KEYS[5]  # posts the cheap txs that move the chain
 FUNDER_KEY = DEV_KEYS[7]  # sends VTHO, deploys contracts, burns gas
 
 ENERGY_CONTRACT = b"Energy".rjust(20, b"\0")  # VTHO, a built-in contract
+STORE_RUNTIME = bytes.fromhex("3660005500")  # SSTORE(0, CALLDATASIZE): ~20,000 gas per call
+REVERT_RUNTIME = bytes.fromhex("60006000fd")  # REVERT(0, 0)
 
 
 def start_solo(workdir: Path, *extra: str) -> ThorSolo:
@@ -158,7 +162,8 @@ def deploy(client: ThorClient, runtime: bytes) -> bytes:
 
 
 class SoloChain:
-    """One started thor solo node and a client on it, for a module's tests to share.
+    """One started thor solo node and a client on it, for a module's tests to share; as a
+    context manager it stops the node on the way out, so a fixture is one ``with``.
 
     ``mine`` is what the anchoring helpers in tests/support/bundles.py call between steps:
     here it drives the chain until every included tx is final."""
@@ -181,3 +186,37 @@ class SoloChain:
     def close(self) -> None:
         self.client.close()
         self.node.stop()
+
+    def __enter__(self) -> SoloChain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------- fixtures, bound by name
+# A test module binds the ones it uses (``chain, client = thor_solo.chain, thor_solo.client``);
+# module scope is per binding module, so each module gets a chain of its own.
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoloChain]:
+    """The module's node."""
+    with SoloChain(tmp_path_factory.mktemp("thor")) as c:
+        yield c
+
+
+@pytest.fixture
+def client(chain: SoloChain) -> Iterator[ThorClient]:
+    """A client of the module's node that retries once, without sleeping."""
+    with ThorClient(chain.url, retries=1, sleep=lambda s: None) as c:
+        yield c
+
+
+@pytest.fixture(scope="module", name="node")
+def farm_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoloChain]:
+    """The module's node for tests/support/bundles.Farm, its anchoring key THOR_KEY funded;
+    bound as ``node``."""
+    with SoloChain(tmp_path_factory.mktemp("thor")) as c:
+        c.fund(THOR_KEY.address)
+        yield c
