@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fieldproof.errors import FormatError
-from fieldproof.formats.note import check_key_name
+from fieldproof.formats.note import NoteVerifierKey, check_key_name
 
 __all__ = [
     "ALG_COSIGNATURE_V1",
@@ -84,11 +84,13 @@ def _b64(text: str, what: str) -> bytes:
     return raw
 
 
-class CosignatureVerifier:
+class CosignatureVerifier(NoteVerifierKey):
     """A witness's Ed25519 cosignature/v1 key, usually from its vkey string.
 
     As a note ``Verifier``, ``verify(text, sig)`` takes the note text and the decoded signature
     without its key ID (timestamp ‖ Ed25519 signature)."""
+
+    ALGORITHM = ALG_COSIGNATURE_V1
 
     def __init__(self, name: str, public_key: bytes) -> None:
         try:
@@ -128,23 +130,6 @@ class CosignatureVerifier:
             )
         return v
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def key_id(self) -> int:
-        return self._key_id
-
-    @property
-    def public_key(self) -> bytes:
-        return self._pub
-
-    @property
-    def vkey(self) -> str:
-        b64 = base64.b64encode(bytes([ALG_COSIGNATURE_V1]) + self._pub).decode()
-        return f"{self._name}+{self._key_id:08x}+{b64}"
-
     def verify(self, message: bytes, signature: bytes) -> bool:
         """``message`` is the checkpoint body, ``signature`` timestamp ‖ Ed25519 signature."""
         if not isinstance(signature, bytes) or len(signature) != COSIGNATURE_SIZE - 4:
@@ -156,9 +141,6 @@ class CosignatureVerifier:
         except (CosignatureError, InvalidSignature):
             return False
         return True
-
-    def __repr__(self) -> str:
-        return f"CosignatureVerifier({self.vkey!r})"
 
 
 @dataclass(frozen=True)

@@ -155,8 +155,43 @@ def _split_key(text: str, what: str) -> tuple[str, int, bytes]:
     return name, int(hex_id, 16), raw[1:]
 
 
-class Ed25519Verifier:
+class NoteVerifierKey:
+    """What every note verifier key shows (C2SP signed-note: ``name+hexid+base64(type ‖ key)``):
+    a log's Ed25519 key (type 0x01) and a witness's cosignature/v1 key (type 0x04) differ only
+    in their type byte, key ID and what they verify. Subclasses set ``_name``, ``_pub``,
+    ``_key_id`` and :attr:`ALGORITHM`."""
+
+    ALGORITHM: int
+    _name: str
+    _pub: bytes
+    _key_id: int
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def key_id(self) -> int:
+        return self._key_id
+
+    @property
+    def public_key(self) -> bytes:
+        return self._pub
+
+    @property
+    def vkey(self) -> str:
+        """The verifier key string to publish (safe to share)."""
+        b64 = base64.b64encode(bytes([self.ALGORITHM]) + self._pub).decode()
+        return f"{self._name}+{self._key_id:08x}+{b64}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.vkey!r})"
+
+
+class Ed25519Verifier(NoteVerifierKey):
     """An Ed25519 verifier key, usually built from its `vkey` string."""
+
+    ALGORITHM = ALG_ED25519
 
     def __init__(self, name: str, public_key: bytes) -> None:
         self._name = check_key_name(name)
@@ -178,24 +213,6 @@ class Ed25519Verifier:
             )
         return v
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def key_id(self) -> int:
-        return self._key_id
-
-    @property
-    def public_key(self) -> bytes:
-        return self._pub
-
-    @property
-    def vkey(self) -> str:
-        """The verifier key string to publish (safe to share)."""
-        b64 = base64.b64encode(bytes([ALG_ED25519]) + self._pub).decode()
-        return f"{self._name}+{self._key_id:08x}+{b64}"
-
     def verify(self, message: bytes, signature: bytes) -> bool:
         if len(signature) != 64:
             return False
@@ -204,9 +221,6 @@ class Ed25519Verifier:
         except InvalidSignature:
             return False
         return True
-
-    def __repr__(self) -> str:
-        return f"Ed25519Verifier({self.vkey!r})"
 
 
 class Ed25519Signer:

@@ -48,7 +48,7 @@ from fieldproof.cli import cli
 from fieldproof.config import load_collector_config
 from fieldproof.datadir import open_db
 from fieldproof.services import InfluxDB, ThorSolo, free_port
-from tests.support.enrollment import invoke, ok
+from tests.support.enrollment import collector_toml_head, invoke, ok
 from tests.support.stack import PROJECT_ROOT, wait_until
 from tests.support.walkthrough import (
     Block,
@@ -153,24 +153,8 @@ def write_collector_config(
     cdir.mkdir(parents=True)
     key = write_anchor_key(root / "anchor" / "anchor.key")
     path = cdir / "collector.toml"
-    path.write_text(f"""collector_id = "collector-1"
-data_dir = "{cdir}"
-stats_interval_s = 5
-
-[mqtt]
-host = "127.0.0.1"
-port = {mqtt_port}
-
-[mqtt.tls]
-ca_file = "{cdir}/tls/ca.pem"
-cert_file = "{cdir}/tls/collector.pem"
-key_file = "{cdir}/tls/collector.key"
-
-[influx]
-api = "v1"
-url = "{influx.url}"
-database = "fieldproof"
-
+    influx_lines = f'api = "v1"\nurl = "{influx.url}"\ndatabase = "fieldproof"'
+    path.write_text(collector_toml_head(cdir, mqtt_port, influx_lines) + f"""
 [log]
 origin_base = "walkthrough.fieldproof.example"
 checkpoint_interval_s = 1

@@ -71,11 +71,10 @@ class Site:
         return [e for e in map(parse_registry_event, entries) if e is not None]
 
 
-def make_site(root: Path, mqtt_port: int = 8883, influx_url: str = "http://127.0.0.1:1") -> Site:
-    cdir = root / "collector"
-    cdir.mkdir(parents=True)
-    path = cdir / "collector.toml"
-    path.write_text(f"""collector_id = "collector-1"
+def collector_toml_head(cdir: Path, mqtt_port: int, influx: str) -> str:
+    """The start of a collector config on a TLS broker at ``mqtt_port`` (its certificates under
+    ``<cdir>/tls``), ending inside ``[influx]`` with the given lines (``url = …``, …)."""
+    return f"""collector_id = "collector-1"
 data_dir = "{cdir}"
 stats_interval_s = 5
 
@@ -89,8 +88,15 @@ cert_file = "{cdir}/tls/collector.pem"
 key_file = "{cdir}/tls/collector.key"
 
 [influx]
-url = "{influx_url}"
+{influx}
+"""
 
+
+def make_site(root: Path, mqtt_port: int = 8883, influx_url: str = "http://127.0.0.1:1") -> Site:
+    cdir = root / "collector"
+    cdir.mkdir(parents=True)
+    path = cdir / "collector.toml"
+    path.write_text(collector_toml_head(cdir, mqtt_port, f'url = "{influx_url}"') + f"""
 [enrollment]
 crl_copy = "{root}/broker/certs/crl.pem"
 broker_host = "127.0.0.1"
