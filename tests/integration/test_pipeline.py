@@ -130,7 +130,15 @@ def test_broker_restart_mid_stream(stack: Stack) -> None:
     stack.broker.start()
     # paho reconnects with backoff; wait until the backlog flows again
     wait_until(lambda: stack.accepted_readings() > before + 200, 60, "backlog draining")
-    time.sleep(1)
+    # Messages the broker dropped come back only when the gateway's confirm timeout (10 s)
+    # passes without a receipt; a stopping gateway keeps them spooled for its next start. So
+    # wait, with the gateways running, until the collector holds everything spooled so far.
+    target = stack.spooled_seqs()
+    wait_until(
+        lambda: stack.holds_up_to(target),
+        90,
+        f"the collector to hold every seq up to {target} (resends after the confirm timeout)",
+    )
     stack.stop_gateways()
     assert_all_delivered(stack)
 

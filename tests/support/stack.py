@@ -173,7 +173,11 @@ class Stack:
     def all_accepted(self) -> bool:
         """The collector holds every message the gateways have spooled so far (each spool's
         next_seq commits with its message, so it is exact while the gateways run)."""
-        spooled = 0
+        return self.store_counts()[0] >= sum(self.spooled_seqs().values())
+
+    def spooled_seqs(self) -> dict[str, int]:
+        """The last seq each gateway has spooled so far (its next_seq commits with the message)."""
+        out: dict[str, int] = {}
         for g in self.gateways:
             if g.spool_path.exists():
                 db = sqlite3.connect(f"file:{g.spool_path}?mode=ro", uri=True)
@@ -181,8 +185,23 @@ class Stack:
                     row = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
                 finally:
                     db.close()
-                spooled += int(row[0]) - 1 if row else 0
-        return self.store_counts()[0] >= spooled
+                out[g.gateway_id] = int(row[0]) - 1 if row else 0
+        return out
+
+    def holds_up_to(self, seqs: dict[str, int]) -> bool:
+        """The collector holds every seq 1..n of each gateway in ``seqs`` (a fixed target, so it
+        can be reached while the gateways keep sampling)."""
+        store = self.store()
+        try:
+            for gateway, n in seqs.items():
+                row = store.db.execute(
+                    "SELECT count(*) FROM received WHERE gateway = ? AND seq <= ?", (gateway, n)
+                ).fetchone()
+                if int(row[0]) < n:
+                    return False
+            return True
+        finally:
+            store.db.close()
 
     def store_counts(self) -> tuple[int, int]:
         store = self.store()
