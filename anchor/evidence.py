@@ -5,8 +5,11 @@ Entries are the exact bytes received (a tagged COSE_Sign1, first byte 0xd2), a r
 (a deterministic-CBOR map whose ``"t"`` is ``"fieldproof/registry/v1"``) or a completeness seal
 (``"t"`` ``"fieldproof/seal/v1"``, :mod:`fieldproof.formats.seal`): before each checkpoint is
 signed a seal is appended, in the same write transaction, so every checkpoint's last leaf fixes
-what the log held per farm and gateway. Checkpoints are C2SP signed notes by the collector's log
-key, kept in the same database so an anchorer or exporter can read them without the key.
+what the log held per farm and gateway. An entry is at most 65,535 bytes
+(:data:`anchor.logstore.MAX_ENTRY_SIZE`, what a tlog-tiles entry bundle can hold): the store
+refuses a longer one, and the collector's ``max_message_bytes`` is bounded by it. Checkpoints
+are C2SP signed notes by the collector's log key, kept in the same database so an anchorer or
+exporter can read them without the key.
 docs/evidence-log.md describes the formats."""
 
 from __future__ import annotations
@@ -96,7 +99,9 @@ class EvidenceLog:
     # ------------------------------------------------------------------ EvidenceSink
 
     def append(self, entries: Sequence[bytes]) -> int | None:
-        """Append within the caller's open transaction; the caller commits."""
+        """Append within the caller's open transaction; the caller commits. An entry longer
+        than :data:`~anchor.logstore.MAX_ENTRY_SIZE` raises :class:`~anchor.logstore.LogError`
+        before anything is written (it could never be published as tiles)."""
         return self.store.append(entries)
 
     # ------------------------------------------------------------------ checkpoints

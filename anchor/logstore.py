@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 from fieldproof.errors import StorageError
 from fieldproof.formats import merkle
 from fieldproof.formats.merkle import NodeID
+from fieldproof.formats.tiles import MAX_ENTRY_BYTES
 
 __all__ = [
     "LogCorruptError",
@@ -33,8 +34,11 @@ __all__ = [
     "open_log",
 ]
 
-MAX_ENTRY_SIZE = 1 << 20
-"""Largest entry accepted (1 MiB): signed readings are a few hundred bytes; bigger is a bug."""
+MAX_ENTRY_SIZE = MAX_ENTRY_BYTES
+"""Largest entry accepted (65,535 bytes): the log is published as C2SP tlog-tiles, whose entry
+bundles give each entry a 16-bit length. A longer entry, once appended, could never be tiled:
+every later checkpoint would stay unpublished. Signed readings are a few hundred bytes; the
+collector refuses longer messages before they get here (``max_message_bytes``)."""
 
 
 class LogError(StorageError, ValueError):
@@ -113,7 +117,9 @@ def _check_entry(entry: object, i: int) -> bytes:
     data = bytes(entry)
     if len(data) > MAX_ENTRY_SIZE:
         raise LogError(
-            f"log entry #{i} is {len(data)} bytes; the log accepts at most {MAX_ENTRY_SIZE}"
+            f"log entry #{i} of this append is {len(data)} bytes; the log accepts at most "
+            f"{MAX_ENTRY_SIZE} (a C2SP tlog-tiles entry bundle gives each entry a 16-bit length, "
+            "so a longer entry could never be published); nothing of this append was written"
         )
     return data
 

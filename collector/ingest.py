@@ -26,7 +26,8 @@ from collector.influx import InfluxUnavailable, PointWriter, write_salvaging
 from collector.points import Point, field_value, series_key
 from collector.registry import Device, Registry
 from collector.store import AcceptedRow, CollectorStore, QuarantineRow, message_digest
-from fieldproof.errors import FieldproofError
+from fieldproof.config import MAX_LOGGABLE_MESSAGE_BYTES
+from fieldproof.errors import ConfigError, FieldproofError
 from fieldproof.mqtt import gateway_from_topic
 from fieldproof.wire import (
     BadSignature,
@@ -228,10 +229,17 @@ class Ingestor:
         writer: PointWriter,
         *,
         topic_prefix: str = "fieldproof/v1",
-        max_message_bytes: int = 64 * 1024,
+        max_message_bytes: int = MAX_LOGGABLE_MESSAGE_BYTES,
         derive: Callable[[Device, Payload], list[Point]] | None = None,
         stop_event: threading.Event | None = None,
     ) -> None:
+        # an accepted message is its own log entry: past the entry bound it would be acked and
+        # receipted, then stop the public tiles for good (fieldproof.config has the reason)
+        if not 0 < max_message_bytes <= MAX_LOGGABLE_MESSAGE_BYTES:
+            raise ConfigError(
+                f"max_message_bytes = {max_message_bytes}: must be 1 to "
+                f"{MAX_LOGGABLE_MESSAGE_BYTES}, the largest log entry tlog-tiles can publish"
+            )
         self.store = store
         self.devices = RegistryCache(registry)
         self.writer = writer
@@ -249,7 +257,10 @@ class Ingestor:
         """Everything that can be decided about one message on its own."""
         if len(msg.payload) > self.max_message_bytes:
             return Rejected(
-                msg, None, "oversized", f"{len(msg.payload)} bytes; limit {self.max_message_bytes}"
+                msg,
+                None,
+                "oversized",
+                f"{len(msg.payload)} bytes; limit {self.max_message_bytes} (max_message_bytes)",
             )
         parsed_topic = gateway_from_topic(self.topic_prefix, msg.topic)
         if parsed_topic is None or parsed_topic[1] != "readings":

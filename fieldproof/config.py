@@ -20,6 +20,13 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from fieldproof.errors import ConfigError
+from fieldproof.formats.tiles import MAX_ENTRY_BYTES
+
+#: The largest message a collector may accept (``max_message_bytes``: its default and upper
+#: bound). An accepted message is logged as its exact bytes, and the log is published as C2SP
+#: tlog-tiles, whose entry bundles give each entry a 16-bit length: a longer message could be
+#: accepted and acknowledged, yet no tile could ever hold it, and publishing would stop there.
+MAX_LOGGABLE_MESSAGE_BYTES = MAX_ENTRY_BYTES
 
 
 class StrictModel(BaseModel):
@@ -238,7 +245,9 @@ class CollectorConfig(StrictModel):
     batch_wait_ms: int = Field(default=50, ge=0, le=10_000)
     #: MQTT 5 Receive Maximum: unacked messages the broker may push at once
     receive_maximum: int = Field(default=2000, ge=1, le=65535)
-    max_message_bytes: int = Field(default=64 * 1024, ge=256, le=1024 * 1024)
+    #: larger readings messages are quarantined as ``oversized``; at most 65,535 (see
+    #: :data:`MAX_LOGGABLE_MESSAGE_BYTES`)
+    max_message_bytes: int = Field(default=MAX_LOGGABLE_MESSAGE_BYTES, ge=256)
     stats_interval_s: float = Field(default=10.0, gt=0)
     #: quarantine keeps message bytes for at most this many rows (counters keep counting)
     quarantine_max_rows: int = Field(default=100_000, ge=0)
@@ -252,6 +261,18 @@ class CollectorConfig(StrictModel):
     enrollment: EnrollmentConfig = EnrollmentConfig()
     metrics: MetricsConfig = MetricsConfig()
     api: ApiConfig = ApiConfig()
+
+    @pydantic.field_validator("max_message_bytes")
+    @classmethod
+    def _loggable(cls, v: int) -> int:
+        if v > MAX_LOGGABLE_MESSAGE_BYTES:
+            raise ValueError(
+                f"at most {MAX_LOGGABLE_MESSAGE_BYTES}: an accepted message is logged as its "
+                f"exact bytes, and a log entry longer than {MAX_LOGGABLE_MESSAGE_BYTES} bytes "
+                "cannot be published as tiles (a tlog-tiles entry bundle gives each entry a "
+                f"16-bit length); set max_message_bytes to {MAX_LOGGABLE_MESSAGE_BYTES} or less"
+            )
+        return v
 
     @property
     def log_origin(self) -> str:

@@ -24,7 +24,8 @@ TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
 #: the spec's bound on levels; a log of 2^64 entries needs 8
 MAX_LEVEL = 63
-#: an entry bundle's length prefix is a uint16
+#: an entry bundle's length prefix is a uint16: the longest entry a log published as tiles may
+#: hold (anchor.logstore refuses longer ones; the collector's max_message_bytes is bound by it)
 MAX_ENTRY_BYTES = 0xFFFF
 
 #: (level, index, width): width 256 is a full tile, 1..255 a partial one
@@ -115,10 +116,15 @@ def new_tiles(old_size: int, size: int) -> list[Tile]:
 
 
 def encode_entry_bundle(entries: Sequence[bytes]) -> bytes:
+    """Each entry as a big-endian uint16 length and its bytes; :class:`TileError` for an entry
+    longer than :data:`MAX_ENTRY_BYTES` (its length cannot be written)."""
     out = bytearray()
-    for e in entries:
+    for i, e in enumerate(entries):
         if len(e) > MAX_ENTRY_BYTES:
-            raise TileError(f"an entry of {len(e)} bytes does not fit an entry bundle (max 65535)")
+            raise TileError(
+                f"entry #{i} of this bundle is {len(e)} bytes and does not fit an entry bundle: "
+                f"its length prefix is 16 bits (at most {MAX_ENTRY_BYTES} bytes)"
+            )
         out += len(e).to_bytes(2, "big") + e
     return bytes(out)
 

@@ -37,6 +37,7 @@ from collector.ingest import (
     Rejected,
 )
 from fieldproof import wire
+from fieldproof.config import MAX_LOGGABLE_MESSAGE_BYTES
 from fieldproof.services import InfluxDB
 from tests.support.hostile import PREFIX, Rig
 
@@ -315,7 +316,12 @@ def hand_made_cases(rig: Rig) -> dict[str, tuple[str, bytes, str]]:
         "one byte": (t(v), b"\xd2", "malformed"),
         "garbage": (t(v), b"\xd2\x84garbage", "malformed"),
         "oversized": (t(v), b"\x00" * (64 * 1024 + 1), "oversized"),
-        "exactly the limit": (t(v), b"\xd2" + b"\x00" * (64 * 1024 - 1), "malformed"),
+        "one past the limit": (t(v), b"\xd2" + b"\x00" * MAX_LOGGABLE_MESSAGE_BYTES, "oversized"),
+        "exactly the limit": (
+            t(v),
+            b"\xd2" + b"\x00" * (MAX_LOGGABLE_MESSAGE_BYTES - 1),
+            "malformed",
+        ),
         "wrong tag": (t(v), b"\xd1" + rig.message(v)[1:], "malformed"),
         "untagged": (t(v), rig.message(v)[1:], "malformed"),
         "nested 401 in protected": (

@@ -1,0 +1,117 @@
+"""An enrollment's log entry carries the gateway's signed request (at most 32 KiB) and, again,
+the request's farm, field, location, installer and sensors, so it can be twice a request's
+size: the largest a gateway can make is measured here through the real enroller, a real CA and
+a real log, with the smallest key and CSR a gateway may use (Ed25519), and must fit a
+tlog-tiles entry bundle (65,535 bytes). The operator's name the entry also records is the one
+part no request bounds: a name long enough to push the entry past the bound must register
+nothing (the log refuses the entry) rather than stop the public tiles for good."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
+
+from anchor.evidence import EvidenceLog
+from anchor.tiles import write_tiles
+from collector.ca import CertificateAuthority
+from collector.enrollment import Enroller
+from collector.registry import Registry
+from fieldproof.config import CollectorConfig
+from fieldproof.datadir import open_db
+from fieldproof.errors import FieldproofError
+from fieldproof.formats.enrollment import MAX_REQUEST_BYTES, build_request
+from fieldproof.formats.registry_event import parse_registry_event
+from fieldproof.formats.tiles import MAX_ENTRY_BYTES
+from fieldproof.wire import gateway_id_for, public_key_bytes
+from inspector.mirror import DirectorySource, mirror_once
+
+ORIGIN = "fieldproof.test/log/enroll-size"
+FARM, FIELD = "f" * 64, "g" * 64
+
+
+def largest_request(token: str | None) -> tuple[str, bytes]:
+    """(gateway, request) of exactly MAX_REQUEST_BYTES, nearly all of it in the fields the
+    entry repeats: every text at its limit and sensor settings filling the rest."""
+    key = Ed25519PrivateKey.generate()
+    gw = gateway_id_for(public_key_bytes(key))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, gw)]))
+        .sign(Ed25519PrivateKey.generate(), None)
+    )
+
+    def build(full: int, pad: int) -> bytes:
+        sensors: list[dict[str, Any]] = [
+            {"name": f"s{i}", **{f"k{j}": "x" * 200 for j in range(63)}} for i in range(full)
+        ]
+        sensors.append(
+            {"name": "p", **{f"k{j}": "y" * min(200, max(0, pad - 200 * j)) for j in range(63)}}
+        )
+        return build_request(key, csr, farm=FARM, field=FIELD, location="l" * 200,
+                             installer="i" * 100, sensors=sensors, now=time.time(),
+                             token=token)  # fmt: skip
+
+    best = b""
+    for full in range(3):
+        lo, hi = 0, 63 * 200  # the longest padding that still fits the request bound
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if len(build(full, mid)) <= MAX_REQUEST_BYTES else (lo, mid - 1)
+        got = build(full, lo)
+        if len(best) < len(got) <= MAX_REQUEST_BYTES:
+            best = got
+    assert len(best) == MAX_REQUEST_BYTES
+    return gw, best
+
+
+def _site(tmp_path: Path) -> tuple[Enroller, EvidenceLog]:
+    cfg = CollectorConfig(data_dir=tmp_path)
+    CertificateAuthority.create(cfg.data_dir / "ca")
+    db = open_db(cfg.db_path)
+    evidence = EvidenceLog.open(db, ORIGIN, tmp_path / "log.key")
+    return Enroller.from_config(cfg, Registry(db, evidence)), evidence
+
+
+def _enroll_entry(evidence: EvidenceLog, gw: str) -> bytes:
+    for entry in evidence.log.entries(0, evidence.log.size()):
+        event = parse_registry_event(entry)
+        if event is not None and event.get("gw") == gw:
+            return entry
+    raise AssertionError(f"no registry event of {gw} in the log")
+
+
+def test_the_largest_enrollment_entries_fit_a_tile_and_are_published(tmp_path: Path) -> None:
+    enroller, evidence = _site(tmp_path)
+    token, _ = enroller.tokens.create(FARM, FIELD, 3600)
+    by_token, raw = largest_request(token)
+    enroller.approve(raw)  # the HTTP endpoint's path: approved by the token
+    by_operator, raw = largest_request(None)
+    enroller.approve(raw, operator="root")
+    sizes = {gw: len(_enroll_entry(evidence, gw)) for gw in (by_token, by_operator)}
+    assert all(2 * MAX_REQUEST_BYTES - 1000 < n <= MAX_ENTRY_BYTES for n in sizes.values()), sizes
+
+    cp = evidence.checkpoint()
+    assert cp is not None
+    write_tiles(evidence.log, cp.checkpoint.size, cp.note, tmp_path / "tiles")
+    got = mirror_once(DirectorySource(tmp_path / "tiles"), tmp_path / "mirror",
+                      evidence.verifier(), entries=True)  # fmt: skip
+    assert got.size == cp.checkpoint.size
+    evidence.db.close()
+
+
+def test_an_operator_name_that_would_overflow_the_entry_registers_nothing(
+    tmp_path: Path,
+) -> None:
+    enroller, evidence = _site(tmp_path)
+    gw, raw = largest_request(None)
+    with pytest.raises(FieldproofError):
+        enroller.approve(raw, operator="o" * 1000)
+    assert enroller.registry.get(gw) is None
+    assert all(len(e) <= MAX_ENTRY_BYTES for e in evidence.log.entries(0, evidence.log.size()))
+    evidence.db.close()
