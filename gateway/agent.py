@@ -62,6 +62,8 @@ log = logging.getLogger("fieldproof.gateway")
 CONFIRM_BATCH = 1000
 #: a publisher error that repeats is logged with its traceback at most this often
 REPEAT_LOG_S = 300.0
+#: the longest a message waits for a receipt before it is resent (its wait doubles per resend)
+MAX_CONFIRM_TIMEOUT_S = 900.0
 
 
 def memory_max_messages(config: GatewayConfig) -> int:
@@ -118,11 +120,7 @@ class GatewayAgent:
         self._receipts: list[int] = []  # confirmed by a collector, to delete
         self._refused: list[int] = []
         self._collectors_online: dict[str, bool] = {}
-        self._confirm_timeout = config.confirm_timeout_s
         self._next_requeue_check = 0.0
-        # monotonic time since published messages have waited for a receipt with no progress;
-        # wall-clock ages would stall resending for as long as NTP steps the clock back
-        self._waiting_since: float | None = time.monotonic() if self.spool.unconfirmed else None
         self._sent_upto = 0  # highest seq handed to paho since the spool was last rescanned
         self._restart_not_before = 0.0
         self._lock = threading.Lock()
@@ -428,11 +426,8 @@ class GatewayAgent:
             refused, self._refused = self._refused, []
         if acked:
             self.spool.mark_published(acked)
-            if self._waiting_since is None:
-                self._waiting_since = time.monotonic()
-        if receipts and self.spool.confirm_later(receipts):
-            self._confirm_timeout = self.config.confirm_timeout_s
-            self._waiting_since = time.monotonic() if self.spool.unconfirmed else None
+        if receipts:
+            self.spool.confirm_later(receipts)
         self._maybe_flush_confirmed()
         if not self._connected:
             return 0
@@ -473,27 +468,33 @@ class GatewayAgent:
         self._spool_recovered()
 
     def _maybe_requeue(self) -> None:
-        """Resend what the broker took but no collector confirmed in time, while a collector
-        is online (resending to an empty room only piles duplicates in the broker)."""
+        """Resend each message the broker took but no collector confirmed within the confirm
+        timeout (its own clock, doubling with each resend of it, up to MAX_CONFIRM_TIMEOUT_S),
+        while a collector is online (resending to an empty room only piles duplicates in the
+        broker). Monotonic time: a wall clock NTP steps back would stall resending."""
         now = time.monotonic()
         if now < self._next_requeue_check or self.spool.unconfirmed == 0:
             return
-        self._next_requeue_check = now + min(5.0, self._confirm_timeout / 4)
+        timeout = self.config.confirm_timeout_s
+        self._next_requeue_check = now + min(5.0, timeout / 4)
         with self._lock:
             nobody = bool(self._collectors_online) and not any(self._collectors_online.values())
-        waited = 0.0 if self._waiting_since is None else now - self._waiting_since
-        if nobody or waited < self._confirm_timeout:
+        if nobody:
             return
-        n = self.spool.requeue_unconfirmed()
-        self._waiting_since = None
+        overdue = self.spool.overdue(timeout, MAX_CONFIRM_TIMEOUT_S)
+        n = self.spool.requeue(overdue)
+        if not n:
+            return
         with self._lock:
             self._sent_upto = 0
         log.warning(
-            "%d published message(s) not confirmed by a collector within %.0f s; resending",
+            "%d published message(s) (seq %d%s) not confirmed by a collector within %.0f s or "
+            "more; resending",
             n,
-            self._confirm_timeout,
+            overdue[0],
+            f"..{overdue[-1]}" if len(overdue) > 1 else "",
+            timeout,
         )
-        self._confirm_timeout = min(self._confirm_timeout * 2, 900.0)
 
     def _publisher_loop(self) -> None:
         while not self.stop_event.is_set():

@@ -29,8 +29,8 @@ class GatewayConfig(StrictModel):
     #: most messages the spool keeps while offline; past it the oldest are dropped and counted
     spool_max_messages: int = Field(default=2_000_000, ge=100)
     status_interval_s: float = Field(default=30.0, gt=0)
-    #: resend published messages that no collector has confirmed after this long (doubles
-    #: while nothing is confirmed, up to 15 min)
+    #: resend a published message that no collector has confirmed after this long (each
+    #: message on its own clock; doubles each time that message is resent, up to 15 min)
     confirm_timeout_s: float = Field(default=60.0, gt=0)
     #: most messages published but not yet confirmed; past it, the gateway waits
     max_unconfirmed: int = Field(default=20_000, ge=1)

@@ -154,7 +154,10 @@ class Spool:
         #: messages up to here were counted as published before this start
         self._count_floor = self._values[_PUBLISHED_UPTO]
         self._values[UNSPOOLED_DROPPED] = durable.get(UNSPOOLED_DROPPED, 0)
-        self._published: set[int] = set()  # PUBACKed, waiting for a receipt (memory only)
+        # PUBACKed, waiting for a receipt (memory only): seq -> monotonic time of the PUBACK
+        self._published: dict[int, float] = {}
+        # resends of a message no receipt has covered yet: seq -> times resent (its wait doubles)
+        self._resent: dict[int, int] = {}
         self._confirmed: dict[int, int] = {}  # receipted, row not yet deleted: seq -> readings
         self._confirmed_since = 0.0  # monotonic time the oldest of those was receipted
         self._counted: set[int] = set()  # counted as published in this run, still spooled
@@ -246,7 +249,9 @@ class Spool:
                 raise SpoolError(self.path, "storing a new message", str(exc)) from exc
             self._committed(values, deleted)
             self._rows += 1 - len(dropped)
-            self._published.difference_update(dropped)
+            for seq in dropped:
+                self._published.pop(seq, None)
+                self._resent.pop(seq, None)
             self._counted.difference_update(dropped)
             return seq
 
@@ -329,10 +334,11 @@ class Spool:
             return 0
         with self._lock:
             n = 0
+            now = time.monotonic()
             for seq, readings in self._rows_of(seqs):
                 if seq in self._published or seq in self._confirmed:
                     continue
-                self._published.add(seq)
+                self._published[seq] = now
                 self._count_published(seq, readings)
                 n += 1
             return n
@@ -351,7 +357,8 @@ class Spool:
                 if not self._confirmed:
                     self._confirmed_since = time.monotonic()
                 self._confirmed[seq] = readings
-                self._published.discard(seq)
+                self._published.pop(seq, None)
+                self._resent.pop(seq, None)
                 # a receipt can overtake its PUBACK: its readings count as published, once
                 self._count_published(seq, readings)
                 self._values["confirmed_messages"] += 1
@@ -378,9 +385,34 @@ class Spool:
     def requeue_unconfirmed(self) -> int:
         """No receipt came: mark every published-but-unconfirmed message for sending again."""
         with self._lock:
-            n = len(self._published)
-            self._published.clear()
-            return n
+            return self._requeue(list(self._published))
+
+    def overdue(self, timeout_s: float, max_timeout_s: float) -> list[int]:
+        """Published messages whose receipt is overdue: PUBACKed at least ``timeout_s`` ago,
+        doubled for each time the message was already resent (up to ``max_timeout_s``). Each
+        message has its own clock, so receipts for newer messages never postpone the resend of
+        one the broker lost (they did while one "waiting since" served them all)."""
+        now = time.monotonic()
+        with self._lock:
+            return sorted(
+                seq
+                for seq, acked_at in self._published.items()
+                if now - acked_at
+                >= min(timeout_s * 2 ** min(self._resent.get(seq, 0), 16), max_timeout_s)
+            )
+
+    def requeue(self, seqs: Iterable[int]) -> int:
+        """Mark these published-but-unconfirmed messages for sending again. Returns how many."""
+        with self._lock:
+            return self._requeue(seqs)
+
+    def _requeue(self, seqs: Iterable[int]) -> int:
+        n = 0
+        for seq in seqs:
+            if self._published.pop(seq, None) is not None:
+                self._resent[seq] = self._resent.get(seq, 0) + 1
+                n += 1
+        return n
 
     # ---------------------------------------------------------------- reading
 

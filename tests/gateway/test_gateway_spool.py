@@ -206,3 +206,51 @@ def test_old_spool_is_migrated(tmp_path: Path) -> None:
     assert _add(s, 1) == [3]
     index = s._db.execute("SELECT name FROM sqlite_master WHERE type='index'").fetchall()
     assert index == [("sqlite_autoindex_meta_1",)]
+
+
+class _FakeTime:
+    """The spool's ``time`` module with a monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+
+def test_a_lost_message_is_overdue_on_its_own_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker lost seq 1 while seqs 2.. kept flowing and being receipted: seq 1 is still
+    due for a resend after the timeout (a shared "waiting since" that every receipt reset kept
+    postponing it for as long as traffic flowed), and each resend of it doubles its wait."""
+    import gateway.spool
+
+    clock = _FakeTime()
+    monkeypatch.setattr(gateway.spool, "time", clock)
+    s = Spool(tmp_path / "spool.sqlite")
+    s.mark_published(_add(s, 1))  # seq 1: PUBACKed, then lost by the broker
+    for _ in range(12):  # new messages every second, each receipted at once
+        clock.now += 1.0
+        seq = _add(s, 1)
+        s.mark_published(seq)
+        s.confirm_later(seq)
+        assert s.overdue(10.0, 900.0) == ([1] if clock.now - 1000.0 >= 10.0 else [])
+    assert s.requeue(s.overdue(10.0, 900.0)) == 1
+    assert [m.seq for m in s.pending(0, 10)] == [1]
+    s.mark_published([1])  # resent and PUBACKed again, and lost again
+    clock.now += 19.0
+    assert s.overdue(10.0, 900.0) == []  # the second wait is 20 s
+    clock.now += 1.0
+    assert s.overdue(10.0, 900.0) == [1]
+    s.requeue([1])
+    s.mark_published([1])
+    clock.now += 35.0
+    assert s.overdue(10.0, 900.0) == []  # the third wait is 40 s ...
+    assert s.overdue(10.0, 35.0) == [1]  # ... unless capped below that
+    s.confirm_later([1])  # a receipt at last: nothing is overdue, the resend count is gone
+    assert s.overdue(10.0, 900.0) == [] and s.unconfirmed == 0
+    s.close()
