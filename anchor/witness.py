@@ -5,9 +5,11 @@ to the stored checkpoint note, so the public tiles' ``checkpoint`` carries them.
 A witness remembers the largest tree of our log it has cosigned and cosigns a new checkpoint
 only with a consistency proof from that size (``old <size>`` in the request). We keep that size
 per witness in ``witness_state`` (collector database); when it is stale the witness answers 409
-with the size it knows and we retry once from there. A witness that is down or refuses costs
+with the size it knows (``Content-Type: text/x.tlog.size``, as the spec requires; a 409 without
+it is a malformed answer) and we retry once from there. A witness that is down or refuses costs
 one short request per ``retry_s`` (doubling while it keeps failing, up to ``MAX_RETRY_S``) and
-is reported once per change of state (and counted); it never stops ingestion or checkpointing.
+is reported once per change of state or of counted reason (and counted); it never stops
+ingestion or checkpointing.
 A witness that holds a different tree of our log (it rejects our consistency proof from the
 size it knows, answers 409 to our checkpoint of the very size it knows, or knows a larger tree
 than ours) is a split view: someone signs another history under our log key, or our log was
@@ -55,6 +57,9 @@ CREATE TABLE IF NOT EXISTS witness_state (
 
 #: the largest witness answer read (a cosignature line is ~150 bytes)
 MAX_RESPONSE_BYTES = 16 * 1024
+#: the media type of a 409 answer that gives the size the witness knows (C2SP tlog-witness:
+#: the response MUST have it; litewitness v0.6.1 sends exactly this)
+SIZE_CONTENT_TYPE = "text/x.tlog.size"
 #: cosignature lines accepted in one answer
 MAX_RESPONSE_LINES = 16
 
@@ -73,7 +78,8 @@ BAD_SIGNATURE = "bad_signature"
 BAD_REQUEST = "bad_request"
 #: 422 to a request from size 0, whose proof is empty: a proof it should not reject (refused)
 BAD_PROOF = "bad_proof"
-#: 409 that cannot be followed: a malformed size, or sizes that keep changing (refused)
+#: 409 that cannot be followed: no text/x.tlog.size Content-Type, a malformed size, or sizes
+#: that keep changing (refused)
 CONFLICT = "conflict"
 #: 200 without a valid cosignature by the configured key (refused)
 BAD_COSIGNATURE = "bad_cosignature"
@@ -133,6 +139,8 @@ class WitnessUnavailable(ChainError):
 class WitnessResponse:
     status: int
     body: bytes
+    #: the Content-Type header as sent ("" without one)
+    content_type: str = ""
 
 
 class WitnessClient:
@@ -170,7 +178,7 @@ class WitnessClient:
                         raise WitnessUnavailable(
                             f"answer not complete in {2 * self.config.timeout_s:.0f} s"
                         )
-                return WitnessResponse(r.status_code, data)
+                return WitnessResponse(r.status_code, data, r.headers.get("content-type", ""))
         except (httpx.HTTPError, OSError) as exc:
             raise WitnessUnavailable(f"{type(exc).__name__}: {exc}") from None
 
@@ -182,6 +190,11 @@ def _printable(raw: bytes) -> str:
     """A witness's error text, safe to log (no control characters, bounded)."""
     text = raw.decode("utf-8", errors="replace").strip()
     return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def is_size_answer(content_type: str) -> bool:
+    """Whether a Content-Type is the spec's ``text/x.tlog.size`` (parameters ignored)."""
+    return content_type.split(";", 1)[0].strip().lower() == SIZE_CONTENT_TYPE
 
 
 def parse_conflict_size(body: bytes) -> int:
@@ -244,6 +257,8 @@ class WitnessState:
     done_size: int = -1
     #: failures in a row (the retry delay doubles with each, up to MAX_RETRY_S)
     failures: int = 0
+    #: the reason the last failure was counted under ("" while OK); a change is logged
+    reason: str = ""
     #: wall-clock time of the last cosignature added to a note (None: none since start)
     last_success: float | None = None
 
@@ -406,6 +421,28 @@ class Witnesses:
                     )
                     return None
                 return line
+            if r.status == 409 and not is_size_answer(r.content_type):
+                if old == size:
+                    # the spec's 409 for another root of the very size it knows: the spec gives
+                    # that answer no body or type (litewitness answers 422 there instead)
+                    self._fail(
+                        st,
+                        SPLIT_VIEW,
+                        f"it holds another tree of {size} entries of our log (409 to our "
+                        "checkpoint of the size it knows: the root hashes differ)",
+                    )
+                    return None
+                sent = _printable(r.content_type.encode()[:64])
+                self._fail(
+                    st,
+                    REFUSED,
+                    f"answered 409 with {f'Content-Type {sent!r}' if sent else 'no Content-Type'}"
+                    f", not {SIZE_CONTENT_TYPE} as C2SP tlog-witness requires of the answer "
+                    "giving the size it knows: a malformed answer, its size is not read; check "
+                    "the witness's version (or a proxy in front of it that rewrites the header)",
+                    CONFLICT,
+                )
+                return None
             if r.status == 409:
                 try:
                     known = parse_conflict_size(r.body)
@@ -492,7 +529,7 @@ class Witnesses:
             log.warning("witness %s cosigns again (size %d)", st.config.name, size)
         else:
             log.info("witness %s cosigned size %d", st.config.name, size)
-        st.status, st.detail, st.retry_at, st.failures = OK, "", 0.0, 0
+        st.status, st.reason, st.detail, st.retry_at, st.failures = OK, "", "", 0.0, 0
         st.last_success = time.time()
         return StoredCheckpoint(cp.checkpoint, note, cp.created_at)
 
@@ -510,15 +547,18 @@ class Witnesses:
 
     def _fail(self, st: WitnessState, status: str, detail: str, reason: str = "") -> None:
         """Count the failure under ``reason`` (the state's name when it has no finer one),
-        move the witness to state ``status`` and log a change of state once."""
+        move the witness to state ``status`` and log a change of state or of reason once (a
+        witness that goes from unknown_log to bad_signature asks the operator for another fix),
+        not every retry that fails the same way."""
+        counted = reason or status
         with self._lock:
-            self.counters[(st.config.name, reason or status)] += 1
+            self.counters[(st.config.name, counted)] += 1
             st.failures += 1
             retry_s = st.config.retry_s
             delay = min(retry_s * 2 ** min(st.failures - 1, 16), max(retry_s, MAX_RETRY_S))
             st.retry_at = self.clock() + delay
-            changed = status != st.status
-            st.status, st.detail = status, detail
+            changed = (status, counted) != (st.status, st.reason)
+            st.status, st.reason, st.detail = status, counted, detail
         if not changed:
             return
         name = st.config.name
@@ -531,11 +571,13 @@ class Witnesses:
                 detail,
             )
         else:
+            state = "is unreachable" if status == UNREACHABLE else "refuses to cosign"
             log.error(
-                "witness %s %s: %s; checkpoints go on without its cosignature, retrying after "
-                "%.0f s and less often while it fails (up to every %.0f s)",
+                "witness %s %s%s: %s; checkpoints go on without its cosignature, retrying "
+                "after %.0f s and less often while it fails (up to every %.0f s)",
                 name,
-                "is unreachable" if status == UNREACHABLE else "refuses to cosign",
+                state,
+                "" if counted == status else f" ({counted})",  # the metrics' reason label
                 detail,
                 st.config.retry_s,
                 max(st.config.retry_s, MAX_RETRY_S),

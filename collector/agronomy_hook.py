@@ -38,9 +38,13 @@ class AgronomyHook:
         path = state_path or config.data_dir / "agronomy.sqlite"
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.deriver = AgronomyDeriver(load_agronomy_config(config), self.db, commit=False)
+        try:  # a bad fields config must not leave the connection to the garbage collector
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.deriver = AgronomyDeriver(load_agronomy_config(config), self.db, commit=False)
+        except BaseException:
+            self.db.close()
+            raise
 
     def __call__(self, device: Device, payload: Payload) -> list[Point]:
         tags = {"farm": device.farm, "field": device.field, "gateway": device.gateway}

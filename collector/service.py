@@ -8,11 +8,13 @@ persistent session, not in our memory. Telegraf's ack-after-write tracking, with
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -47,74 +49,104 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 TILES_RETRY_S = 30.0
 
 
+def _close_after_failed_start(what: str, close: Callable[[], object]) -> None:
+    """Close one thing a failed :class:`Collector` start had opened. A failure here is logged,
+    not raised: it must not hide the error that failed the start."""
+    try:
+        close()
+    except Exception as exc:
+        log.warning("after the failed start, closing %s failed too: %s", what, exc)
+
+
 class Collector:
     def __init__(self, config: CollectorConfig, writer: PointWriter | None = None) -> None:
-        self.config = config
-        self.db = open_db(config.db_path, lock=True)
-        self.evidence = EvidenceLog.open(self.db, config.log_origin, config.log_key_file)
-        self.registry = Registry(self.db, self.evidence)
-        self.store = CollectorStore(
-            self.db, self.evidence, config.quarantine_max_rows, config.quarantine_max_bytes
-        )
-        self.received = ReceivedRanges.load(self.db)
-        self.writer = writer or make_writer(config.influx)
-        self.stop_event = threading.Event()
-        self.agronomy = AgronomyHook(config)
-        self.ingestor = Ingestor(
-            self.store,
-            self.registry,
-            self.writer,
-            topic_prefix=config.mqtt.topic_prefix,
-            max_message_bytes=config.max_message_bytes,
-            derive=self.agronomy,
-            stop_event=self.stop_event,
-        )
-        self._last_checkpoint = time.monotonic()
-        self.tiles_dir = config.data_dir / "tiles"
-        self._tiles_size = published_size(self.tiles_dir)
-        if self._tiles_size and not self._tiles_current():
-            self._tiles_size = -1  # cosignatures stored before a crash: publish them
-        self._tiles_failing = False
-        self._tiles_retry_at = 0.0
-        # the witnesses are asked from their own threads, through their own connection (a
-        # shared one would commit the ingest thread's open transaction); public tiles are
-        # written by the ingest thread and, for a cosigned note, by a witness thread: one lock
-        self._tiles_lock = threading.Lock()
-        witness_db = open_db(config.db_path) if config.log.witnesses else self.db
-        self._witness_evidence = EvidenceLog(witness_db, self.evidence.origin, self.evidence.signer)
-        self.witnesses = Witnesses(witness_db, self._witness_evidence, config.log.witnesses)
-        self.witness_worker = CosigningWorker(self.witnesses, self._publish_cosigned)
-        # paho's network thread appends, the worker drains (deque appends/pops are atomic);
-        # _wake tells the worker a batch has begun or is full
-        self.inbox: deque[Delivery] = deque()
-        self._wake = threading.Event()
-        self.connected = threading.Event()
-        self.status = StatusBoard(config.mqtt.topic_prefix, self.ingestor.devices.get)
-        self._stats_failing = False  # log a failing stats write once, not every interval
-        self.lag_s = 0.0
-        self._interval_quarantine: Counter[str] = Counter()
-        prefix = config.mqtt.topic_prefix
-        self.readings_filter = f"$share/{config.share_group}/{prefix}/+/readings"
-        self.status_filter = f"{prefix}/+/status"
-        self.client = make_client(
-            config.mqtt, config.collector_id, IngestClient, deliver=self._deliver
-        )
-        self.client.manual_ack_set(True)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = self._on_subscribe
-        # read the anchor stores once now: the first read imports their modules (web3 for an
-        # EVM store, ~1 s), which must not stall a batch at the first stats interval
-        try:
-            anchor_views(config)
-        except sqlite3.Error as exc:
-            log.debug("anchor stores not readable yet: %s", exc)
-        self.presence_topic = f"{prefix}/_collector/{config.collector_id}/status"
-        self.client.will_set(self.presence_topic, b'{"online": false}', 1, True)
-        # last: a step above that fails must leave no witness thread running (nothing stops
-        # them then); the threads wait for the first submit, so none is missed by starting late
-        self.witness_worker.start()
+        # all or nothing: when a step raises, what the steps before it opened is closed (in
+        # reverse order) before the error goes on, so a retry in this process (a supervisor,
+        # the demo, a test) finds the data directory unlocked; the garbage collector would not
+        # help: closing the database connection is what releases the lock
+        with contextlib.ExitStack() as opened:
+            self.config = config
+            self.db = open_db(config.db_path, lock=True)
+            opened.callback(_close_after_failed_start, "the collector database", self.db.close)
+            self.evidence = EvidenceLog.open(self.db, config.log_origin, config.log_key_file)
+            self.registry = Registry(self.db, self.evidence)
+            self.store = CollectorStore(
+                self.db, self.evidence, config.quarantine_max_rows, config.quarantine_max_bytes
+            )
+            self.received = ReceivedRanges.load(self.db)
+            self.writer = writer or make_writer(config.influx)
+            if writer is None:  # a writer handed in stays its owner's to close
+                opened.callback(_close_after_failed_start, "the InfluxDB writer", self.writer.close)
+            self.stop_event = threading.Event()
+            self.agronomy = AgronomyHook(config)
+            opened.callback(_close_after_failed_start, "the agronomy state", self.agronomy.close)
+            self.ingestor = Ingestor(
+                self.store,
+                self.registry,
+                self.writer,
+                topic_prefix=config.mqtt.topic_prefix,
+                max_message_bytes=config.max_message_bytes,
+                derive=self.agronomy,
+                stop_event=self.stop_event,
+            )
+            self._last_checkpoint = time.monotonic()
+            self.tiles_dir = config.data_dir / "tiles"
+            self._tiles_size = published_size(self.tiles_dir)
+            if self._tiles_size and not self._tiles_current():
+                self._tiles_size = -1  # cosignatures stored before a crash: publish them
+            self._tiles_failing = False
+            self._tiles_retry_at = 0.0
+            # the witnesses are asked from their own threads, through their own connection (a
+            # shared one would commit the ingest thread's open transaction); public tiles are
+            # written by the ingest thread and, for a cosigned note, by a witness thread: one
+            # lock
+            self._tiles_lock = threading.Lock()
+            witness_db = open_db(config.db_path) if config.log.witnesses else self.db
+            if witness_db is not self.db:
+                opened.callback(
+                    _close_after_failed_start, "the witnesses' connection", witness_db.close
+                )
+            self._witness_evidence = EvidenceLog(
+                witness_db, self.evidence.origin, self.evidence.signer
+            )
+            self.witnesses = Witnesses(witness_db, self._witness_evidence, config.log.witnesses)
+            opened.callback(
+                _close_after_failed_start, "the witnesses' HTTP clients", self.witnesses.close
+            )
+            self.witness_worker = CosigningWorker(self.witnesses, self._publish_cosigned)
+            # paho's network thread appends, the worker drains (deque appends/pops are atomic);
+            # _wake tells the worker a batch has begun or is full
+            self.inbox: deque[Delivery] = deque()
+            self._wake = threading.Event()
+            self.connected = threading.Event()
+            self.status = StatusBoard(config.mqtt.topic_prefix, self.ingestor.devices.get)
+            self._stats_failing = False  # log a failing stats write once, not every interval
+            self.lag_s = 0.0
+            self._interval_quarantine: Counter[str] = Counter()
+            prefix = config.mqtt.topic_prefix
+            self.readings_filter = f"$share/{config.share_group}/{prefix}/+/readings"
+            self.status_filter = f"{prefix}/+/status"
+            self.client = make_client(
+                config.mqtt, config.collector_id, IngestClient, deliver=self._deliver
+            )
+            self.client.manual_ack_set(True)
+            self.client.on_connect = self._on_connect
+            self.client.on_disconnect = self._on_disconnect
+            self.client.on_message = self._on_message
+            self.client.on_subscribe = self._on_subscribe
+            # read the anchor stores once now: the first read imports their modules (web3 for
+            # an EVM store, ~1 s), which must not stall a batch at the first stats interval
+            try:
+                anchor_views(config)
+            except sqlite3.Error as exc:
+                log.debug("anchor stores not readable yet: %s", exc)
+            self.presence_topic = f"{prefix}/_collector/{config.collector_id}/status"
+            self.client.will_set(self.presence_topic, b'{"online": false}', 1, True)
+            # last: a step above that fails must leave no witness thread running (nothing stops
+            # them then); the threads wait for the first submit, so none is missed by starting
+            # late; a start that fails stops the threads it started (CosigningWorker.start)
+            self.witness_worker.start()
+            opened.pop_all()  # started: from here run() closes all of it
 
     # ------------------------------------------------------------------ MQTT
 

@@ -39,11 +39,14 @@ from anchor.witness import (
     OK,
     REFUSED,
     SERVER_ERROR,
+    SIZE_CONTENT_TYPE,
     SPLIT_VIEW,
     UNKNOWN_LOG,
     UNREACHABLE,
     CosigningWorker,
+    WitnessClient,
     Witnesses,
+    is_size_answer,
     parse_conflict_size,
     pick_cosignature,
 )
@@ -284,6 +287,15 @@ def test_stale_size_gets_409_and_is_retried_from_the_witness_size(
         assert witness_sigs(latest.note, log_vkey, witness) == [WITNESS]
         assert c.witnesses.states[0].size == latest.checkpoint.size
         assert c.witnesses.counters[(WITNESS, "requests")] == 3  # 6, then 10: 409, 10 again
+        assert c.witnesses.counters[(WITNESS, CONFLICT)] == 0
+        # the 409 litewitness sends carries the spec's Content-Type (one without it is refused)
+        client = WitnessClient(witness_config(witness))
+        try:
+            r = client.add_checkpoint(0, [], latest.note)
+        finally:
+            client.close()
+        assert (r.status, r.body) == (409, b"%d\n" % latest.checkpoint.size)
+        assert r.content_type == SIZE_CONTENT_TYPE
     finally:
         shut(c)
 
@@ -686,6 +698,8 @@ def test_hostile_witness_answers_are_bounded_and_typed(
             status, body = replies.pop(0)
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
+            if status == 409:  # the spec's type: what is malformed is the size itself
+                self.send_header("Content-Type", SIZE_CONTENT_TYPE)
             self.end_headers()
             self.wfile.write(body)
 
@@ -732,6 +746,10 @@ def test_hostile_witness_answers_are_bounded_and_typed(
 
 def test_conflict_size_and_cosignature_parsing_reject_garbage() -> None:
     assert parse_conflict_size(b"12\n") == 12
+    for ok in (SIZE_CONTENT_TYPE, "Text/X.TLOG.Size; charset=utf-8", " text/x.tlog.size "):
+        assert is_size_answer(ok)
+    for other in ("", "text/plain", "text/x.tlog.sizes", "text/x.tlog", "x/text/x.tlog.size"):
+        assert not is_size_answer(other)
     for bad in (b"", b"12", b"012\n", b"-1\n", b"1 2\n", b"\xff\n", b"9" * 40 + b"\n"):
         with pytest.raises(ValueError):
             parse_conflict_size(bad)
@@ -763,18 +781,24 @@ def test_witness_config_checks_url_and_vkey() -> None:
 # ---------------------------------------------------------------- answers litewitness never gives
 
 
+#: a scripted answer: status, body (or "cosign"), and optionally its Content-Type (None: no
+#: header); without one a 409 carries the spec's text/x.tlog.size and other answers none
+Answer = tuple[int, bytes | str] | tuple[int, bytes | str, str | None]
+
+
 class ScriptedWitness:
     """A minimal tlog-witness double on loopback, for the spec's answers litewitness cannot be
     made to give to a well-formed request from our collector: 400 (it finds nothing malformed
-    in what we send), 422 to a request from size 0 (the proof is empty then), 409 for the size
-    it holds with another root (it answers such a request with 422), and a 200 that also
-    carries cosignatures by keys we do not know (it signs with one key). Each request gets the
-    next scripted answer; "cosign" is a real cosignature/v1 by the double's own key over the
-    submitted checkpoint, after a line by an unknown key of another signature type."""
+    in what we send), 404 (it answers 403 to an unknown origin), 422 to a request from size 0
+    (the proof is empty then), 409 for the size it holds with another root (it answers such a
+    request with 422), a 409 without the spec's Content-Type (it always sends it), and a 200
+    that also carries cosignatures by keys we do not know (it signs with one key). Each request
+    gets the next scripted answer; "cosign" is a real cosignature/v1 by the double's own key
+    over the submitted checkpoint, after a line by an unknown key of another signature type."""
 
     name = "witness.fieldproof.example/scripted"
 
-    def __init__(self, answers: list[tuple[int, bytes | str]]) -> None:
+    def __init__(self, answers: list[Answer]) -> None:
         self.answers = answers
         self.key = Ed25519PrivateKey.generate()
         public = self.key.public_key().public_bytes_raw()
@@ -786,11 +810,18 @@ class ScriptedWitness:
             def do_POST(self) -> None:
                 request = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 double.requests.append(request)
-                status, body = double.answers.pop(0)
+                answer = double.answers.pop(0)
+                status, body = answer[0], answer[1]
+                if len(answer) == 3:
+                    ctype = answer[2]
+                else:
+                    ctype = SIZE_CONTENT_TYPE if status == 409 else None
                 raw = double.cosign(request) if body == "cosign" else body
                 assert isinstance(raw, bytes)
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(raw)))
+                if ctype is not None:
+                    self.send_header("Content-Type", ctype)
                 self.end_headers()
                 self.wfile.write(raw)
 
@@ -860,8 +891,15 @@ def test_each_spec_answer_is_handled_and_counted_by_reason(
         assert [s.name for s in opened.sigs] == [ORIGIN, w.name]
         assert b"witness.other.example" not in latest.note  # an unknown key's line is not kept
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-        # logged once per change of state: refused (404; 400 and 422 not again), unreachable
-        assert len(errors) == 2 and "answered 404" in errors[0] and "answered 503" in errors[1]
+        # logged once per change of state or of reason: each answer asks for another fix
+        assert [e.split(":", 1)[0] for e in errors] == [
+            f"witness {w.name} refuses to cosign (unknown_log)",
+            f"witness {w.name} refuses to cosign (bad_request)",
+            f"witness {w.name} refuses to cosign (bad_proof)",
+            f"witness {w.name} is unreachable (server_error)",
+        ]
+        for error, status in zip(errors, (404, 400, 422, 503), strict=True):
+            assert f"answered {status}" in error
         assert "register our origin" in errors[0]
     finally:
         ws.close()
@@ -869,18 +907,21 @@ def test_each_spec_answer_is_handled_and_counted_by_reason(
         w.close()
 
 
+@pytest.mark.parametrize("answer", ["the size", "bare"])
 def test_409_for_the_size_the_witness_holds_is_a_split_view(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, answer: str
 ) -> None:
-    """The spec's answer when the witness holds another root for our size: 409 with that size
-    to ``old <our size>`` (litewitness answers 422 there, covered by the split-view test)."""
+    """The spec's answer when the witness holds another root for our size: 409 to ``old <our
+    size>`` (litewitness answers 422 there, covered by the split-view test). The spec gives
+    that 409 no body or type: with the size as a text/x.tlog.size answer, or bare."""
     c = make_collector(tmp_path / "data", [])
     append(c, 3)
     c.maybe_checkpoint(force=True)
     latest = c.evidence.latest()
     assert latest is not None
     size = latest.checkpoint.size
-    w = ScriptedWitness([(409, b"%d\n" % size), (409, b"%d\n" % size)])
+    same_size: Answer = (409, b"%d\n" % size) if answer == "the size" else (409, b"", None)
+    w = ScriptedWitness([(409, b"%d\n" % size), same_size])
     ws = Witnesses(c.db, c.evidence, [w.config])
     try:
         with caplog.at_level(logging.INFO, logger="fieldproof.anchor.witness"):
@@ -891,6 +932,78 @@ def test_409_for_the_size_the_witness_holds_is_a_split_view(
         assert [r.split(b"\n", 1)[0] for r in w.requests] == [b"old 0", b"old %d" % size]
         critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
         assert len(critical) == 1 and "SPLIT VIEW" in critical[0]
+    finally:
+        ws.close()
+        shut(c)
+        w.close()
+
+
+def scripted_witnesses(
+    tmp_path: Path, answers: list[Answer]
+) -> tuple[Collector, ScriptedWitness, Witnesses]:
+    """A collector with a checkpoint and a double asked from the test's thread."""
+    c = make_collector(tmp_path / "data", [])
+    append(c, 3)
+    c.maybe_checkpoint(force=True)
+    w = ScriptedWitness(answers)
+    return c, w, Witnesses(c.db, c.evidence, [w.config])
+
+
+def test_a_refusal_is_logged_again_when_its_reason_changes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """refused/unknown_log, then refused/bad_signature (the operator registered our origin,
+    with another key): a new line for the new reason, none for a retry that repeats one."""
+    unknown, forbidden = (404, b"unknown log\n"), (403, b"invalid signature\n")
+    c, w, ws = scripted_witnesses(tmp_path, [unknown, unknown, forbidden, forbidden])
+    try:
+        with caplog.at_level(logging.INFO, logger="fieldproof.anchor.witness"):
+            for _ in range(4):
+                assert ws.cosign_latest() is False
+                assert ws.status() == {w.name: REFUSED}
+        (stats,) = ws.stats()
+        assert stats.failures == {r: 0 for r in FAILURES} | {UNKNOWN_LOG: 2, BAD_SIGNATURE: 2}
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 2, errors
+        assert errors[0].startswith(f"witness {w.name} refuses to cosign (unknown_log): ")
+        assert "answered 404 'unknown log'" in errors[0]
+        assert errors[1].startswith(f"witness {w.name} refuses to cosign (bad_signature): ")
+        assert "answered 403 'invalid signature'" in errors[1]
+        assert "current log vkey" in errors[1]
+    finally:
+        ws.close()
+        shut(c)
+        w.close()
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain; charset=utf-8"])
+def test_a_409_without_the_size_content_type_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content_type: str | None
+) -> None:
+    """C2SP tlog-witness: the 409 giving the size the witness knows MUST have Content-Type
+    text/x.tlog.size. Without it the answer is malformed: its size is not believed (not
+    remembered, not asked from); the same size with the type is followed."""
+    c, w, ws = scripted_witnesses(
+        tmp_path, [(409, b"2\n", content_type), (409, b"2\n"), (200, "cosign")]
+    )
+    try:
+        with caplog.at_level(logging.INFO, logger="fieldproof.anchor.witness"):
+            assert ws.cosign_latest() is False
+            assert ws.status() == {w.name: REFUSED}
+            (stats,) = ws.stats()
+            assert stats.failures == {r: 0 for r in FAILURES} | {CONFLICT: 1}
+            assert stats.requests == 1
+            assert ws.states[0].size == 0
+            assert c.db.execute("SELECT size FROM witness_state").fetchall() == []
+            errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+            sent = "no Content-Type" if content_type is None else f"Content-Type {content_type!r}"
+            assert len(errors) == 1, errors
+            assert f"answered 409 with {sent}, not text/x.tlog.size" in errors[0]
+            assert errors[0].startswith(f"witness {w.name} refuses to cosign (conflict): ")
+            # with the spec's type the same answer is followed: asked again from size 2
+            assert ws.cosign_latest() is True
+        assert ws.status() == {w.name: OK}
+        assert [r.split(b"\n", 1)[0] for r in w.requests] == [b"old 0", b"old 0", b"old 2"]
     finally:
         ws.close()
         shut(c)
