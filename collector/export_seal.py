@@ -1,5 +1,7 @@
 """The seal part of an export (docs/bundle.md §4b): the completeness seal that ends the claim's
-checkpoint, and the scope's farm records with their inner inclusion proofs.
+checkpoint, and the scope's farm records with their inner inclusion proofs: a farm's record (or
+the neighbours proving it has none), for one gateway without a farm the records listing it,
+else every record.
 
 Kept apart from :mod:`collector.export` so the exporter only calls one function. The records
 come from what the collector stored when it wrote the seal; when they are no longer kept (or the
@@ -19,6 +21,7 @@ from fieldproof.formats.seal import (
     decode_seal,
     farm_proofs,
     farms_root,
+    gateway_positions,
     scope_positions,
 )
 
@@ -61,8 +64,21 @@ def seal_for_export(evidence: EvidenceLog, log: MerkleLog, size: int, scope: Sco
             f"the seal at log index {seal.size} does not match the log's entries before it "
             "(its farm records give another root): the log was written by something else or "
             "is damaged; check it with fieldproof log mirror --entries")
-    farms = [decode_farm_record(r).farm for r in records]
-    positions = scope_positions(farms, scope.farm)
+    decoded = [decode_farm_record(r) for r in records]
+    positions = None
+    if scope.farm is None and scope.gateway is not None:
+        # one gateway's bundle shows only the farms it is enrolled in: another farm's gateway
+        # ids are that farm's data (the verifier knows the gateway's farms from its registry
+        # events, which the record counts)
+        positions = gateway_positions(decoded, scope.gateway, scope.field)
+        if positions is None:
+            notes.append(
+                f"the log's seal at index {seal.size} lists {scope.gateway} in no farm record"
+                + (f" for field {scope.field!r}" if scope.field is not None else "")
+                + ": only every farm record shows that, so this bundle carries them all "
+                "(their gateway ids included)")
+    if positions is None:
+        positions = scope_positions([r.farm for r in decoded], scope.farm)
     proofs = farm_proofs(records, positions)
     return SealProof(size, entry, tuple(
         SealFarm(p, records[p], tuple(proof)) for p, proof in zip(positions, proofs, strict=True)))

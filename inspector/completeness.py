@@ -173,9 +173,12 @@ def check_completeness(
             return invalid(f"it says {gw}'s messages below tree size {c.size} have seq "
                            f"{claim.first_seq}–{claim.latest_seq}, and the bundle proves others")
         run = [x for x in msgs if lo <= x.seq <= hi]
-        if sum(1 for x in run if x.proven) > claim.count:
+        # the claim counts seqs: a seq the bundle holds twice (duplicate_seq) counts once, so
+        # a twin can neither make an honest claim false nor stand in for a withheld message
+        shown = len({x.seq for x in run if x.proven})
+        if shown > claim.count:
             return invalid(f"it counts {claim.count} message(s) of {gw} in seq {lo}–{hi}, the "
-                           f"bundle proves {sum(1 for x in run if x.proven)}")
+                           f"bundle proves {shown}")
         what = f"{claim.count} message(s) of {gw} in seq {lo}–{hi}"
         if not run:
             withheld.append(gw)
@@ -205,7 +208,8 @@ def check_completeness(
             cuts["end"] = (f"its run ends at seq {hi}, sampled {fmt_time(last.last_time)} "
                            "inside the period, while the log holds later messages (to seq "
                            f"{claim.latest_seq})")
-        missing = max(0, claim.count - len(run))
+        seqs = len({x.seq for x in run})
+        missing = max(0, claim.count - seqs)
         if cuts:
             withheld.append(gw)
             g.completeness = {"start": "head cut", "end": "tail cut"}.get(
@@ -221,7 +225,7 @@ def check_completeness(
             gaps = [f"{a.seq + 1}–{b.seq - 1}" for a, b in itertools.pairwise(run)
                     if b.seq > a.seq + 1]
             out.add(FindingCode.MESSAGES_WITHHELD,
-                    f"the log holds {what} (the exporter's signed claim), the bundle {len(run)}: "
+                    f"the log holds {what} (the exporter's signed claim), the bundle {seqs}: "
                     f"{missing} were left out"
                     + (f" (among the missing seq {', '.join(gaps[:5])}"
                        + (", …" if len(gaps) > 5 else "") + ")" if gaps else ""), gw)

@@ -25,10 +25,12 @@ from fieldproof.formats.bundle import Bundle, Entry, in_scope
 from fieldproof.formats.checkpoint import Checkpoint
 from fieldproof.formats.registry_event import parse_registry_event
 from fieldproof.formats.seal import (
+    FarmRecord,
     SealedGateway,
     SealError,
     decode_farm_record,
     decode_seal,
+    gateway_covered,
     scope_covered,
     verify_farm_record,
 )
@@ -150,12 +152,11 @@ def check_seal(
         seal = decode_seal(sp.entry)
         if seal.size != n - 1:
             raise SealError(f"it says it is at log index {seal.size}, not {n - 1}")
-        farms: dict[int, str] = {}
+        records: dict[int, FarmRecord] = {}
         sealed: dict[str, SealedGateway] = {}
         for f in sp.farms:
             verify_farm_record(f.record, f.position, seal, f.proof)
-            record = decode_farm_record(f.record)
-            farms[f.position] = record.farm
+            record = records[f.position] = decode_farm_record(f.record)
             if bundle.scope.farm not in (None, record.farm):
                 continue  # a neighbour that shows the scope's farm has no record
             for g in record.gateways:
@@ -164,15 +165,14 @@ def check_seal(
                     sealed.setdefault(g.gateway, g)
     except SealError as exc:
         return invalid(str(exc))
-    missing = scope_covered(seal.farms, farms, bundle.scope.farm)
-    if missing is not None:
-        return invalid(f"the bundle does not carry {missing}, so the scope's gateways are not "
-                       "all known")
-    check.farms = sorted(set(farms.values()))
+    farms = {p: r.farm for p, r in records.items()}
     below = n - 1  # what the seal states is about the entries before it
 
-    # the carried registry events below the seal, per gateway
+    # the carried registry events below the seal, per gateway, and the farms the scope's
+    # gateway's enrollments among them name (farm → the first one's log index)
     events: dict[str, list[Entry]] = {}
+    scoped: list[tuple[Entry, str]] = []
+    enrolled: dict[str, int] = {}
     for e in bundle.registry:
         if e.index >= below:
             continue
@@ -181,12 +181,38 @@ def check_seal(
         if not isinstance(gw, str) or obj is None:
             continue
         events.setdefault(gw, []).append(e)
+        if gw == bundle.scope.gateway and obj.get("event") == "enroll":
+            enrolled.setdefault(str(obj.get("farm", "")), e.index)
         if in_scope(bundle.scope, gw, obj) and gw not in sealed and included(e):
-            out.append(SealFinding(
-                "error", "seal_contradicted",
-                f"the bundle proves {gw}'s enrollment in this scope at log index {e.index}, "
-                f"which the log's seal at index {below} leaves out: the collector wrote a "
-                "false seal", gw))
+            scoped.append((e, gw))
+    gw_only = bundle.scope.gateway if bundle.scope.farm is None else None
+    try:
+        missing = (gateway_covered(seal.farms, records, gw_only, enrolled) if gw_only is not None
+                   else scope_covered(seal.farms, farms, bundle.scope.farm))
+    except SealError as exc:
+        return invalid(str(exc))
+    if missing is not None:
+        return invalid(f"the bundle does not carry {missing}, so the scope's gateways are not "
+                       "all known")
+    if gw_only is not None and len(records) < seal.farms:
+        # its registry events must all be here: they are what shows that no record left out
+        # lists it (for a sealed gateway of the scope, _judge reports any withheld; one the
+        # carried records list only in other fields must show them all here)
+        registry = next(g.registry for r in records.values() for g in r.gateways
+                        if g.gateway == gw_only)
+        held = len(events.get(gw_only, []))
+        if gw_only not in sealed and held < registry:
+            return invalid(
+                f"the bundle carries {held} of the {registry} registry events of {gw_only} the "
+                f"seal counts below index {below} and only the farm records listing it, so "
+                "nothing shows that no enrollment puts it in this scope")
+    check.farms = sorted(set(farms.values()))
+    for e, gw in scoped:
+        out.append(SealFinding(
+            "error", "seal_contradicted",
+            f"the bundle proves {gw}'s enrollment in this scope at log index {e.index}, "
+            f"which the log's seal at index {below} leaves out: the collector wrote a "
+            "false seal", gw))
     withheld: list[str] = []
     for gw, g in sorted(sealed.items()):
         state = _judge(bundle, gw, g, events.get(gw, []), carried.get(gw, ()), below,
@@ -195,7 +221,9 @@ def check_seal(
         if state != "complete":
             withheld.append(gw)
     if bundle.completeness is not None and claim_checked:
-        _against_claim(bundle, sealed, below, out)
+        twice = {gw: _duplicates([x for x in carried.get(gw, ()) if x.proven
+                                 and x.log_index < below]) for gw in sealed}
+        _against_claim(bundle, sealed, twice, below, out)
     if any(f.code in ("seal_contradicted", "seal_claim_mismatch") for f in out):
         check.status = "invalid"
         check.detail = "the seal contradicts the bundle or its claim (see the findings)"
@@ -228,7 +256,7 @@ def _judge(bundle: Bundle, gw: str, g: SealedGateway, events: Sequence[Entry],
                 f"the log's seal says the log held no message of {gw} below index {below}, "
                 f"the bundle proves {len(proven)}: the collector wrote a false seal", gw))
     elif (any(not g.first <= x.seq <= g.latest for x in proven)
-          or len({x.seq for x in proven}) > g.messages):
+          or len(proven) > g.messages):  # the seal counts entries: a seq held twice, twice
         out.append(SealFinding(
             "error", "seal_contradicted",
             f"the log's seal says {gw}'s messages below index {below} are {g.messages} with seq "
@@ -274,23 +302,35 @@ def _judge(bundle: Bundle, gw: str, g: SealedGateway, events: Sequence[Entry],
             + " and ".join("start" if c == "head" else "end" for c, _ in cuts) + ": "
             + "; ".join(why for _, why in cuts) + ". What happened there is withheld", gw))
         return " and ".join(c for c, _ in cuts) + " cut"
-    if g.dense:
+    twice = _duplicates(proven)
+    if g.every_seq(twice):
         have = {x.seq for x in msgs}
         gaps = [q for q in range(lo.seq, hi.seq + 1) if q not in have]
         if gaps:
+            shown = (f", {twice} more for the seqs the bundle proves twice" if twice else "")
             out.append(SealFinding(
                 "error", "messages_withheld",
-                f"the log's seal shows {gw}'s seq {g.first}–{g.latest} all logged (no gap), "
-                f"the bundle lacks {len(gaps)} between seq {lo.seq} and {hi.seq} (seq "
-                f"{_fmt_seqs(gaps)}): they were left out", gw))
+                f"the log's seal counts {g.messages} entries of {gw} with seq "
+                f"{g.first}–{g.latest}: one for every seq{shown}. So the log holds every seq "
+                "there (unless, for each one it lacks, it holds another seq twice that this "
+                f"bundle does not show), and the bundle lacks {len(gaps)} between seq "
+                f"{lo.seq} and {hi.seq} (seq {_fmt_seqs(gaps)}): they were left out", gw))
             return "messages withheld"
     return state
 
 
-def _against_claim(bundle: Bundle, sealed: Mapping[str, SealedGateway], below: int,
-                   out: list[SealFinding]) -> None:
+def _duplicates(proven: Sequence[Carried]) -> int:
+    """How many proven entries are beyond the first of their seq (each is its own log entry,
+    and the seal counts every one): what a seal's ``messages`` holds more than distinct
+    seqs, as far as the bundle shows."""
+    return len(proven) - len({x.seq for x in proven})
+
+
+def _against_claim(bundle: Bundle, sealed: Mapping[str, SealedGateway],
+                   twice: Mapping[str, int], below: int, out: list[SealFinding]) -> None:
     """The exporter's signed claim must state what the seal fixed; where it does not, the
-    operator signed a statement the anchored log contradicts."""
+    operator signed a statement the anchored log contradicts. ``twice``: per gateway, the
+    entries the bundle proves beyond one per seq (the seal counts entries, the claim seqs)."""
     c = bundle.completeness
     assert c is not None
     why: list[str] = []
@@ -309,8 +349,9 @@ def _against_claim(bundle: Bundle, sealed: Mapping[str, SealedGateway], below: i
         if (k.first_seq, k.latest_seq) != (g.first, g.latest):
             why.append(f"it gives {gw} seq {k.first_seq}–{k.latest_seq}, the seal "
                        f"{g.first}–{g.latest}")
-        elif (g.dense and k.from_seq is not None and k.to_seq is not None
+        elif (g.every_seq(twice[gw]) and k.from_seq is not None and k.to_seq is not None
               and k.count != k.to_seq - k.from_seq + 1):
+            # the claim counts seqs (a seq held twice once), the seal entries
             why.append(f"it counts {k.count} messages of {gw} in seq {k.from_seq}–{k.to_seq}, "
                        "the seal shows every seq there logged")
     if why:

@@ -42,6 +42,8 @@ __all__ = [
     "decode_seal",
     "farm_proofs",
     "farms_root",
+    "gateway_covered",
+    "gateway_positions",
     "is_seal_entry",
     "scope_covered",
     "scope_positions",
@@ -85,10 +87,20 @@ class SealedGateway:
 
     @property
     def dense(self) -> bool:
-        """Whether the log holds every seq from ``first`` to ``latest``: then any seq between
-        two carried ones that a bundle lacks was left out, not lost."""
+        """Whether the log holds every seq from ``first`` to ``latest``, if it holds no seq
+        twice: :meth:`every_seq` with no duplicate shown."""
+        return self.every_seq(0)
+
+    def every_seq(self, duplicates: int) -> bool:
+        """Whether the log holds every seq from ``first`` to ``latest``, given ``duplicates``
+        entries beyond one per seq that a bundle proves (a seq proven at two log indices
+        counts one). ``messages`` counts entries, so a seq held twice stands in for a missing
+        one: only ``messages − duplicates`` seqs are known to be distinct. A duplicate the
+        bundle does not show is not subtracted (the seal counts no distinct seqs), so this
+        says "every seq, or as many more seqs held twice as the log lacks" (docs/bundle.md
+        §4b)."""
         return (self.first is not None and self.latest is not None
-                and self.messages == self.latest - self.first + 1)
+                and self.messages - duplicates == self.latest - self.first + 1)
 
 
 @dataclass(frozen=True)
@@ -164,10 +176,10 @@ def scope_covered(count: int, carried: Mapping[int, str], farm: str | None) -> s
     """Whether records carried at these positions (position → farm; each already proven into
     a seal of ``count`` records) show every record of ``farm`` (None: of every farm): None if
     they do, else what is missing."""
+    bad = _unsorted(carried)
+    if bad is not None:
+        return bad
     order = sorted(carried)
-    for a, b in itertools.pairwise(order):
-        if carried[a] >= carried[b]:
-            return f"records {a} and {b} are not sorted by farm"
     if farm is None:
         missing = count - len(carried)
         return None if missing == 0 else f"{missing} of the seal's {count} farm records"
@@ -180,6 +192,65 @@ def scope_covered(count: int, carried: Mapping[int, str], farm: str | None) -> s
     if hi == lo + 1:
         return None
     return f"the record of farm {farm!r}, or the neighbouring records that show it has none"
+
+
+def gateway_positions(records: Sequence[FarmRecord], gateway: str,
+                      field: str | None = None) -> list[int] | None:
+    """Which records a bundle scoped to one ``gateway`` (no farm) carries: those that list it,
+    when some do (and, with a ``field``, one lists it in that field); None when none does, so
+    only every record can show it is in none (docs/bundle.md §4b). The verifier knows the
+    gateway's other farms from its registry events, which the seal counts
+    (:func:`gateway_covered`)."""
+    out: list[int] = []
+    fields: set[str] = set()
+    for p, r in enumerate(records):
+        for g in r.gateways:
+            if g.gateway == gateway:
+                out.append(p)
+                fields.update(g.fields)
+    if not out or (field is not None and field not in fields):
+        return None
+    return out
+
+
+def _unsorted(carried: Mapping[int, str]) -> str | None:
+    for a, b in itertools.pairwise(sorted(carried)):
+        if carried[a] >= carried[b]:
+            return f"records {a} and {b} are not sorted by farm"
+    return None
+
+
+def gateway_covered(count: int, carried: Mapping[int, FarmRecord], gateway: str,
+                    enrolled: Mapping[str, int]) -> str | None:
+    """Whether records carried at these positions (each proven into a seal of ``count``
+    records) show every record that lists ``gateway``: None if they do, else what is missing.
+
+    A gateway is in a farm's record exactly when one of its ``enroll`` events below the seal
+    names that farm, and every record listing it states how many registry events of it the log
+    holds below the seal. So with every such event in hand (``enrolled``: farm → log index of
+    a carried ``enroll`` of it below the seal; the caller holds the carried events to that
+    count, else they were withheld) the records needed are those of ``enrolled``'s farms, and
+    one carried record listing the gateway is needed to know the count. Without any, only
+    every record shows the gateway is in none. :class:`SealError` when the records state
+    different numbers for it (the seal writes one set per gateway)."""
+    bad = _unsorted({p: r.farm for p, r in carried.items()})
+    if bad is not None:
+        return bad
+    rows = {g for r in carried.values() for g in r.gateways if g.gateway == gateway}
+    if len({(g.first, g.latest, g.messages, g.registry) for g in rows}) > 1:
+        raise SealError(f"its farm records state different numbers for {gateway}, which a seal "
+                        "never does")
+    if len(carried) == count:
+        return None
+    listing = {r.farm for r in carried.values() if any(g.gateway == gateway for g in r.gateways)}
+    if not listing:
+        return (f"a farm record listing {gateway}, or every record (which would show that none "
+                "lists it)")
+    for farm, index in sorted(enrolled.items(), key=lambda x: x[1]):
+        if farm not in listing:
+            return (f"the record of farm {farm!r}, in which {gateway}'s enrollment at log index "
+                    f"{index} puts it")
+    return None
 
 
 def verify_farm_record(record: bytes, position: int, seal: Seal, proof: Sequence[bytes]) -> None:

@@ -21,6 +21,8 @@ from fieldproof.formats.seal import (
     decode_seal,
     farm_proofs,
     farms_root,
+    gateway_covered,
+    gateway_positions,
     is_seal_entry,
     scope_covered,
     scope_positions,
@@ -173,3 +175,43 @@ def test_inner_proofs_prove_one_farm_and_absence() -> None:
     assert scope_covered(4, {}, "kilo") is not None
     assert scope_covered(4, {0: "alpha", 1: "delta", 2: "kilo"}, None) is not None
     assert scope_covered(4, {1: "kilo", 2: "delta"}, "delta") is not None  # unsorted
+
+
+def test_every_seq_counts_the_duplicates_shown() -> None:
+    """Entries, not seqs: seq 1–5 with one seq twice and one missing is 5 entries, as many as
+    a gap-free log; only the duplicate a bundle shows tells them apart."""
+    twin_and_gap = SealedGateway("gw-1", ("x",), 1, 5, 5, 1)
+    assert twin_and_gap.dense and twin_and_gap.every_seq(0)  # what the seal alone says
+    assert not twin_and_gap.every_seq(1)  # one entry is a second copy: at most 4 seqs
+    twin_no_gap = SealedGateway("gw-1", ("x",), 1, 5, 6, 1)
+    assert not twin_no_gap.dense and twin_no_gap.every_seq(1)
+    assert not SealedGateway("gw-1", ("x",), None, None, 0, 1).every_seq(0)
+
+
+def test_a_gateway_scope_needs_the_records_listing_it() -> None:
+    """One gateway, no farm: the records that list it (its farms' ones), proven absent from
+    the others by its registry events (which the caller holds to the records' count)."""
+    entries, a, b, _ = _log()
+    acc = SealAccumulator()
+    acc.add(entries)
+    records = acc.records()  # farm-a (a, b), farm-b (b), farm-c (c)
+    assert gateway_positions(records, b) == [0, 1]  # moved: both farms
+    assert gateway_positions(records, a) == [0]
+    assert gateway_positions(records, b, "east") == [0, 1]
+    assert gateway_positions(records, b, "west") is None  # only every record shows that
+    assert gateway_positions(records, "gw-0000000000000000") is None
+    at = dict(enumerate(records))
+    assert gateway_covered(3, {0: at[0], 1: at[1]}, b, {"farm-a": 1, "farm-b": 9}) is None
+    assert gateway_covered(3, {0: at[0]}, a, {"farm-a": 0}) is None
+    assert gateway_covered(3, at, "gw-0000000000000000", {}) is None  # every record
+    # farm-b's enrollment is carried, its record is not
+    missing = gateway_covered(3, {0: at[0]}, b, {"farm-a": 1, "farm-b": 9})
+    assert missing is not None and "farm 'farm-b'" in missing and "index 9" in missing
+    # no record listing it, and not every record: nothing shows it is in none
+    assert gateway_covered(3, {2: at[2]}, a, {}) is not None
+    assert gateway_covered(3, {}, a, {}) is not None
+    assert gateway_covered(3, {1: at[0], 0: at[1]}, b, {}) is not None  # unsorted
+    # records that disagree about the gateway: a seal never writes that
+    other = FarmRecord("farm-b", (SealedGateway(b, ("east",), 1, 2, 2, 3),))
+    with pytest.raises(SealError):
+        gateway_covered(3, {0: at[0], 1: other}, b, {"farm-a": 1, "farm-b": 9})
