@@ -27,6 +27,16 @@ class ChainMismatchError(ChainError):
     node of the intended network."""
 
 
+class NodeAnswerError(ChainError):
+    """A node's answer is not what its API promises: too large, of the wrong shape, or at odds
+    with what it answered before (a block that does not follow the one read before it). The
+    node is hostile or broken: ask another one."""
+
+
+class NodeTooSlow(ChainNodeUnavailable):
+    """A node took longer than its time budget to answer (one request, or a whole scan)."""
+
+
 class AnchorReadError(ChainError):
     """An anchor does not check out on the chain (unknown tx, not in a block, reverted, no
     anchor record, not on the main chain); the message says which check failed."""
@@ -57,6 +67,16 @@ CHAINS = ("thor", "evm")
 DEFAULT_SCAN_BLOCKS = 10_000
 #: anchors one scan keeps at most (a log anchors once per checkpoint; more is hostile)
 MAX_SCAN_ANCHORS = 10_000
+#: the largest answer a reader takes from a node: a block with all its transactions (Thor
+#: ``expanded=true``, EVM full transactions). A 40 M-gas Thor block or a 36 M-gas Ethereum
+#: block holds at most ~2.5 MB of calldata (16 gas a byte), ~5 MB as hex: 16 MiB leaves room
+MAX_NODE_ANSWER_BYTES = 16 * 1024 * 1024
+#: transactions one block may list: a 40 M-gas block fits at most ~1,900 (21,000 gas each);
+#: a node listing more is answering something else
+MAX_BLOCK_TRANSACTIONS = 10_000
+#: seconds one scan may take per node before it stops and says where (a node answering each
+#: block just under its timeout would otherwise hold a 10,000-block scan for a day)
+DEFAULT_SCAN_SECONDS = 3600.0
 
 
 @dataclass
@@ -65,8 +85,11 @@ class AnchorScan:
     ``first_block`` … ``last_block`` whose data is an anchor record of the log, each read back
     and checked as :meth:`ChainReader.read_anchor` does. ``head``: the node's best block when
     the scan began; ``complete``: the whole range asked for was read (else the scan stopped at
-    its block budget and ``last_block`` says where). ``unreadable``: candidate transactions
-    whose read-back failed (tx id, why), kept so a node hiding them is seen."""
+    its block budget, its time budget or at a node's bad answer, and ``last_block`` says
+    where). ``unreadable``: candidate transactions whose read-back failed (tx id, why), kept so
+    a node hiding them is seen. ``stopped``: why the scan ended before its block budget (the
+    node stopped answering, answered something no node should, or the time budget ran out),
+    empty when it did not."""
 
     chain: str
     first_block: int
@@ -76,6 +99,7 @@ class AnchorScan:
     anchors: list[ChainAnchor] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     transactions_seen: int = 0
+    stopped: str = ""
 
     @property
     def blocks(self) -> int:
@@ -108,13 +132,19 @@ class ChainReader(Protocol):
         to_block: int | None = None,
         *,
         max_blocks: int = DEFAULT_SCAN_BLOCKS,
+        max_seconds: float | None = DEFAULT_SCAN_SECONDS,
     ) -> AnchorScan:
         """Every anchor of the log ``origin`` (records whose origin hash is SHA-256 of it) in
         blocks ``from_block`` … ``to_block`` (default: the head), whoever sent it, reading at
-        most ``max_blocks`` blocks from ``from_block`` on. Neither chain indexes what an anchor
-        carries (a Thor anchor is a value-0 clause with no event, which ``/logs/transfer`` does
-        not record; an EVM anchor is plain calldata), so this reads every block: one request
-        each, bounded. Raises :class:`ChainNodeUnavailable` when the node cannot be asked."""
+        most ``max_blocks`` blocks from ``from_block`` on, for at most ``max_seconds``. Neither
+        chain indexes what an anchor carries (a Thor anchor is a value-0 clause with no event,
+        which ``/logs/transfer`` does not record; an EVM anchor is plain calldata), so this
+        reads every block: one request each, bounded. Every answer is hostile: bounded in
+        bytes and time, its shape checked, each block the one asked for and the child of the
+        one before. A node that stops answering or answers what no node should mid-scan ends
+        the scan there (``stopped`` says why; what was read is kept). Raises
+        :class:`ChainNodeUnavailable` when the node cannot be asked at all, and
+        :class:`NodeAnswerError` when its first answers (genesis, head) are unusable."""
         ...
 
     def close(self) -> None:

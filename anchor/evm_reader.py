@@ -5,6 +5,7 @@ here holds a key or a store. :class:`EvmChainReader` is its
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple, TypeVar
 
@@ -19,22 +20,29 @@ from web3.exceptions import (
     RequestTimedOut,
     TooManyRequests,
     TransactionNotFound,
+    Web3Exception,
     Web3RPCError,
     Web3ValueError,
 )
 from web3.middleware import ExtraDataToPOAMiddleware
+from web3.types import RPCEndpoint
 
 from anchor.chain_reader import (
     DEFAULT_SCAN_BLOCKS,
+    DEFAULT_SCAN_SECONDS,
+    MAX_BLOCK_TRANSACTIONS,
+    MAX_NODE_ANSWER_BYTES,
     MAX_SCAN_ANCHORS,
     AnchorReadError,
     AnchorScan,
     ChainAnchor,
     ChainMismatchError,
     ChainNodeUnavailable,
+    NodeAnswerError,
+    NodeTooSlow,
 )
 from fieldproof.errors import ChainError
-from fieldproof.formats.anchor_record import AnchorRecord, RecordError
+from fieldproof.formats.anchor_record import RECORD_SIZE, AnchorRecord, RecordError
 
 FinalityMode = Literal["auto", "finalized", "confirmations"]
 
@@ -88,10 +96,57 @@ class AnchorOnChain(NamedTuple):
     tx_hash: HexStr
 
 
-def connect(url: str, timeout_s: float = 10.0) -> Web3:
+class BoundedSession(requests.Session):
+    """The reader's HTTP session: every answer at most ``limit`` bytes (a ``Content-Length``
+    over it is refused unread), uncompressed (``Accept-Encoding: identity``; a compressed answer
+    could inflate past any bound), and read whole within ``seconds`` (requests' timeout bounds
+    each read, not a body trickled a byte at a time). Raises :class:`NodeAnswerError` or
+    :class:`NodeTooSlow`, which web3 passes through."""
+
+    def __init__(self, limit: int = MAX_NODE_ANSWER_BYTES, seconds: float = 30.0) -> None:
+        super().__init__()
+        self.limit, self.seconds = limit, seconds
+        self.headers["Accept-Encoding"] = "identity"
+
+    def request(self, method: str | bytes, url: str | bytes,
+                *args: Any, **kwargs: Any) -> requests.Response:
+        deadline = time.monotonic() + self.seconds
+        kwargs["stream"] = True
+        verb = method.decode("ascii") if isinstance(method, bytes) else method
+        resp = super().request(verb, url, *args, **kwargs)
+        where = resp.url.split("?")[0][:200]
+        try:
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.limit:
+                raise NodeAnswerError(
+                    f"EVM node {where} announces a {int(declared):,}-byte answer, over the "
+                    f"{self.limit:,} bytes any block takes: a hostile or broken node")
+            encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise NodeAnswerError(f"EVM node {where} answered {encoding[:40]}-compressed, "
+                                      "though asked for an uncompressed answer")
+            body = bytearray()
+            while chunk := resp.raw.read1(64 * 1024):  # what has arrived, not a full 64 KiB
+                body += chunk
+                if len(body) > self.limit:
+                    raise NodeAnswerError(
+                        f"EVM node {where} answered over {self.limit:,} bytes, more than any "
+                        "block holds: a hostile or broken node; ask another one")
+                if time.monotonic() > deadline:
+                    raise NodeTooSlow(f"EVM node {where} took over {self.seconds:g} s to "
+                                      "answer one request (it sends slowly): ask another node")
+        finally:
+            resp.close()
+        resp._content = bytes(body)
+        resp._content_consumed = True
+        return resp
+
+
+def connect(url: str, timeout_s: float = 10.0, session: requests.Session | None = None) -> Web3:
     """A Web3 client for one JSON-RPC URL, without web3's own retries (``step`` retries), and
-    tolerant of proof-of-authority chains whose blocks carry long ``extraData``."""
-    provider = HTTPProvider(url, request_kwargs={"timeout": timeout_s},
+    tolerant of proof-of-authority chains whose blocks carry long ``extraData``. ``session``:
+    the HTTP session it uses (a reader's :class:`BoundedSession`)."""
+    provider = HTTPProvider(url, request_kwargs={"timeout": timeout_s}, session=session,
                             exception_retry_configuration=None)
     w3 = Web3(provider)
     w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
@@ -165,6 +220,9 @@ def read_anchor(
         raise AnchorNotFoundError(
             f"transaction {hex_hash} is not in a block on the chain of {url} (unknown or pending)"
         ) from None
+    if bytes(tx["hash"]) != bytes(h) or bytes(receipt["transactionHash"]) != bytes(h):
+        raise AnchorNotFoundError(
+            f"EVM node {url} answered another transaction than {hex_hash}: ask another node")
     if int(receipt["status"]) != 1:
         raise AnchorNotFoundError(f"transaction {hex_hash} reverted: it anchors nothing")
     try:
@@ -209,7 +267,7 @@ class EvmChainReader:
         self.url = url
         self.chain_id = chain_id
         self.confirmations = confirmations
-        self.w3 = connect(url, timeout_s)
+        self.w3 = connect(url, timeout_s, BoundedSession(seconds=timeout_s))
 
     def _network(self) -> int:
         return self.chain_id if self.chain_id is not None else ask_node(
@@ -226,49 +284,173 @@ class EvmChainReader:
         return genesis_hash(self.w3, self.url).lower()
 
     def scan_anchors(self, origin: str, from_block: int, to_block: int | None = None, *,
-                     max_blocks: int = DEFAULT_SCAN_BLOCKS) -> AnchorScan:
+                     max_blocks: int = DEFAULT_SCAN_BLOCKS,
+                     max_seconds: float | None = DEFAULT_SCAN_SECONDS) -> AnchorScan:
         """Every anchor of ``origin`` in a bounded block range: each block is read with its
-        transactions (``eth_getBlockByNumber(n, true)``, one request); a transaction whose
-        calldata is this log's record is read back as :meth:`read_anchor` does (receipt status,
-        canonical block, finality). JSON-RPC has no filter on calldata, and an anchor emits
-        no log, so ``eth_getLogs`` cannot find it."""
+        transactions (``eth_getBlockByNumber(n, true)``, one request) as raw JSON-RPC, every
+        field checked (:meth:`_full_block`), since the node may lie in any of them; a
+        transaction whose calldata is this log's record is read back as :meth:`read_anchor`
+        does (receipt status, canonical block, finality) and must be in the block that listed
+        it. JSON-RPC has no filter on calldata, and an anchor emits no log, so ``eth_getLogs``
+        cannot find it."""
         if from_block < 0 or max_blocks < 1:
             raise ValueError("from_block must be >= 0 and max_blocks >= 1")
-        if self.chain_id is not None:
-            check_chain_id(self.w3, self.url, self.chain_id)
-        head = ask_node(self.url, lambda: int(self.w3.eth.block_number))
+        started = time.monotonic()
+        network = _quantity(self._rpc("eth_chainId", []), "eth_chainId")
+        if self.chain_id is not None and network != self.chain_id:
+            raise ChainIdMismatchError(
+                f"EVM node {self.url} serves chain id {network}, not {self.chain_id}: ask a "
+                "node of the chain the anchors name")
+        head = _quantity(self._rpc("eth_blockNumber", []), "eth_blockNumber")
         last = head if to_block is None else min(to_block, head)
         end = min(last, from_block + max_blocks - 1)
-        scan = AnchorScan("evm", from_block, end, head, complete=end >= last)
-        candidates: list[str] = []
-        def full_block(n: int) -> Any:
-            return ask_node(self.url, lambda: self.w3.eth.get_block(n, True))
-
+        scan = AnchorScan("evm", from_block, from_block - 1, head, complete=False)
+        if head < from_block:
+            scan.stopped = (f"the node's head is block {head}, below block {from_block} where "
+                            "the scan starts: it is behind, or hides blocks; ask another node")
+            return scan
+        candidates: dict[str, int] = {}
+        parent: str | None = None
         for number in range(from_block, end + 1):
-            block = full_block(number)
-            for tx in block.get("transactions") or ():
-                scan.transactions_seen += 1
-                if isinstance(tx, bytes | str):
-                    continue  # a node that ignored full_transactions: nothing to read
-                try:
-                    if AnchorRecord.decode(bytes(tx["input"])).matches(origin):
-                        candidates.append("0x" + bytes(tx["hash"]).hex())
-                except (RecordError, KeyError, TypeError, ValueError):
-                    continue
-            if len(candidates) > MAX_SCAN_ANCHORS:
-                scan.last_block, scan.complete = number, False
+            if max_seconds is not None and time.monotonic() - started > max_seconds:
+                scan.stopped = (f"the scan's time budget of {max_seconds:g} s ran out before "
+                                f"block {number} (a slow node)")
                 break
-        network = str(self._network())
-        for tx_hash in dict.fromkeys(candidates):
+            try:
+                block_hash, parent_hash, txs = self._full_block(number, head)
+                if parent is not None and parent_hash != parent:
+                    raise NodeAnswerError(
+                        f"block {number}'s parent is {parent_hash}, not block {number - 1} "
+                        f"({parent}) as this node answered it: the chain changed under the "
+                        "scan (a reorganisation) or the node lies; run again")
+            except ChainError as exc:
+                scan.stopped = f"block {number}: {str(exc)[:400]}"
+                break
+            parent = block_hash
+            for tx_hash, data in txs:
+                scan.transactions_seen += 1
+                if data is not None and _is_record_of(data, origin):
+                    candidates.setdefault(tx_hash, number)
+            scan.last_block = number
+            if len(candidates) > MAX_SCAN_ANCHORS:
+                scan.stopped = f"over {MAX_SCAN_ANCHORS:,} candidate anchors by block {number}"
+                break
+        scan.complete = not scan.stopped and scan.last_block >= last
+        self._read_back(candidates, str(network), scan)
+        return scan
+
+    def _read_back(self, candidates: dict[str, int], network: str, scan: AnchorScan) -> None:
+        """Each candidate read back into ``scan``; one the node cannot or will not give is
+        ``unreadable``, and once the node stops answering the rest are too, unasked. web3
+        parses the answers here: whatever it raises on a malformed one is that tx's error."""
+        down = ""
+        for tx_hash, listed_in in candidates.items():
+            if down:
+                scan.unreadable.append((tx_hash, f"not read back: {down}"))
+                continue
             try:
                 got = read_anchor(self.w3, tx_hash, confirmations=self.confirmations)
-            except AnchorReadError as exc:
-                scan.unreadable.append((tx_hash, str(exc)))
+                if got.block_number != listed_in:
+                    raise AnchorNotFoundError(f"the node listed it in block {listed_in} but "
+                                              f"places it in block {got.block_number}")
+            except ChainNodeUnavailable as exc:
+                down = f"the node stopped answering ({str(exc)[:200]})"
+                scan.unreadable.append((tx_hash, down))
+                continue
+            except ChainError as exc:
+                scan.unreadable.append((tx_hash, str(exc)[:400]))
+                continue
+            except (Web3Exception, ValueError, TypeError, KeyError, AttributeError) as exc:
+                scan.unreadable.append(
+                    (tx_hash, f"the node's answer is malformed: {type(exc).__name__}: "
+                              f"{str(exc)[:300]}"))
                 continue
             scan.anchors.append(ChainAnchor(
                 "evm", network, got.tx_hash.lower(), str(got.sender), got.record,
                 got.block_number, got.block_hash, got.timestamp, got.finalized))
-        return scan
+
+    def _rpc(self, method: str, params: list[Any]) -> Any:
+        """The ``result`` of one raw JSON-RPC call (no web3 formatters: the reader checks
+        every field itself), or the error naming the method."""
+        try:
+            resp = ask_node(self.url, lambda: self.w3.provider.make_request(
+                RPCEndpoint(method), params))
+        except (ValueError, TypeError) as exc:  # not JSON (web3's decode)
+            raise NodeAnswerError(f"EVM node {self.url}: {method} answered no JSON-RPC "
+                                  f"response ({str(exc)[:200]})") from None
+        if not isinstance(resp, dict):
+            raise NodeAnswerError(f"EVM node {self.url}: {method} answered {repr(resp)[:200]}")
+        if resp.get("error") is not None:
+            raise NodeAnswerError(f"EVM node {self.url}: {method} failed: "
+                                  f"{repr(resp['error'])[:300]}")
+        return resp.get("result")
+
+    def _full_block(
+        self, number: int, head: int
+    ) -> tuple[str, str, list[tuple[str, bytes | None]]]:
+        """Block ``number`` with its transactions: its hash, its parent's hash and per
+        transaction (hash, calldata when it is a record's length), every field checked."""
+        what = f"eth_getBlockByNumber({hex(number)}, true)"
+        block = self._rpc("eth_getBlockByNumber", [hex(number), True])
+        if block is None:
+            raise NodeAnswerError(f"{what}: the node has no block {number}, yet said its head "
+                                  f"is {head}")
+        if not isinstance(block, dict):
+            raise NodeAnswerError(f"{what}: the block is not a JSON object: "
+                                  f"{repr(block)[:200]}")
+        got = _quantity(block.get("number"), f"{what} number")
+        if got != number:
+            raise NodeAnswerError(f"{what}: the node answered block {got} for block {number}")
+        block_hash = _hash32(block.get("hash"), f"{what} hash")
+        parent_hash = _hash32(block.get("parentHash"), f"{what} parentHash")
+        txs = block.get("transactions")
+        if not isinstance(txs, list):
+            raise NodeAnswerError(f"{what}: transactions is not a list: {repr(txs)[:200]}")
+        if len(txs) > MAX_BLOCK_TRANSACTIONS:
+            raise NodeAnswerError(f"{what}: the block lists {len(txs):,} transactions, more "
+                                  f"than any block holds ({MAX_BLOCK_TRANSACTIONS:,})")
+        out: list[tuple[str, bytes | None]] = []
+        for i, tx in enumerate(txs):
+            if not isinstance(tx, dict):
+                raise NodeAnswerError(f"{what}: transaction {i} is not a JSON object (the node "
+                                      "ignored full transactions?)")
+            tx_hash = _hash32(tx.get("hash"), f"{what} transaction {i} hash")
+            data = _hex_bytes(tx.get("input"), f"{what} transaction {tx_hash} input")
+            out.append((tx_hash, data if len(data) == RECORD_SIZE else None))
+        return block_hash, parent_hash, out
 
     def close(self) -> None:
         """Nothing to release: the HTTP provider holds no connection between calls."""
+
+
+def _quantity(value: Any, what: str) -> int:
+    """A JSON-RPC quantity (``0x`` hex, at most 64 bits), or NodeAnswerError."""
+    if isinstance(value, str) and value[:2] == "0x" and 2 < len(value) <= 18:
+        try:
+            return int(value[2:], 16)
+        except ValueError:
+            pass
+    raise NodeAnswerError(f"{what} is not a 0x-hex quantity: {repr(value)[:80]}")
+
+
+def _hash32(value: Any, what: str) -> str:
+    raw = _hex_bytes(value, what)
+    if len(raw) != 32:
+        raise NodeAnswerError(f"{what} is not a 32-byte hash: {repr(value)[:80]}")
+    return "0x" + raw.hex()
+
+
+def _hex_bytes(value: Any, what: str) -> bytes:
+    if isinstance(value, str) and value[:2] == "0x":
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError:
+            pass
+    raise NodeAnswerError(f"{what} is not 0x-hex data: {repr(value)[:80]}")
+
+
+def _is_record_of(data: bytes, origin: str) -> bool:
+    try:
+        return AnchorRecord.decode(data).matches(origin)
+    except RecordError:
+        return False

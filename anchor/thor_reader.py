@@ -17,21 +17,31 @@ that is one to 1.5 hours after inclusion.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
 
 from anchor import thor
 from anchor.chain_reader import (
     DEFAULT_SCAN_BLOCKS,
+    DEFAULT_SCAN_SECONDS,
+    MAX_BLOCK_TRANSACTIONS,
+    MAX_NODE_ANSWER_BYTES,
     MAX_SCAN_ANCHORS,
     AnchorReadError,
     AnchorScan,
     ChainAnchor,
     ChainMismatchError,
+    ChainNodeUnavailable,
+    NodeAnswerError,
+    NodeTooSlow,
 )
-from anchor.thor_client import Block, NodeResponseError, ThorClient, TxMeta
-from fieldproof.formats.anchor_record import AnchorRecord, RecordError
+from anchor.thor_client import Block, ThorClient, TxMeta
+from fieldproof.errors import ChainError
+from fieldproof.formats.anchor_record import RECORD_SIZE, AnchorRecord, RecordError
 
 log = logging.getLogger("fieldproof.anchor.thor_reader")
 
@@ -185,16 +195,79 @@ def read_anchor(
     )
 
 
+class _BoundedBody(httpx.SyncByteStream):
+    """A response body read no further than ``limit`` bytes and no later than ``deadline``."""
+
+    def __init__(self, inner: httpx.SyncByteStream, url: str, limit: int, deadline: float,
+                 seconds: float) -> None:
+        self._inner, self._url, self._limit = inner, url, limit
+        self._deadline, self._seconds = deadline, seconds
+
+    def __iter__(self) -> Iterator[bytes]:
+        size = 0
+        for chunk in self._inner:
+            size += len(chunk)
+            if size > self._limit:
+                raise NodeAnswerError(
+                    f"node {self._url} answered over {self._limit:,} bytes, more than any "
+                    "block holds: a hostile or broken node; ask another one")
+            if time.monotonic() > self._deadline:
+                raise NodeTooSlow(f"node {self._url} took over {self._seconds:g} s to answer "
+                                  "one request (it sends its answer slowly): ask another node")
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class BoundedTransport(httpx.BaseTransport):
+    """The reader's HTTP transport: every answer at most ``limit`` bytes (a ``Content-Length``
+    over it is refused before its body is read), uncompressed (``Accept-Encoding: identity``),
+    and read whole within ``seconds`` (httpx's timeout bounds each read, not a body trickled a
+    byte at a time)."""
+
+    def __init__(self, limit: int = MAX_NODE_ANSWER_BYTES, seconds: float = 30.0,
+                 inner: httpx.BaseTransport | None = None) -> None:
+        self._inner = inner or httpx.HTTPTransport()
+        self.limit, self.seconds = limit, seconds
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = time.monotonic() + self.seconds
+        request.headers["Accept-Encoding"] = "identity"  # compressed could inflate past any bound
+        resp = self._inner.handle_request(request)
+        url = f"{request.url.scheme}://{request.url.netloc.decode('ascii', 'replace')}"
+        declared = resp.headers.get("content-length", "")
+        encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+        if declared.isdigit() and int(declared) > self.limit:
+            resp.close()
+            raise NodeAnswerError(
+                f"node {url} announces a {int(declared):,}-byte answer, over the {self.limit:,} "
+                "bytes any block takes: a hostile or broken node; ask another one")
+        if encoding not in ("", "identity"):
+            resp.close()
+            raise NodeAnswerError(f"node {url} answered {encoding[:40]}-compressed, though "
+                                  "asked for an uncompressed answer")
+        assert isinstance(resp.stream, httpx.SyncByteStream)
+        return httpx.Response(
+            resp.status_code, headers=resp.headers, extensions=resp.extensions,
+            stream=_BoundedBody(resp.stream, url, self.limit, deadline, self.seconds))
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 class ThorChainReader:
     """:class:`anchor.chain_reader.ChainReader` for VeChainThor: one node, optionally pinned to
-    a network by its genesis id."""
+    a network by its genesis id. Built from a URL, its client takes answers of at most
+    :data:`~anchor.chain_reader.MAX_NODE_ANSWER_BYTES`, each within ``timeout`` seconds."""
 
     chain = "thor"
 
     def __init__(self, url_or_client: str | ThorClient, *, genesis_id: str | None = None,
                  timeout: float = 10.0) -> None:
         self._own = isinstance(url_or_client, str)
-        self.client = (ThorClient(url_or_client, timeout=timeout, retries=1)
+        self.client = (ThorClient(url_or_client, timeout=timeout, retries=1,
+                                  transport=BoundedTransport(seconds=timeout))
                        if isinstance(url_or_client, str) else url_or_client)
         self.genesis_id = genesis_id
 
@@ -205,9 +278,10 @@ class ThorChainReader:
         return self.client.genesis().id.lower()
 
     def scan_anchors(self, origin: str, from_block: int, to_block: int | None = None, *,
-                     max_blocks: int = DEFAULT_SCAN_BLOCKS) -> AnchorScan:
+                     max_blocks: int = DEFAULT_SCAN_BLOCKS,
+                     max_seconds: float | None = DEFAULT_SCAN_SECONDS) -> AnchorScan:
         return scan_anchors(self.client, origin, from_block, to_block, max_blocks=max_blocks,
-                            genesis_id=self.genesis_id)
+                            genesis_id=self.genesis_id, max_seconds=max_seconds)
 
     def close(self) -> None:
         if self._own:
@@ -222,82 +296,168 @@ def scan_anchors(
     *,
     max_blocks: int = DEFAULT_SCAN_BLOCKS,
     genesis_id: str | None = None,
+    max_seconds: float | None = DEFAULT_SCAN_SECONDS,
 ) -> AnchorScan:
     """Every anchor of log ``origin`` in a bounded block range (see
     :meth:`anchor.chain_reader.ChainReader.scan_anchors`). Thor offers no filter that selects
     them: an anchor clause sends 0 VET with data and emits no event, and thor records a transfer
     only when value moves (``runtime.go``: ``if amount.Sign() == 0 { return }``), so
     ``/logs/transfer`` and ``/logs/event`` never list it. Each block is read expanded
-    (``GET /blocks/{n}?expanded=true``, one request); a clause whose data is this log's record
-    makes its tx a candidate, which is then read back from its raw bytes exactly as
-    :func:`read_anchor` does (the node's JSON only says where to look)."""
+    (``GET /blocks/{n}?expanded=true``, one request) and checked (:func:`_expanded_block`); a
+    clause whose data is this log's record makes its tx a candidate, which is then read back
+    from its raw bytes exactly as :func:`read_anchor` does (the node's JSON only says where to
+    look) and must be in the block that listed it."""
     if from_block < 0 or max_blocks < 1:
         raise ValueError("from_block must be >= 0 and max_blocks >= 1")
+    started = time.monotonic()
     genesis = client.genesis()
     if genesis_id is not None and genesis.id != genesis_id.lower():
         raise ChainMismatchError(
             f"node {client.base_url} is on genesis {genesis.id}, not {genesis_id}: ask a node "
             "of the network the anchors name")
     head = client.best_block().number
+    if head < 0:
+        raise NodeAnswerError(f"node {client.base_url} says its best block is {head}")
     last = head if to_block is None else min(to_block, head)
     end = min(last, from_block + max_blocks - 1)
-    scan = AnchorScan("thor", from_block, end, head, complete=end >= last)
-    candidates: list[str] = []
+    scan = AnchorScan("thor", from_block, from_block - 1, head, complete=False)
+    if head < from_block:
+        scan.stopped = (f"the node's best block is {head}, below block {from_block} where the "
+                        "scan starts: it is behind, or hides blocks; ask another node")
+        return scan
+    candidates: dict[str, int] = {}
+    parent: str | None = None
     for number in range(from_block, end + 1):
-        for tx in _expanded_transactions(client, number):
+        if max_seconds is not None and time.monotonic() - started > max_seconds:
+            scan.stopped = (f"the scan's time budget of {max_seconds:g} s ran out before "
+                            f"block {number} (a slow node)")
+            break
+        try:
+            block_id, parent_id, txs = _expanded_block(client, number, head)
+            if parent is not None and parent_id != parent:
+                raise NodeAnswerError(
+                    f"block {number}'s parent is {parent_id}, not block {number - 1} "
+                    f"({parent}) as this node answered it: the chain changed under the scan "
+                    "(a reorganisation) or the node lies; run again")
+        except ChainError as exc:
+            scan.stopped = f"block {number}: {str(exc)[:400]}"
+            break
+        parent = block_id
+        for tx_id, clauses, reverted in txs:
             scan.transactions_seen += 1
-            if tx.get("reverted") is True:
-                continue
-            if _carries_record_of(tx, origin) and isinstance(tx.get("id"), str):
-                candidates.append(str(tx["id"]).lower())
+            if not reverted and any(_is_record_of(d, origin) for d in clauses):
+                candidates.setdefault(tx_id, number)
+        scan.last_block = number
         if len(candidates) > MAX_SCAN_ANCHORS:
-            scan.last_block, scan.complete = number, False
+            scan.stopped = f"over {MAX_SCAN_ANCHORS:,} candidate anchors by block {number}"
             log.warning("anchor scan of %s stopped at block %d: over %d candidate anchors",
                         origin, number, MAX_SCAN_ANCHORS)
             break
-    for tx_id in dict.fromkeys(candidates):
+    scan.complete = not scan.stopped and scan.last_block >= last
+    _read_back(client, origin, genesis.id, candidates, scan)
+    return scan
+
+
+def _read_back(client: ThorClient, origin: str, genesis_id: str, candidates: dict[str, int],
+               scan: AnchorScan) -> None:
+    """Each candidate read back from its raw bytes into ``scan``; one the node cannot or will
+    not give is ``unreadable``, and once the node stops answering the rest are too, unasked."""
+    down = ""
+    for tx_id, listed_in in candidates.items():
+        if down:
+            scan.unreadable.append((tx_id, f"not read back: {down}"))
+            continue
         try:
-            got = _fetch_tx(client, tx_id, genesis.id)
+            got = _fetch_tx(client, tx_id, genesis_id)
             block, final = _locate(client, tx_id, got, require_finalized=False)
-        except AnchorReadError as exc:
-            scan.unreadable.append((tx_id, str(exc)))
+            if block.number != listed_in:
+                raise AnchorVerificationError(
+                    f"the node listed it in block {listed_in} but places it in block "
+                    f"{block.number}")
+        except ChainNodeUnavailable as exc:
+            down = f"the node stopped answering ({str(exc)[:200]})"
+            scan.unreadable.append((tx_id, down))
+            continue
+        except ChainError as exc:
+            scan.unreadable.append((tx_id, str(exc)[:400]))
             continue
         for record in _records(got.tx):
             if record.matches(origin):
                 scan.anchors.append(ChainAnchor(
                     "thor", got.genesis.id, tx_id, got.sender, record, block.number, block.id,
                     block.timestamp, final))
-    return scan
 
 
-def _expanded_transactions(client: ThorClient, number: int) -> list[Mapping[str, Any]]:
-    """The transactions of block ``number`` as the node describes them (``expanded=true``).
-    Read through the client's own request plumbing (retries, genesis header, errors): a
-    reader in the same package, not a new public call on the anchorer's client."""
-    path = f"/blocks/{number}"
-    data = client._json("GET", path, params={"expanded": "true"})
-    if data is None:
-        raise NodeResponseError(f"GET {path}?expanded=true", 200, "null: the block is missing")
-    txs = data.get("transactions") if isinstance(data, dict) else None
-    if not isinstance(txs, list):
-        raise NodeResponseError(f"GET {path}?expanded=true", 200, repr(data)[:300])
-    return [t for t in txs if isinstance(t, dict)]
-
-
-def _carries_record_of(tx: Mapping[str, Any], origin: str) -> bool:
-    clauses = tx.get("clauses")
-    if not isinstance(clauses, list):
-        return False
-    for c in clauses:
-        data = c.get("data") if isinstance(c, dict) else None
-        if not isinstance(data, str) or len(data) > 2 + 2 * 1024:
-            continue
+def _id32(value: Any, what: str) -> str:
+    """A ``0x``-prefixed 32-byte hex id from a node's JSON, lower-cased, or NodeAnswerError."""
+    if isinstance(value, str) and len(value) == 66 and value[:2] in ("0x", "0X"):
         try:
-            if AnchorRecord.decode(thor.parse_hex(data, "clause data")).matches(origin):
-                return True
-        except (RecordError, ValueError, thor.ThorTxError):
-            continue
-    return False
+            bytes.fromhex(value[2:])
+            return value.lower()
+        except ValueError:
+            pass
+    raise NodeAnswerError(f"{what} is not a 0x-prefixed 32-byte hex id: {repr(value)[:80]}")
+
+
+def _expanded_block(
+    client: ThorClient, number: int, head: int
+) -> tuple[str, str, list[tuple[str, list[bytes], bool]]]:
+    """Block ``number`` as the node describes it (``expanded=true``): its id, its parent's id
+    and per transaction (id, each clause's data, reverted), every field checked, since the node
+    may lie in any of them. Read through the client's own request plumbing (retries, genesis
+    header, errors; a reader's client bounds the answer's bytes and time): a reader in the same
+    package, not a new public call on the anchorer's client."""
+    path = f"GET /blocks/{number}?expanded=true"
+    data = client._json("GET", f"/blocks/{number}", params={"expanded": "true"})
+    if data is None:
+        raise NodeAnswerError(f"{path}: the node has no block {number}, yet said its best block "
+                              f"is {head}")
+    if not isinstance(data, dict):
+        raise NodeAnswerError(f"{path}: the block is not a JSON object: {repr(data)[:200]}")
+    got = data.get("number")
+    if not isinstance(got, int) or isinstance(got, bool) or got != number:
+        raise NodeAnswerError(f"{path}: the node answered block {repr(got)[:40]} for block "
+                              f"{number}")
+    block_id, parent_id = _id32(data.get("id"), "its id"), _id32(data.get("parentID"), "parentID")
+    if int(block_id[2:10], 16) != number:
+        raise NodeAnswerError(f"{path}: block id {block_id} does not start with its number")
+    txs = data.get("transactions")
+    if not isinstance(txs, list):
+        raise NodeAnswerError(f"{path}: transactions is not a list: {repr(txs)[:200]}")
+    if len(txs) > MAX_BLOCK_TRANSACTIONS:
+        raise NodeAnswerError(f"{path}: the block lists {len(txs):,} transactions, more than "
+                              f"any block holds ({MAX_BLOCK_TRANSACTIONS:,})")
+    out = []
+    for i, tx in enumerate(txs):
+        if not isinstance(tx, dict):
+            raise NodeAnswerError(f"{path}: transaction {i} is not a JSON object (the node "
+                                  "ignored expanded=true?)")
+        tx_id = _id32(tx.get("id"), f"transaction {i}'s id")
+        clauses, reverted = tx.get("clauses"), tx.get("reverted", False)
+        if not isinstance(clauses, list) or not isinstance(reverted, bool):
+            raise NodeAnswerError(f"{path}: transaction {tx_id} has no clause list or no "
+                                  "boolean reverted")
+        datas = []
+        for c in clauses:
+            hexdata = c.get("data") if isinstance(c, dict) else None
+            try:
+                if not isinstance(hexdata, str) or hexdata[:2] != "0x":
+                    raise ValueError
+                raw = bytes.fromhex(hexdata[2:])
+            except ValueError:
+                raise NodeAnswerError(f"{path}: a clause of transaction {tx_id} has no "
+                                      f"0x-hex data: {repr(hexdata)[:80]}") from None
+            if len(raw) == RECORD_SIZE:  # only what can be a record is kept
+                datas.append(raw)
+        out.append((tx_id, datas, reverted))
+    return block_id, parent_id, out
+
+
+def _is_record_of(data: bytes, origin: str) -> bool:
+    try:
+        return AnchorRecord.decode(data).matches(origin)
+    except RecordError:
+        return False
 
 
 @dataclass(frozen=True)

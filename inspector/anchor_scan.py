@@ -16,6 +16,12 @@ every smaller tree; :class:`inspector.split_view.TreeViews`).
 * Anchors at sizes nothing here can check are counted (``anchors_not_checked``, info).
 * A scan cut short by its block budget is ``anchor_scan_incomplete`` (a warning) with the block
   to go on from; nodes that find different anchors are ``node_disagreement``.
+* Every node answer is hostile (:meth:`anchor.chain_reader.ChainReader.scan_anchors`): a node
+  that stops answering mid-scan, answers what no node should (an answer over the size bound,
+  a block that is not the one asked for or not the child of the one before, a malformed
+  transaction), or is slower than the scan's time budget ends its scan there, with what it
+  read kept: ``anchor_scan_incomplete`` naming the node, the block and why. The scan judged is
+  the one of the node that read furthest.
 
 The block range is ``--from-block`` (default: the lowest block of the bundle's anchors on this
 chain, as verified, else as claimed, else 0) up to ``--to-block`` (default: the head), at most
@@ -30,6 +36,7 @@ from typing import Any
 
 from anchor.chain_reader import (
     DEFAULT_SCAN_BLOCKS,
+    DEFAULT_SCAN_SECONDS,
     AnchorScan,
     ChainAnchor,
     ChainNodeUnavailable,
@@ -45,17 +52,21 @@ __all__ = ["AllAnchorsCheck", "ScanRange", "check_all_anchors", "default_from_bl
 
 @dataclass(frozen=True)
 class ScanRange:
-    """Which blocks ``--all-anchors`` reads: ``from_block`` None is the default above."""
+    """Which blocks ``--all-anchors`` reads: ``from_block`` None is the default above;
+    ``max_seconds``: how long one node's scan may take (None: no limit)."""
 
     from_block: int | None = None
     to_block: int | None = None
     max_blocks: int = DEFAULT_SCAN_BLOCKS
+    max_seconds: float | None = DEFAULT_SCAN_SECONDS
 
 
 @dataclass
 class AllAnchorsCheck:
     """What the scan found, per anchor: ``status`` ``matches`` (every known root of that size
-    is the anchored one), ``conflict``, or ``unchecked`` (no root known for that size)."""
+    is the anchored one), ``conflict``, or ``unchecked`` (no root known for that size).
+    ``detail``: why the judged node's scan stopped short of its block budget (a node that
+    stopped answering or answered what no node should, the time budget), else empty."""
 
     chain: str
     nodes: list[str]
@@ -85,7 +96,8 @@ def _scan(chain: str, url: str, network: str | None, origin: str, first: int, rn
           timeout: float) -> AnchorScan:
     reader = make_reader(chain, url, network=network, timeout=timeout)
     try:
-        return reader.scan_anchors(origin, first, rng.to_block, max_blocks=rng.max_blocks)
+        return reader.scan_anchors(origin, first, rng.to_block, max_blocks=rng.max_blocks,
+                                   max_seconds=rng.max_seconds)
     finally:
         reader.close()
 
@@ -113,11 +125,23 @@ def check_all_anchors(
     if not scans:
         check.detail = "no node could be scanned"
         return check
-    url, scan = scans[0]
+    for other, s in scans:
+        if s.stopped:
+            read = (f"read blocks {s.first_block}–{s.last_block}"
+                    if s.last_block >= s.first_block else "read no block")
+            out.add(FindingCode.ANCHOR_SCAN_INCOMPLETE,
+                    f"--all-anchors: the scan through node {other} stopped at block "
+                    f"{s.last_block + 1} ({read} of {s.first_block}–"
+                    f"{rng.to_block if rng.to_block is not None else s.head}): {s.stopped}. "
+                    f"Run again with --from-block {s.last_block + 1}, or ask another node")
+    url, scan = max(scans, key=lambda us: us[1].last_block)  # the first of the furthest
     check.first_block, check.last_block, check.head = scan.first_block, scan.last_block, scan.head
     check.complete = scan.complete
+    check.detail = scan.stopped  # why a scan stopped before its block budget, else ""
     found = {(a.tx_id, a.record.tree_size, a.record.root_hash) for a in scan.anchors}
-    for other, s in scans[1:]:
+    for other, s in scans:
+        if s is scan:
+            continue
         theirs = {(a.tx_id, a.record.tree_size, a.record.root_hash) for a in s.anchors}
         if (s.first_block, s.last_block) == (scan.first_block, scan.last_block) and \
                 theirs != found:
@@ -129,7 +153,7 @@ def check_all_anchors(
         out.add(FindingCode.ANCHOR_SCAN_INCOMPLETE,
                 f"--all-anchors: tx {tx_id} carries a record of this log but cannot be read "
                 f"back from {url}: {why}")
-    if not scan.complete:
+    if not scan.complete and not scan.stopped:
         out.add(FindingCode.ANCHOR_SCAN_INCOMPLETE,
                 f"--all-anchors read blocks {scan.first_block}–{scan.last_block} of "
                 f"{scan.first_block}–{rng.to_block if rng.to_block is not None else scan.head} "

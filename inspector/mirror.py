@@ -14,7 +14,12 @@ Witnesses cosign a checkpoint after the log published it, and the log re-publish
 note with their cosignature lines added. So a checkpoint of the mirrored size is not ignored:
 one with the same body and the same log signature replaces the kept one, the cosignatures of
 witnesses the mirror was given keys for merged (each verified; old and new, the latest per
-witness), so none is lost. A different body for the same size is refused as a fork."""
+witness), so none is lost. A different body for the same size is refused as a fork.
+
+Given witness keys, the kept ``checkpoint`` holds only what the mirror verified: the log's own
+signature lines and each given witness's latest valid cosignature; any other line (a forged or
+stale cosignature, a witness nobody named) is dropped, at every size. Without keys the note is
+kept as the log published it (the lines were not checked)."""
 
 from __future__ import annotations
 
@@ -128,6 +133,10 @@ class MirrorResult:
     fetched: int
     #: the kept checkpoint of an unchanged size was replaced (witnesses cosigned it since)
     cosigned: bool = False
+    #: names of the given witnesses whose valid cosignature the kept checkpoint holds
+    witnesses_signed: tuple[str, ...] = ()
+    #: signature lines of the log's note not kept (unverified: given witness keys only)
+    dropped: int = 0
 
     @property
     def grew(self) -> bool:
@@ -165,10 +174,11 @@ def mirror_once(
                     "Keep both checkpoints as evidence and tell the log's operator and auditors."
                 )
             kept = _same_size_note(old_note, note, verifier, witnesses)
+            signed, dropped = _tally(kept, note, witnesses)
             if kept == old_note:
-                return MirrorResult(new.size, old.size, 0)
+                return MirrorResult(new.size, old.size, 0, False, signed, dropped)
             _put(dest / CHECKPOINT, kept)
-            return MirrorResult(new.size, old.size, 0, cosigned=True)
+            return MirrorResult(new.size, old.size, 0, True, signed, dropped)
     staging = dest / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     fetched: list[str] = []
@@ -215,12 +225,14 @@ def mirror_once(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    kept = _verified_only(note, verifier, witnesses) if witnesses else note
     for path in fetched:  # accepted: move into place, then the checkpoint last
         (dest / path).parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / path, dest / path)
-    _put(dest / CHECKPOINT, note)
+    _put(dest / CHECKPOINT, kept)
     shutil.rmtree(staging, ignore_errors=True)
-    return MirrorResult(new.size, old.size if old else 0, len(fetched))
+    signed, dropped = _tally(kept, note, witnesses)
+    return MirrorResult(new.size, old.size if old else 0, len(fetched), False, signed, dropped)
 
 
 def _split_note(note: bytes) -> tuple[bytes, list[str]]:
@@ -257,24 +269,57 @@ def _same_size_note(
         return old_note  # another valid log signature over the same body: nothing new
     if not witnesses:
         return new_note
-    latest: dict[int, Cosignature] = {}
-    for line in old_lines + new_lines:
-        for i, witness in enumerate(witnesses):
-            try:
-                cosig = verify_cosignature_line(line, new_body, witness)
-            except CosignatureError:
-                continue
-            if i not in latest or cosig.timestamp > latest[i].timestamp:
-                latest[i] = cosig
-    known = {(w.name, w.key_id) for w in witnesses}
-    lines = [line for line in new_lines if _key_of(line) not in known]
-    lines += [latest[i].line for i in sorted(latest)]
-    merged = new_body + b"\n" + "".join(f"{line}\n" for line in lines).encode("utf-8")
+    merged = _note_of(new_body, log_lines(new_lines), old_lines + new_lines, witnesses)
     try:  # over the note limits (a log padding its note with lines): keep what was kept
         open_note(merged, [verifier])
     except NoteError:
         return old_note
     return merged
+
+
+def _latest(body: bytes, lines: Sequence[str],
+            witnesses: Sequence[CosignatureVerifier]) -> dict[int, Cosignature]:
+    """Each given witness's (by index) latest cosignature among ``lines`` valid over ``body``."""
+    latest: dict[int, Cosignature] = {}
+    for line in lines:
+        for i, witness in enumerate(witnesses):
+            try:
+                cosig = verify_cosignature_line(line, body, witness)
+            except CosignatureError:
+                continue
+            if i not in latest or cosig.timestamp > latest[i].timestamp:
+                latest[i] = cosig
+    return latest
+
+
+def _note_of(body: bytes, log_lines: Sequence[str], lines: Sequence[str],
+             witnesses: Sequence[CosignatureVerifier]) -> bytes:
+    """``body`` signed by ``log_lines`` and each given witness's latest valid cosignature
+    among ``lines``: nothing the mirror did not verify."""
+    latest = _latest(body, lines, witnesses)
+    kept = [*log_lines, *(latest[i].line for i in sorted(latest))]
+    return body + b"\n" + "".join(f"{line}\n" for line in kept).encode("utf-8")
+
+
+def _verified_only(note: bytes, verifier: Ed25519Verifier,
+                   witnesses: Sequence[CosignatureVerifier]) -> bytes:
+    """A newly mirrored note (already opened with the log key) with only its log signature
+    lines and the given witnesses' valid cosignatures."""
+    body, lines = _split_note(note)
+    log_key = (verifier.name, verifier.key_id)
+    return _note_of(body, [line for line in lines if _key_of(line) == log_key], lines, witnesses)
+
+
+def _tally(kept: bytes, published: bytes,
+           witnesses: Sequence[CosignatureVerifier]) -> tuple[tuple[str, ...], int]:
+    """The given witnesses with a valid cosignature in the kept note, and how many signature
+    lines of the published note were left out of it (0 without witness keys)."""
+    if not witnesses:
+        return (), 0
+    body, lines = _split_note(kept)
+    latest = _latest(body, lines, witnesses)
+    dropped = set(_split_note(published)[1]) - set(lines)
+    return tuple(witnesses[i].name for i in sorted(latest)), len(dropped)
 
 
 def _key_of(line: str) -> tuple[str, int] | None:

@@ -703,8 +703,9 @@ def _all_anchors(result: VerificationResult, h: str = "h2") -> str:
     if a["complete"]:
         done = '<span class="ok">complete</span>: every block of the range was read'
     else:
+        why = str(a.get("detail") or "") or "its block budget"
         done = (f'<b class="warn">NOT complete</b>: the scan stopped at block '
-                f"{a['last_block']:,} (its block budget); run again with --from-block "
+                f"{a['last_block']:,} ({_e(why)}); run again with --from-block "
                 f"{a['last_block'] + 1} to read the rest")
     ours = {n.sender.lower() for c in result.checkpoints for x in c.anchors for n in x.answers
             if n.ok and n.sender}

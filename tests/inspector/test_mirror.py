@@ -225,7 +225,8 @@ def test_a_merge_over_the_note_limits_keeps_the_kept_note(
     tmp_path: Path, signer: Ed25519Signer
 ) -> None:
     """A log that pads its re-published note up to the signature limit cannot make the merged
-    note one the mirror could no longer open."""
+    note one the mirror could no longer open: with witness keys its padding is dropped; with
+    more given witnesses' valid lines than a note may hold, the kept note stays."""
     log = Log(tmp_path / "c1", signer)
     log.grow(10)
     published = (log.tiles / CHECKPOINT_FILE).read_bytes()
@@ -237,6 +238,101 @@ def test_a_merge_over_the_note_limits_keeps_the_kept_note(
     filler = [f"\u2014 filler.test/{i} {base64.b64encode(bytes(68)).decode()}" for i in range(98)]
     republish(log, add_signature_lines(b.cosign(published, 2), filler))  # 100 lines: the limit
     result = mirror_once(source, mirror, signer.verifier(), witnesses=[a.verifier, b.verifier])
-    assert not result.cosigned and (mirror / CHECKPOINT_FILE).read_bytes() == kept
+    assert (result.cosigned, result.dropped) == (True, 98)
+    assert (mirror / CHECKPOINT_FILE).read_bytes() == b.cosign(kept, 2)
+    # 99 witnesses each cosigned one of two notes: merged, 1 + 99 + 1 lines would be too many
+    many = [Witness(f"witness.test/w{i}") for i in range(99)]
+    old_note = add_signature_lines(published, [lines_of(w.cosign(published, 3))[-1]
+                                               for w in many[:50]])  # fmt: skip
+    (mirror / CHECKPOINT_FILE).write_bytes(old_note)
+    republish(log, add_signature_lines(published, [lines_of(w.cosign(published, 3))[-1]
+                                                   for w in many[50:]] + lines_of(kept)[1:]))
+    keys = [w.verifier for w in many] + [a.verifier, b.verifier]
+    over = mirror_once(source, mirror, signer.verifier(), witnesses=keys)
+    assert not over.cosigned and (mirror / CHECKPOINT_FILE).read_bytes() == old_note
     again = mirror_once(source, mirror, signer.verifier())  # still opens
     assert again.size == 10
+
+
+def lines_of(note: bytes) -> list[str]:
+    return note[note.rfind(b"\n\n") + 2 : -1].decode().split("\n")
+
+
+def test_cli_witness_keys_keep_only_verified_cosignatures(
+    tmp_path: Path, signer: Ed25519Signer
+) -> None:
+    """``--witness-key``: a forged line of a known witness and an unknown witness's line are
+    dropped, a valid one kept, at a new size and when the log re-publishes the same size."""
+    log = Log(tmp_path / "c1", signer)
+    log.grow(300)
+    published = (log.tiles / CHECKPOINT_FILE).read_bytes()
+    a, b, c = Witness("witness.test/a"), Witness("witness.test/b"), Witness("witness.test/c")
+    other = sign_checkpoint(Checkpoint(ORIGIN, 299, log.log.root(299)), signer)
+    replayed = lines_of(b.cosign(other, 5))[-1]  # b's real signature, over another tree
+    note = add_signature_lines(c.cosign(a.cosign(published, 10), 11), [replayed])
+    republish(log, note)
+    mirror = tmp_path / "m"
+    args = ["log", "mirror", str(log.tiles), str(mirror), "--log-key", signer.verifier().vkey,
+            "--witness-key", a.verifier.vkey, "--witness-key", b.verifier.vkey]  # fmt: skip
+    runner = CliRunner()
+    first = runner.invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert "cosigned by 1 of 2 witness(es) (witness.test/a); 2 unverified line(s) dropped" \
+        in first.output
+    log_line = lines_of(published)
+    assert lines_of((mirror / CHECKPOINT_FILE).read_bytes()) == \
+        [*log_line, lines_of(note)[1]]  # the log's line, then a's
+    # the log re-publishes with b's valid cosignature: merged with a's kept one, c still dropped
+    republish(log, b.cosign(note, 20))
+    second = runner.invoke(cli, args)
+    assert second.exit_code == 0 and "new cosignatures kept" in second.output, second.output
+    kept = (mirror / CHECKPOINT_FILE).read_bytes()
+    assert kept == b.cosign(a.cosign(published, 10), 20)
+    # without keys the note is taken as published, unverified lines and all
+    plain = runner.invoke(cli, args[:6])
+    assert plain.exit_code == 0 and "cosigned by" not in plain.output, plain.output
+    assert (mirror / CHECKPOINT_FILE).read_bytes() == b.cosign(note, 20)
+
+
+def test_cli_witness_keys_from_a_policy(tmp_path: Path, signer: Ed25519Signer) -> None:
+    log = Log(tmp_path / "c1", signer)
+    log.grow(40)
+    published = (log.tiles / CHECKPOINT_FILE).read_bytes()
+    a, c = Witness("witness.test/a"), Witness("witness.test/c")
+    republish(log, c.cosign(a.cosign(published, 1), 2))
+    policy = tmp_path / "policy"
+    policy.write_text(f"log {signer.verifier().vkey}\nwitness A {a.verifier.vkey}\nquorum A\n")
+    mirror = tmp_path / "m"
+    result = CliRunner().invoke(cli, [
+        "log", "mirror", str(log.tiles), str(mirror), "--log-key", signer.verifier().vkey,
+        "--policy", str(policy)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "cosigned by 1 of 1 witness(es) (witness.test/a); 1 unverified" in result.output
+    assert (mirror / CHECKPOINT_FILE).read_bytes() == a.cosign(published, 1)
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--witness-key", "witness.test/a+00000000+AAAA", "is not a witness key"),
+    ("--witness-key", "LOGKEY", "not an Ed25519 cosignature/v1 key"),
+    ("--policy", "OTHER_LOG_POLICY", "is not a log of"),
+    ("--policy", "BROKEN_POLICY", "policy line 1"),
+    ("--policy", "MISSING", "cannot read"),
+])  # fmt: skip
+def test_cli_bad_witness_keys_name_the_option(
+    tmp_path: Path, signer: Ed25519Signer, option: str, value: str, message: str
+) -> None:
+    log = Log(tmp_path / "c1", signer)
+    log.grow(5)
+    other = tmp_path / "other.policy"
+    other.write_text(f"log {generate_key(ORIGIN).verifier().vkey}\nquorum none\n")
+    broken = tmp_path / "broken.policy"
+    broken.write_text("witness nokey\n")
+    value = {"LOGKEY": signer.verifier().vkey, "OTHER_LOG_POLICY": str(other),
+             "BROKEN_POLICY": str(broken), "MISSING": str(tmp_path / "none")}.get(value, value)
+    mirror = tmp_path / "m"
+    result = CliRunner().invoke(cli, [
+        "log", "mirror", str(log.tiles), str(mirror), "--log-key", signer.verifier().vkey,
+        option, value])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert option in result.output and message in result.output, result.output
+    assert not (mirror / CHECKPOINT_FILE).exists()

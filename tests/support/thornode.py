@@ -37,7 +37,14 @@ The tests that still use this double, and why (each also says so in its docstrin
   (``test_every_request_names_the_network_once_known``); a relay that strips headers
   (``test_genesis_block_of_another_network_is_wrong_network``); a node clock ahead of its head
   (``test_node_time_comes_from_its_date_header``); and the double's own contract
-  (``test_double_speaks_the_rest_contract``, ``test_double_expanded_block_embeds_receipts``).
+  (``test_double_speaks_the_rest_contract``, ``test_double_expanded_block_embeds_receipts``);
+* tests/anchor/test_thor_scan_hostile.py: a node that lies while ``verify --all-anchors`` reads
+  its blocks (``block_answer``, ``pad_expanded``, ``trickle_s``), which no real node does on
+  demand: a block that is not an object, transactions that are not a list or not objects,
+  clause data that is not hex, the wrong block for a number (backwards, repeated, not the child
+  of the block before), a best block far beyond what it has, a head below the range, 20,000
+  transactions in one block, an answer padded past the size bound, an answer trickled slower
+  than the timeout, and a node that hangs up mid-scan.
 
 What it can do for them:
 
@@ -47,7 +54,12 @@ What it can do for them:
   ``revert_to`` (clauses to these addresses revert), ``lag_s`` (a node whose own clock is ahead
   of its best block: not synced), ``base_fee`` set at will, ``deploy()`` (contracts that cost
   gas or revert), ``set_energy()``; finality ``finality_depth`` blocks behind the best (a real
-  node's moves in 180-block epochs), which also lets finality stall;
+  node's moves in 180-block epochs), which also lets finality stall; hostile block answers:
+  ``block_answer(revision, expanded, json)`` returns what ``GET /blocks/{revision}`` answers
+  instead (any JSON value, a :class:`RawAnswer` body, or :data:`HANG_UP` to close the
+  connection unanswered), ``pad_expanded`` appends that many spaces to expanded blocks,
+  ``trickle_s`` sends expanded blocks 64 bytes per ``trickle_s`` seconds, and ``no_length``
+  answers without ``Content-Length`` (the body ends when the connection closes);
 * a production node's tx pool (``pool="txpool"``, the default: github.com/vechain/thor
   ``txpool/``), which holds txs until a block is produced (``mine()``/``auto_mine``) and words
   its refusals ``400 bad tx: …`` (signature, low-S, chain tag, intrinsic gas, fee fields) and
@@ -83,8 +95,10 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
@@ -107,6 +121,17 @@ PARAMS_GET_BASE_GAS_PRICE = bytes(keccak(b"get(bytes32)"))[:4] + b"base-gas-pric
     32, b"\x00"
 )
 PoolStyle = Literal["txpool", "solo"]
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    """A body ``block_answer`` sends as is (200, not JSON-encoded)."""
+
+    text: str
+
+
+#: what ``block_answer`` returns to close the connection without an answer
+HANG_UP = object()
 
 
 def _hex(b: bytes) -> str:
@@ -207,6 +232,10 @@ class ThorNode:
         self.gas_limit = gas_limit
         self.host = host
         self.drop_incoming = False
+        self.block_answer: Callable[[str, bool, Any], Any] | None = None
+        self.pad_expanded = 0
+        self.trickle_s = 0.0
+        self.no_length = False
         self.revert_to: set[bytes] = set()
         self.requests: list[tuple[str, str]] = []
         self.genesis_headers: list[str | None] = []  # the x-genesis-id of each request
@@ -261,7 +290,7 @@ class ThorNode:
         """Listen again (on the same port after a ``go_down``)."""
         if self._server is not None:
             return
-        server = ThreadingHTTPServer((self.host, self._port), _make_handler(self))
+        server = _Server((self.host, self._port), _make_handler(self))
         server.daemon_threads = True
         self._port = server.server_address[1]
         self._server = server
@@ -783,7 +812,14 @@ class ThorNode:
                 continue
             with self._lock:
                 result = fn(q, body, *match.groups())
-            return 200, "application/json; charset=utf-8", json.dumps(result) + "\n"
+            if result is HANG_UP:
+                return 0, "", ""
+            if isinstance(result, RawAnswer):
+                return 200, "application/json; charset=utf-8", result.text
+            text = json.dumps(result) + "\n"
+            if fn == self._get_block and q.get("expanded") == "true":
+                text += " " * self.pad_expanded
+            return 200, "application/json; charset=utf-8", text
         if path_matched:
             return 405, "text/plain; charset=utf-8", ""
         return 404, "text/plain; charset=utf-8", "404 page not found\n"
@@ -849,7 +885,9 @@ class ThorNode:
         if raw:
             raise _Reject(501, "raw block headers are not served by the test double")
         blk = self._block_for(revision)
-        return None if blk is None else self._block_json(blk, expanded)
+        answer = None if blk is None else self._block_json(blk, expanded)
+        return answer if self.block_answer is None else self.block_answer(
+            revision, expanded, answer)
 
     def _get_account(self, q: dict[str, str], body: bytes, address: str) -> Any:
         a = _parse_address(address, "address")
@@ -1003,6 +1041,13 @@ def _hexutil_decode(s: str, name: str) -> bytes:
         raise _Reject(400, f"{name}: invalid hex string") from None
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gives up on an answer (the hostile knobs' whole point) is not news."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def _make_handler(node: ThorNode) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "thornode-double"
@@ -1012,6 +1057,9 @@ def _make_handler(node: ThorNode) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             headers = {GENESIS_HEADER: self.headers.get(GENESIS_HEADER) or ""}
             status, ctype, text = node.handle(self.command, self.path, body, headers)
+            if status == 0:  # HANG_UP: close the connection without an answer
+                self.close_connection = True
+                return
             data = text.encode()
             try:
                 phrase = HTTPStatus(status).phrase
@@ -1023,8 +1071,20 @@ def _make_handler(node: ThorNode) -> type[BaseHTTPRequestHandler]:
             self.send_header("Date", formatdate(node.node_time, usegmt=True))
             self.send_header(GENESIS_HEADER, node.genesis_id)
             self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
+            if node.no_length:  # HTTP/1.0: the body ends when the connection closes
+                self.close_connection = True
+            else:
+                self.send_header("Content-Length", str(len(data)))
             self.end_headers()
+            if node.trickle_s and "expanded=true" in self.path:
+                try:
+                    for i in range(0, len(data), 64):
+                        self.wfile.write(data[i : i + 64])
+                        self.wfile.flush()
+                        time.sleep(node.trickle_s)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the reader gave up on it: what the knob is for
+                return
             self.wfile.write(data)
 
         do_GET = _serve
