@@ -76,6 +76,7 @@ def test_one_hostile_gateway_does_not_stop_the_fleet(chaos: ChaosSite) -> None:
     assert set(attacker.takeovers) == {COLLECTOR_ID, honest_ids[0]}, attacker.takeovers
 
     # ---- the honest gateways stop (draining their spools); the collector catches up
+    chaos.wait_holds_spooled()  # first the backlog of the attack, with the gateways running
     chaos.stop_gateways()
     spools = chaos.spools()
     published = {gw: n for gw, (n, _, _) in spools.items()}

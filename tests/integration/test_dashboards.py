@@ -64,7 +64,7 @@ from fieldproof.wire import public_key_bytes
 from gateway.agent import GatewayAgent
 from gateway.config import GatewayConfig, load_gateway_config
 from gateway.sensors.simulated import SimulatedSensor
-from tests.support.stack import Stack, make_stack, wait_until
+from tests.support.stack import Stack, make_stack
 
 PROJECT = Path(__file__).resolve().parents[2]
 DASHBOARDS = PROJECT / "dashboards"
@@ -455,8 +455,7 @@ def demo_run(stack: Stack) -> tuple[dict[str, str], dict[str, list[int]]]:
     stack.start_collector()
     for g in stack.gateways:
         stack.start_gateway(g)
-    wait_until(stack.all_accepted, 180,
-               f"the collector to accept every spooled message (logs: {stack.logs})", step=0.2)
+    stack.wait_holds_spooled(180)  # logs: stack.logs
     stack.stop_gateways()
     assert stack.still_spooled() == 0  # stopped gateways delete what was receipted
     stack.wait_caught_up()

@@ -33,7 +33,7 @@ from gateway.config import GatewayConfig, load_gateway_config
 from gateway.doctor import WIDTH, Probe, Report, doctor_command, render, run_doctor
 from gateway.enroll import gateway_identity, install_response, make_request, tls_paths
 from gateway.spool import Spool
-from tests.support.enrollment import Site, enroll_by_file, make_gateway, make_site
+from tests.support.enrollment import Site, enroll_by_file, make_gateway, start_site_broker
 from tests.support.stack import wait_until
 
 pytestmark = pytest.mark.integration
@@ -43,19 +43,8 @@ SYNCED = Probe(clock_synced=lambda: True, timeout_s=20)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, SecureMosquitto]]:
-    from fieldproof.services import free_port
-
     root = tmp_path_factory.mktemp("doctor")
-    port = free_port()
-    site = make_site(root / "site", mqtt_port=port)
-    broker = SecureMosquitto(
-        root / "mosquitto",
-        site.broker_certs.parent,
-        ["collector-1"],
-        port,
-        template_dir=broker_templates(root / "templates"),
-    )
-    broker.start()
+    site, broker = start_site_broker(root, template_dir=broker_templates(root / "templates"))
     try:
         yield site, broker
     finally:

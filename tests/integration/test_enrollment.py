@@ -68,6 +68,7 @@ from tests.support.enrollment import (
     make_gateway,
     make_site,
     ok,
+    start_site_broker,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -511,14 +512,7 @@ def _retained_presence(cfg: GatewayConfig, port: int, collector: str) -> bool:
 def services(tmp_path: Path) -> Iterator[tuple[Site, SecureMosquitto, InfluxDB]]:
     influx = InfluxDB(tmp_path / "influxdb")
     influx.start()
-    from fieldproof.services import free_port
-
-    port = free_port()
-    site = make_site(tmp_path / "site", mqtt_port=port, influx_url=influx.url)
-    broker = SecureMosquitto(
-        tmp_path / "mosquitto", site.broker_certs.parent, ["collector-1"], port
-    )
-    broker.start()
+    site, broker = start_site_broker(tmp_path, influx.url)
     try:
         yield site, broker, influx
     finally:

@@ -315,6 +315,11 @@ def _booted(path: Path, boot: int) -> bool:
         return False
 
 
+def _spooled_past(path: Path, next_seq: int) -> bool:
+    """The gateway has spooled a message since its next_seq was ``next_seq``."""
+    return spool_meta(path)["next_seq"] > next_seq
+
+
 def drain(stack: Stack, timeout: float = 60.0) -> None:
     """Stop the gateways (each drains on SIGTERM); a spool still holding messages is started
     again until it is empty — "still in a spool that will drain" must actually drain."""
@@ -508,10 +513,24 @@ def test_influxdb_killed_for_a_while(stack: Stack) -> None:
     try:
         stack.collector = start_collector(stack)
         stack.start_gateway(add_gateway(stack, interval=0.05))
-        time.sleep(1.5)
+        wait_until(lambda: stack.accepted_readings() > 0, 60, "first readings accepted")
         stack.influx.kill()
-        time.sleep(0.5)  # the batch already past its InfluxDB write may still commit
+        # The batch already past its InfluxDB write may still commit. The collector's one
+        # ingest thread logs "holding acks" at the first failed write, so by then that batch
+        # is committed and its receipts are handed to the broker; the auditor has heard them
+        # once it counts a confirmation for every message the collector holds.
+        wait_until(
+            lambda: "holding acks" in stack.log("collector.log"),
+            60,
+            "the collector to hold acks (log 'holding acks') after InfluxDB was killed",
+        )
         before = stack.accepted_readings()
+        held = stack.store_counts()[0]
+        wait_until(
+            lambda: auditor.confirmed >= held,
+            30,
+            f"the auditor to hear the receipts of the {held} messages committed before the kill",
+        )
         confirmed_before = auditor.confirmed
         time.sleep(4)
         assert stack.accepted_readings() == before
@@ -541,6 +560,13 @@ def test_gateway_kill9_while_writing_its_spool(stack: Stack) -> None:
         for boot in range(1, 9):
             stack.start_gateway(g)
             wait_until(partial(_booted, g.spool_path, boot), 30, f"boot {boot} counted")
+            # this boot writing messages (a busy machine starts sampling later), then a kill
+            # at a random moment of that writing
+            wait_until(
+                partial(_spooled_past, g.spool_path, spool_meta(g.spool_path)["next_seq"]),
+                30,
+                f"boot {boot} to spool a message",
+            )
             time.sleep(rng.uniform(0.2, 0.8))
             kill9(g.proc)
             g.proc = None
@@ -618,7 +644,8 @@ def test_gateway_disk_full(stack: Stack, tmp_path: Path) -> None:
                         env=env,
                         cwd=PROJECT_ROOT,
                     )
-            time.sleep(2)
+            # the gateway delivering (its spool created and written) before its disk fills
+            wait_until(lambda: stack.accepted_readings() > 0, 60, "the gateway's first readings")
             # the collector goes away, so the spool has to grow
             stack.stop_collector()
             time.sleep(1)
@@ -729,15 +756,17 @@ def test_wall_clock_step_back_does_not_stall_resending(
     try:
         time.sleep(1.5)
         kill9(stack.collector)  # its Last Will says offline: the gateway waits, not resends
-        time.sleep(1.5)  # published to the broker, queued for the collector's session
-        assert agent.spool.unconfirmed > 0
+        # published to the broker, queued for the collector's session
+        wait_until(lambda: agent.spool.unconfirmed > 0, 30, "messages published, unconfirmed")
         stack.broker.kill()  # ... and lost with the broker
+        lost = stack.spooled_seqs()  # every seq the broker may have lost is at most this
         clock.offset = -3600.0  # NTP steps the gateway's clock back an hour
         stack.broker.start()
         stack.collector = start_collector(stack)
-        time.sleep(1.0)
         # the lost messages are resent after confirm_timeout (2 s, doubling at most to 8 s)
-        wait_until(lambda: agent.spool.unconfirmed < 5, 20, "lost messages to be resent")
+        # once the collector is back, not an hour later; the gateway samples on meanwhile,
+        # so wait for those seqs, not for the spool to empty
+        wait_until(lambda: stack.holds_up_to(lost), 60, f"lost messages {lost} to be resent")
         agent.stop()
         thread.join(30)
         drain(stack)
@@ -815,17 +844,22 @@ def test_one_poisoned_gateway_does_not_stop_the_others(stack: Stack) -> None:
     assert wait_for_retained("127.0.0.1", stack.broker.port, PRESENCE, b'"online": true', 60)
     stack.start_gateway(healthy)
     stack.start_gateway(poisoned)
-    time.sleep(6)
-    store = stack.store()
-    try:
-        accepted = {
-            gw: n for gw, n in store.db.execute("SELECT gateway, count(*) FROM received GROUP BY 1")
-        }
-        quarantined = sum(store.quarantine_by_reason().values())
-    finally:
-        store.db.close()
-    # ~100 messages were sent by the healthy gateway in these 6 s
-    assert accepted.get(healthy.gateway_id, 0) > 50, (
-        f"the healthy gateway is blocked by the poisoned one: accepted {accepted}"
+
+    def quarantined() -> int:
+        store = stack.store()
+        try:
+            return sum(store.quarantine_by_reason().values())
+        finally:
+            store.db.close()
+
+    # the healthy gateway sends ~20 messages a second; blocked, it never gets past 50
+    wait_until(
+        lambda: stack.accepted_by_gateway().get(healthy.gateway_id, 0) > 50,
+        60,
+        "the healthy gateway's messages to keep arriving (is it blocked by the poisoned one?)",
     )
-    assert quarantined > 0, "the poisoned messages are neither accepted nor quarantined"
+    wait_until(
+        lambda: quarantined() > 0,
+        60,
+        "the poisoned messages to be quarantined (neither accepted nor quarantined so far)",
+    )

@@ -8,9 +8,11 @@ ignored status by reason in its ``status_ignored`` series."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,13 +51,15 @@ def publish_all(client: paho.Client, topic: str, payloads: list[bytes]) -> None:
         client.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
 
 
-def ignored_totals(stack: Stack) -> dict[str, int]:
-    """The newest ``status_ignored`` totals the collector wrote (since its start)."""
+def ignored_totals(stack: Stack, since_ns: int = 0) -> dict[str, int]:
+    """The newest ``status_ignored`` totals the collector wrote (each run counts since its
+    start), among the points written at or after ``since_ns`` (ns since the epoch)."""
     r = httpx.get(
         f"{stack.influx.url}/query",
         params={
             "db": stack.database,
-            "q": 'SELECT last("total") FROM status_ignored GROUP BY reason',
+            "q": f'SELECT last("total") FROM status_ignored WHERE time >= {since_ns} '
+            "GROUP BY reason",
         },
         timeout=10,
     )
@@ -64,6 +68,12 @@ def ignored_totals(stack: Stack) -> dict[str, int]:
         s["tags"]["reason"]: int(s["values"][0][1])
         for s in r.json()["results"][0].get("series", [])
     }
+
+
+def _stopped(pid: int) -> bool:
+    """The process is stopped (SIGSTOP took effect): state T in /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
 
 
 @pytest.fixture
@@ -98,17 +108,31 @@ def test_poisoned_status_neither_stops_nor_stalls_the_collector(stack: Stack) ->
         wait_until(lambda: stack.accepted_readings() > before + 10, 30, "readings to keep flowing")
 
         # The crash loop of the finding: at every start the broker hands the collector the
-        # retained statuses again. Leave a poisoned one retained on each topic, restart.
+        # retained statuses again. Leave a poisoned one retained on each topic, restart. The
+        # gateways are paused meanwhile: a status of their own (every 5 s) would replace the
+        # poison before the restarted collector subscribes.
         stack.stop_collector()
-        for g in honest:
-            publish_all(bad, f"fieldproof/v1/{g.gateway_id}/status", [b"[" * 2000])
-        stack.start_collector()
-        retained = Counter({"invalid_json": len(honest), "unknown_gateway": 1})
-        wait_until(
-            lambda: all(ignored_totals(stack).get(k, 0) >= n for k, n in retained.items()),
-            30,
-            f"the restarted collector to count the retained poison {dict(retained)}",
-        )
+        paused = [g.proc for g in honest if g.proc is not None]
+        for proc in paused:
+            proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: all(_stopped(p.pid) for p in paused), 30, "gateways paused")
+            for g in honest:
+                publish_all(bad, f"fieldproof/v1/{g.gateway_id}/status", [b"[" * 2000])
+            # only the restarted collector's points: the first run's totals are higher already
+            restarted_ns = time.time_ns()
+            stack.start_collector()
+            retained = Counter({"invalid_json": len(honest), "unknown_gateway": 1})
+            wait_until(
+                lambda: all(
+                    ignored_totals(stack, restarted_ns).get(k, 0) >= n for k, n in retained.items()
+                ),
+                30,
+                f"the restarted collector to count the retained poison {dict(retained)}",
+            )
+        finally:
+            for proc in paused:
+                proc.send_signal(signal.SIGCONT)
         before = stack.accepted_readings()
         wait_until(lambda: stack.accepted_readings() > before + 10, 30, "readings after restart")
     finally:

@@ -432,7 +432,7 @@ def test_server_stopped_and_started_under_a_running_collector_loses_nothing(
             "the gateway to publish on while InfluxDB is down",
         )
         influx.start()
-        wait_until(stack.all_accepted, 120, "the collector to catch up")
+        stack.wait_holds_spooled(120)  # the collector catches up
         stack.stop_gateways()
         stack.wait_caught_up()
         published = stack.published()

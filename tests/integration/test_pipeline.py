@@ -101,7 +101,17 @@ def test_end_to_end_delivery(stack: Stack) -> None:
     stack.start_collector()
     for _ in range(2):
         stack.start_gateway(stack.add_gateway(interval=0.2))
-    time.sleep(3)
+    # both gateways delivering (a gateway still starting when SIGTERM comes dies without a
+    # spool), then everything spooled so far held, so the shutdown drain has little to do
+    wait_until(
+        lambda: (
+            len(stack.accepted_by_gateway()) == 2
+            and min(stack.accepted_by_gateway().values()) >= 10
+        ),
+        60,
+        "10 messages accepted from each of the 2 gateways",
+    )
+    stack.wait_holds_spooled()
     stack.stop_gateways()
     assert_all_delivered(stack)
     # the points carry the registry's tags and the SenML units
@@ -133,12 +143,7 @@ def test_broker_restart_mid_stream(stack: Stack) -> None:
     # Messages the broker dropped come back only when the gateway's confirm timeout (10 s)
     # passes without a receipt; a stopping gateway keeps them spooled for its next start. So
     # wait, with the gateways running, until the collector holds everything spooled so far.
-    target = stack.spooled_seqs()
-    wait_until(
-        lambda: stack.holds_up_to(target),
-        90,
-        f"the collector to hold every seq up to {target} (resends after the confirm timeout)",
-    )
+    stack.wait_holds_spooled()
     stack.stop_gateways()
     assert_all_delivered(stack)
 
@@ -154,7 +159,8 @@ def test_collector_kill9_loses_and_duplicates_nothing(stack: Stack) -> None:
         stack.kill_collector()
         time.sleep(rng.uniform(0.1, 0.8))
         stack.start_collector()
-    time.sleep(1)
+    # the backlog of the last outage held before the gateways stop (their drain lasts 10 s)
+    stack.wait_holds_spooled()
     stack.stop_gateways()
     assert_all_delivered(stack)
 
@@ -162,16 +168,23 @@ def test_collector_kill9_loses_and_duplicates_nothing(stack: Stack) -> None:
 def test_influxdb_down_holds_acks_then_catches_up(stack: Stack) -> None:
     stack.start_collector()
     stack.start_gateway(stack.add_gateway(interval=0.1))
-    time.sleep(1.5)
+    # readings flowing, so the collector meets the outage with messages to write
+    wait_until(lambda: stack.accepted_readings() > 0, 60, "first readings accepted")
     stack.influx.stop()
     before = stack.accepted_readings()
-    time.sleep(4)
+    wait_until(
+        lambda: "holding acks" in stack.log("collector.log"),
+        60,
+        "the collector to hold acks (log 'holding acks') while InfluxDB is down",
+    )
+    time.sleep(4)  # an outage of a few seconds, watched
     # nothing is committed (so nothing acked) while InfluxDB cannot take it; at most the batch
     # that was already being committed when it went away
     assert stack.accepted_readings() - before <= 100
-    assert "holding acks" in stack.log("collector.log")
     stack.influx.start()
-    time.sleep(2)
+    # what was held during the outage is written once InfluxDB is back (after the collector's
+    # retry backoff) before the gateways stop (their drain lasts 10 s)
+    stack.wait_holds_spooled()
     stack.stop_gateways()
     assert_all_delivered(stack)
 

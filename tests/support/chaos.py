@@ -35,7 +35,7 @@ from fieldproof.formats.enrollment import MAX_REQUEST_BYTES
 from fieldproof.formats.message import open_message
 from fieldproof.keys import load_key_file
 from fieldproof.mqtt import make_client
-from fieldproof.services import InfluxDB, free_port
+from fieldproof.services import InfluxDB
 from fieldproof.tls import new_tls_key
 from fieldproof.wire import WireError
 from gateway.config import GatewayConfig, load_gateway_config
@@ -45,10 +45,10 @@ from tests.support.enrollment import (
     forge_request,
     invoke,
     make_gateway,
-    make_site,
     ok,
+    start_site_broker,
 )
-from tests.support.stack import spawn, terminate, wait_until
+from tests.support.stack import spawn, terminate, wait_holds_spooled, wait_until
 
 PREFIX = "fieldproof/v1"
 COLLECTOR_ID = "collector-1"  # tests/support/enrollment.py's site
@@ -142,6 +142,18 @@ class ChaosSite:
         """SIGTERM: a gateway drains its spool (waits for receipts) before it exits."""
         terminate([g.proc for g in self.honest], 60)
 
+    def wait_holds_spooled(self, timeout: float = 180) -> None:
+        """With the honest gateways running, wait until the collector holds everything they
+        have spooled so far: a collector behind after an attack (or a message the broker
+        dropped, resent after the confirm timeout) would otherwise outlast a stopping
+        gateway's drain, and the message would stay spooled."""
+        wait_holds_spooled(
+            [(g.gateway_id, g.spool_path) for g in self.honest],
+            self.site.cfg.db_path,
+            timeout,
+            lambda: self.log("collector.log"),
+        )
+
     def close(self) -> None:
         terminate([*(g.proc for g in self.honest), self.collector], 30)
         self.broker.stop()
@@ -228,10 +240,8 @@ def start_site(root: Path, honest_gateways: int, interval_s: float | None = None
     ``interval_s``: the honest gateways' reading interval (default: the enrollment rig's)."""
     influx = InfluxDB(root / "influxdb")
     influx.start()
-    port = free_port()
-    site = make_site(root / "site", mqtt_port=port, influx_url=influx.url)
-    broker = SecureMosquitto(root / "mosquitto", site.broker_certs.parent, [COLLECTOR_ID], port)
-    broker.start()
+    site, broker = start_site_broker(root, influx.url, (COLLECTOR_ID,))
+    port = broker.port
     ok(invoke(ca_collector_cert_command, "--config", str(site.collector_config)))
     gateways = []
     for i in range(honest_gateways + 1):

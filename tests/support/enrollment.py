@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from anchor.evidence import EvidenceLog
-from collector.broker import provision_broker_certs
+from collector.broker import TEMPLATE_DIR, SecureMosquitto, provision_broker_certs
 from collector.ca import CertificateAuthority
 from collector.enrollment import (
     Enroller,
@@ -35,6 +35,7 @@ from fieldproof.datadir import open_db
 from fieldproof.formats.enrollment import REQUEST_TYPE
 from fieldproof.formats.registry_event import parse_registry_event
 from fieldproof.keys import create_key_file
+from fieldproof.services import ServiceError, free_port
 from fieldproof.tls import fingerprint, make_csr
 from fieldproof.wire import encode_deterministic, gateway_id_for, public_key_bytes, sign1
 from gateway.config import GatewayConfig, load_gateway_config
@@ -107,6 +108,39 @@ broker_port = {mqtt_port}
     certs = root / "broker" / "certs"
     provision_broker_certs(ca, certs, ["127.0.0.1", "localhost"])
     return Site(root, path, cfg, ca, certs)
+
+
+#: how many free ports :func:`start_site_broker` tries when another process took the one it chose
+PORT_ATTEMPTS = 5
+
+
+def start_site_broker(
+    root: Path,
+    influx_url: str = "http://127.0.0.1:1",
+    collector_ids: tuple[str, ...] = ("collector-1",),
+    template_dir: Path = TEMPLATE_DIR,
+) -> tuple[Site, SecureMosquitto]:
+    """A site (``make_site``) and its TLS broker started on a free port. The site's configs
+    name the port before the broker binds it, so another process (a parallel test worker, an
+    outgoing connection) may take it meanwhile; then both are made again on another port."""
+    for attempt in range(PORT_ATTEMPTS):
+        port = free_port()
+        site = make_site(root / ("site" if attempt == 0 else f"site-{attempt}"), port, influx_url)
+        broker = SecureMosquitto(
+            root / "mosquitto",
+            site.broker_certs.parent,
+            list(collector_ids),
+            port,
+            template_dir=template_dir,
+        )
+        try:
+            broker.start()
+        except ServiceError as exc:
+            if "in use" not in str(exc).lower() or attempt == PORT_ATTEMPTS - 1:
+                raise
+            continue
+        return site, broker
+    raise AssertionError("unreachable")  # the last attempt returns or raises
 
 
 def make_gateway(

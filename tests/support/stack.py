@@ -43,6 +43,58 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, step: f
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
 
 
+def spooled_seqs(spools: Iterable[tuple[str, Path]]) -> dict[str, int]:
+    """The last seq each ``(gateway id, spool path)`` has spooled so far (its next_seq commits
+    with the message); a spool not created yet is left out."""
+    out: dict[str, int] = {}
+    for gateway, path in spools:
+        if path.exists():
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                row = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+            finally:
+                db.close()
+            out[gateway] = int(row[0]) - 1 if row else 0
+    return out
+
+
+def holds_up_to(db_path: Path, seqs: dict[str, int]) -> bool:
+    """The collector database at ``db_path`` holds every seq 1..n of each gateway in ``seqs``
+    (a fixed target, so it can be reached while the gateways keep sampling)."""
+    store = CollectorStore(open_db(db_path))
+    try:
+        for gateway, n in seqs.items():
+            row = store.db.execute(
+                "SELECT count(*) FROM received WHERE gateway = ? AND seq <= ?", (gateway, n)
+            ).fetchone()
+            if int(row[0]) < n:
+                return False
+        return True
+    finally:
+        store.db.close()
+
+
+def wait_holds_spooled(
+    spools: Iterable[tuple[str, Path]], db_path: Path, timeout: float, log: Callable[[], str]
+) -> None:
+    """With the gateways still running, wait until the collector holds every message they have
+    spooled so far. The target is fixed when this is called (gateways keep sampling, so
+    "everything spooled" is a moving target a busy machine may never meet), and it is met
+    only by delivery: messages the broker dropped come back after the gateway's confirm
+    timeout, which a gateway stopped too early never reaches (it keeps them spooled)."""
+    target = spooled_seqs(spools)
+    try:
+        wait_until(
+            lambda: holds_up_to(db_path, target),
+            timeout,
+            f"the collector to hold every seq up to {target} spooled so far (a dropped message "
+            "is resent after the gateway's confirm timeout)",
+            step=0.2,
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\ncollector log:\n{log()[-1500:]}") from None
+
+
 def spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     """``python -m fieldproof args`` from the project root, unbuffered, its output appended to
     ``log_path``: what the rigs start their collector and gateway processes with."""
@@ -167,39 +219,35 @@ class Stack:
 
     def still_spooled(self) -> int:
         """Rows still in the spools. A receipted row is deleted with the gateway's next write
-        (or at shutdown), so while gateways run this can lag behind; see all_accepted()."""
+        (or at shutdown), so while gateways run this can lag behind; see wait_holds_spooled()."""
         return sum(spool_counts(g.spool_path)[1] for g in self.gateways)
-
-    def all_accepted(self) -> bool:
-        """The collector holds every message the gateways have spooled so far (each spool's
-        next_seq commits with its message, so it is exact while the gateways run)."""
-        return self.store_counts()[0] >= sum(self.spooled_seqs().values())
 
     def spooled_seqs(self) -> dict[str, int]:
         """The last seq each gateway has spooled so far (its next_seq commits with the message)."""
-        out: dict[str, int] = {}
-        for g in self.gateways:
-            if g.spool_path.exists():
-                db = sqlite3.connect(f"file:{g.spool_path}?mode=ro", uri=True)
-                try:
-                    row = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
-                finally:
-                    db.close()
-                out[g.gateway_id] = int(row[0]) - 1 if row else 0
-        return out
+        return spooled_seqs((g.gateway_id, g.spool_path) for g in self.gateways)
 
     def holds_up_to(self, seqs: dict[str, int]) -> bool:
         """The collector holds every seq 1..n of each gateway in ``seqs`` (a fixed target, so it
         can be reached while the gateways keep sampling)."""
+        return holds_up_to(self.db_path, seqs)
+
+    def wait_holds_spooled(self, timeout: float = 120) -> None:
+        """Before stopping running gateways whose spools must end up empty: wait until the
+        collector holds everything they have spooled so far (see :func:`wait_holds_spooled`),
+        so their shutdown drain has only the last moments to deliver."""
+        wait_holds_spooled(
+            [(g.gateway_id, g.spool_path) for g in self.gateways],
+            self.db_path,
+            timeout,
+            lambda: self.log("collector.log"),
+        )
+
+    def accepted_by_gateway(self) -> dict[str, int]:
+        """Messages the collector has accepted, per gateway."""
         store = self.store()
         try:
-            for gateway, n in seqs.items():
-                row = store.db.execute(
-                    "SELECT count(*) FROM received WHERE gateway = ? AND seq <= ?", (gateway, n)
-                ).fetchone()
-                if int(row[0]) < n:
-                    return False
-            return True
+            rows = store.db.execute("SELECT gateway, count(*) FROM received GROUP BY gateway")
+            return {str(gw): int(n) for gw, n in rows}
         finally:
             store.db.close()
 
