@@ -226,6 +226,53 @@ def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> N
         proc.wait()
 
 
+#: how long the demo waits for every gateway's first reading to reach the collector
+FIRST_READING_TIMEOUT_S = 120.0
+
+
+def _wait_first_readings(
+    fleet: list[DemoGateway],
+    db_path: Path,
+    collector_proc: subprocess.Popen[bytes],
+    logs: Path,
+    console: Console,
+) -> None:
+    """Wait until the collector holds a message of every gateway; a gateway or the collector
+    that exits meanwhile, or a gateway silent for FIRST_READING_TIMEOUT_S, is an error naming
+    its log."""
+    deadline = time.monotonic() + FIRST_READING_TIMEOUT_S
+    waiting = {g.gateway_id: g for g in fleet}
+    with console.status(f"waiting for the first reading of {len(fleet)} gateway(s)…"):
+        while waiting:
+            for g in list(waiting.values()):
+                if g.proc is not None and g.proc.poll() is not None:
+                    raise click.ClickException(
+                        f"gateway {g.gateway_id} exited early; see {logs / (g.gateway_id + '.log')}"
+                    )
+            if collector_proc.poll() is not None:
+                raise click.ClickException(f"collector exited early; see {logs / 'collector.log'}")
+            store = CollectorStore(open_db(db_path))
+            try:
+                held = {
+                    str(gw)
+                    for (gw,) in store.db.execute("SELECT DISTINCT gateway FROM received")
+                }
+            finally:
+                store.db.close()
+            for gw in held:
+                waiting.pop(gw, None)
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                gw = sorted(waiting)[0]
+                raise click.ClickException(
+                    f"no reading of gateway {gw} reached the collector within "
+                    f"{FIRST_READING_TIMEOUT_S:.0f} s; see {logs / (gw + '.log')} and "
+                    f"{logs / 'collector.log'}"
+                )
+            time.sleep(0.2)
+
+
 @click.command("demo")
 @click.option("--gateways", default=3, show_default=True, type=click.IntRange(1, 200))
 @click.option(
@@ -416,6 +463,10 @@ def demo_command(
                     env=env,
                 )
 
+        # the duration counts from every gateway delivering, not from spawning them: on a busy
+        # machine a gateway can take seconds to start, and one stopped before its first
+        # reading would leave its farm without data
+        _wait_first_readings(fleet, cdir / "collector.sqlite", collector_proc, logs, console)
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

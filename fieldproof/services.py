@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,11 +33,32 @@ class ServiceError(FieldproofError):
     """A service could not be started; the message says which binary and where its log is."""
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range of local ports for outgoing connections (Linux default otherwise)."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now.
+    """A TCP port on 127.0.0.1 that nothing listens on right now, chosen outside the kernel's
+    ephemeral range when it can be: a service restarted on its port (a broker stopped and
+    started again) must not find it taken as the local end of some client's connection, which
+    the kernel hands out from that range.
 
     Another process (a parallel test worker) may take it before the service binds it: the
     services below then choose again, see :meth:`ManagedProcess.start`."""
+    lo, hi = _ephemeral_range()
+    candidates = [p for p in range(20000, 32768) if not lo <= p <= hi]
+    for port in random.sample(candidates, min(50, len(candidates))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

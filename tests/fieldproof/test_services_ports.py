@@ -108,3 +108,17 @@ def test_given_port_someone_listens_on_is_refused_not_taken_for_ready(
     with pytest.raises(ServiceError, match="already in use by another process"):
         broker.start(timeout=10)
     assert not broker.running
+
+
+def test_free_ports_are_chosen_outside_the_ephemeral_range() -> None:
+    """A port the kernel may hand to a client's connection as its local end is a poor choice
+    for a service that restarts on it; free_port picks below the range, and the port binds."""
+    from fieldproof.services import _ephemeral_range, free_port
+
+    lo, hi = _ephemeral_range()
+    ports = {free_port() for _ in range(20)}
+    assert all(not lo <= p <= hi for p in ports), (ports, lo, hi)
+    assert len(ports) > 1  # random, so parallel workers rarely collide
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", port))
