@@ -67,8 +67,9 @@ CHAINS = ("thor", "evm")
 DEFAULT_SCAN_BLOCKS = 10_000
 #: anchors one scan keeps at most (a log anchors once per checkpoint; more is hostile)
 MAX_SCAN_ANCHORS = 10_000
-#: the largest answer a reader takes from a node: a block with all its transactions (Thor
-#: ``expanded=true``, EVM full transactions). A 40 M-gas Thor block or a 36 M-gas Ethereum
+#: the largest answer a reader or an anchorer takes from a node: a block with all its
+#: transactions (Thor ``expanded=true``, EVM full transactions; the Thor client's bounds per
+#: kind of answer are in :mod:`anchor.thor_client`). A 40 M-gas Thor block or a 36 M-gas Ethereum
 #: block holds at most ~2.5 MB of calldata (16 gas a byte), ~5 MB as hex: 16 MiB leaves room
 MAX_NODE_ANSWER_BYTES = 16 * 1024 * 1024
 #: transactions one block may list: a 40 M-gas block fits at most ~1,900 (21,000 gas each);

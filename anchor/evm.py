@@ -44,6 +44,7 @@ from web3.exceptions import (
 from web3.types import Wei
 
 from anchor.chain import AnchorerError
+from anchor.chain_reader import NodeAnswerError, NodeTooSlow
 from anchor.evm_reader import (
     EvmAnchorError,
     EvmConfigError,
@@ -416,8 +417,10 @@ class EvmAnchorer:
     def step(self, newest: CheckpointRef | None = None) -> StepReport:
         """Advance every in-flight anchor, then submit ``newest`` if it is not anchored yet.
 
-        An unreachable node ends the step early with ``report.error`` set and every anchor
-        as it was. A node on the wrong chain raises :class:`ChainIdMismatchError`.
+        An unreachable node, or one whose answer is past its bounds (too large, compressed,
+        too slow: :func:`~anchor.evm_reader.connect`), ends the step early with
+        ``report.error`` set and every anchor as it was. A node on the wrong chain raises
+        :class:`ChainIdMismatchError`.
         """
         report = StepReport()
         try:
@@ -437,6 +440,9 @@ class EvmAnchorer:
         except Web3RPCError as exc:  # the node answered, but with an error of its own
             report.error = (f"EVM node {self.config.url} answered an error: {rpc_message(exc)};"
                             " will retry on the next step, nothing is lost")
+            log.warning("%s", report.error)
+        except (NodeAnswerError, NodeTooSlow) as exc:  # an answer past its bounds (connect())
+            report.error = f"{exc}; will retry on the next step, nothing is lost"
             log.warning("%s", report.error)
         return report
 
@@ -531,8 +537,7 @@ class EvmAnchorer:
                 else:
                     note = f"node refused transaction {_hex(attempt.tx_hash)}: {msg}"
                 self.store.set_reason(row.id, note)
-                report.notes.append(note)
-                log.warning("%s", note)
+                report.notes.append(note)  # the service logs the step's notes
                 return False
         self.store.mark_sent(attempt.tx_hash, head)
         if (row.reason or "").startswith(("account ", "node refused transaction")):

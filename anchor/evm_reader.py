@@ -142,10 +142,20 @@ class BoundedSession(requests.Session):
         return resp
 
 
+#: seconds one answer may take from request to last byte when the caller names no deadline
+#: (the anchorer): requests' timeout bounds each read, not a body trickled a piece at a time
+ANSWER_SECONDS = 30.0
+
+
 def connect(url: str, timeout_s: float = 10.0, session: requests.Session | None = None) -> Web3:
     """A Web3 client for one JSON-RPC URL, without web3's own retries (``step`` retries), and
     tolerant of proof-of-authority chains whose blocks carry long ``extraData``. ``session``:
-    the HTTP session it uses (a reader's :class:`BoundedSession`)."""
+    the HTTP session it uses; by default a :class:`BoundedSession` allowing each answer
+    ``timeout_s`` a read and :data:`ANSWER_SECONDS` (at least ``timeout_s``) in all. web3's
+    ``HTTPProvider`` itself reads any answer whole, of any size and compressed (requests
+    inflates gzip unbounded), so every client this module makes is bounded here."""
+    if session is None:
+        session = BoundedSession(seconds=max(ANSWER_SECONDS, timeout_s))
     provider = HTTPProvider(url, request_kwargs={"timeout": timeout_s}, session=session,
                             exception_retry_configuration=None)
     w3 = Web3(provider)

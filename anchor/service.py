@@ -50,7 +50,9 @@ class AnchorService:
     def step(self) -> bool:
         """One pass; True when the node answered."""
         report = self.anchorer.step()
-        for problem in report.problems:
+        # a node that could not be used is logged by the anchorer itself (it also runs without
+        # this service): said once here would be said twice
+        for problem in report.problems if report.node_ok else ():
             log.warning("%s", problem)
         for anchor_id in report.included:
             log.info("anchor %d included", anchor_id)

@@ -22,6 +22,7 @@ that prefix is a bad tx too.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,11 +30,18 @@ from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 
+import httpcore
 import httpx
 from eth_hash.auto import keccak
 
 from anchor import thor
-from anchor.chain_reader import ChainMismatchError, ChainNodeUnavailable
+from anchor.chain_reader import (
+    MAX_NODE_ANSWER_BYTES,
+    ChainMismatchError,
+    ChainNodeUnavailable,
+    NodeAnswerError,
+    NodeTooSlow,
+)
 from fieldproof.errors import ChainError
 
 log = logging.getLogger(__name__)
@@ -83,6 +91,40 @@ class NodeResponseError(ThorClientError):
             )
         super().__init__(
             f"Thor node gave {status_text} for {what}: {body.strip()[:500]!r}. {advice}"
+        )
+
+
+class NodeAnswerRefused(NodeResponseError, NodeAnswerError):
+    """An answer no Thor node sends, refused unread or read no further: over the size bound of
+    its kind, or compressed though asked for an uncompressed one. Not retried (the node would
+    answer the same); a :class:`NodeResponseError`, so the anchorer pauses and backs off as for
+    any node that answers wrongly, and a :class:`NodeAnswerError` for a reader."""
+
+    def __init__(self, url: str, what: str, why: str) -> None:
+        self.url = url
+        self.status = None
+        self.body = ""
+        ThorClientError.__init__(
+            self,
+            f"Thor node at {url} {why} to {what}: a hostile or broken node. Anchoring keeps its "
+            "state and asks again later; if it persists, use another node.",
+        )
+
+
+class NodeAnswerTooSlow(NodeUnreachable, NodeTooSlow):
+    """The node sent its answer slower than the client's per-answer deadline allows (a node
+    trickling bytes, each within the read timeout, would otherwise hold the caller for hours).
+    Not retried within the request: the deadline was spent; the anchorer backs off."""
+
+    def __init__(self, url: str, what: str, seconds: float) -> None:
+        self.url = url
+        self.attempts = 1
+        self.detail = f"over {seconds:g} s to answer"
+        ThorClientError.__init__(
+            self,
+            f"Thor node at {url} took over {seconds:g} s to answer {what} (it sends its answer "
+            "slowly): check the node and the network between; anchoring keeps its state and "
+            "asks again later, or use another node.",
         )
 
 
@@ -463,6 +505,18 @@ class Simulation:
 
 # ----------------------------------------------------------------------------- client
 
+#: the largest answer of the kinds that can be as large as a block: an expanded block (every
+#: transaction with its clauses; see :data:`~anchor.chain_reader.MAX_NODE_ANSWER_BYTES`) and a
+#: receipt (its events' data is bounded by the block's gas alone, 8 gas a byte)
+MAX_BLOCK_ANSWER_BYTES = MAX_NODE_ANSWER_BYTES
+#: the largest of every other answer: a block header (≤ ~1,900 tx ids in 40 M gas, ~130 KB), a
+#: transaction (thor's pool takes at most 64 KiB, ~130 KB as hex), an account, a fee history of
+#: the few blocks asked, a simulation of our own clauses, a tx pool's answer to a send
+MAX_ANSWER_BYTES = 1024 * 1024
+#: seconds one answer may take, from sending the request to its last byte, unless told
+#: otherwise: httpx's timeout bounds each read, not a body trickled a piece at a time
+ANSWER_SECONDS = 30.0
+
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 #: answers of a node that lacks an optional endpoint or parameter (older versions)
 _UNSUPPORTED_STATUS = frozenset({400, 404, 405})
@@ -492,6 +546,84 @@ def _http_date(value: str | None) -> float | None:
         return None
 
 
+class _Deadline(threading.local):
+    """The monotonic time by which the answer being read must be whole (None: no answer)."""
+
+    at: float | None = None
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's own sockets, each connect, read and write given no more than what is left of
+    the answer's deadline. httpx's timeout restarts with every read, so without this a node
+    trickling its status line and headers (httpcore takes up to 100 KiB of them) a byte per
+    timeout would hold one request for days before :meth:`ThorClient._receive` sees a byte of
+    the body."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+        self.deadline = _Deadline()
+
+    def left(self, timeout: float | None) -> float | None:
+        at = self.deadline.at
+        if at is None:
+            return timeout
+        left = at - time.monotonic()
+        if left <= 0:
+            raise httpcore.ReadTimeout("the answer's deadline has passed")
+        return left if timeout is None else min(timeout, left)
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_tcp(
+            host, port, self.left(timeout), local_address, socket_options), self)
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.connect_unix_socket(path, self.left(timeout), socket_options), self)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream, backend: _DeadlineBackend) -> None:
+        self._inner, self._backend = inner, backend
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, self._backend.left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, self._backend.left(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(
+            ssl_context, server_hostname, self._backend.left(timeout)), self._backend)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+def _deadline_transport() -> tuple[httpx.BaseTransport, _DeadlineBackend | None]:
+    """httpx's own transport over :class:`_DeadlineBackend`. httpx has no public way to name
+    httpcore's network backend, so it is set on the transport's pool; should a future httpx
+    lay it out otherwise, the transport stays httpx's and only the body is held to the
+    deadline (tests/anchor/test_thor_client_hostile.py notices)."""
+    transport = httpx.HTTPTransport()
+    pool = getattr(transport, "_pool", None)
+    if not isinstance(pool, httpcore.ConnectionPool) or not isinstance(
+            getattr(pool, "_network_backend", None), httpcore.SyncBackend):
+        return transport, None
+    backend = _DeadlineBackend()
+    pool._network_backend = backend
+    return transport, backend
+
+
 class ThorClient:
     """Synchronous client for one Thor node.
 
@@ -501,6 +633,11 @@ class ThorClient:
     node treats a copy it already holds as success. ``genesis_id``: the network this client must
     talk to (else learned from the first ``genesis()``). ``last_node_time`` is the node's clock
     (its HTTP ``Date``) at the last answer, or None.
+
+    Every answer is network input, read whole only within bounds (:meth:`_receive`): at most
+    :data:`MAX_ANSWER_BYTES` (:data:`MAX_BLOCK_ANSWER_BYTES` for an expanded block or a
+    receipt), uncompressed, and within ``answer_s`` seconds from request to last byte; else
+    :class:`NodeAnswerRefused` or :class:`NodeAnswerTooSlow`, neither retried.
     """
 
     def __init__(
@@ -514,19 +651,29 @@ class ThorClient:
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
         genesis_id: str | None = None,
+        answer_s: float = ANSWER_SECONDS,
     ) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
+        if not answer_s > 0:
+            raise ValueError("answer_s must be > 0")
+        self.answer_s = answer_s
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._sleep = sleep
+        self._backend: _DeadlineBackend | None = None
+        if transport is None:
+            transport, self._backend = _deadline_transport()
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=timeout,
             transport=transport,
-            headers={"Accept": "application/json"},
+            # compressed, a small answer could inflate past any bound: a node is asked for an
+            # uncompressed one and refused if it compresses anyway (thor v2.4.4 gzips when the
+            # client accepts gzip, as httpx does by default, and not when asked for identity)
+            headers={"Accept": "application/json", "Accept-Encoding": "identity"},
         )
         self._genesis: Block | None = None
         self._expected_genesis: str | None = None
@@ -578,6 +725,7 @@ class ThorClient:
         *,
         params: Mapping[str, str] | None = None,
         json_body: Any = None,
+        limit: int = MAX_ANSWER_BYTES,
     ) -> httpx.Response:
         attempts = self.retries + 1
         last = ""
@@ -587,10 +735,11 @@ class ThorClient:
                 delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
                 log.info("retrying %s %s in %.1fs (%s)", method, path, delay, last)
                 self._sleep(delay)
+            request = self._http.build_request(
+                method, path, params=params, json=json_body, headers=headers
+            )
             try:
-                resp = self._http.request(
-                    method, path, params=params, json=json_body, headers=headers
-                )
+                resp = self._receive(request, f"{method} {path}", limit)
             except httpx.TransportError as e:
                 last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
                 continue
@@ -603,6 +752,59 @@ class ThorClient:
                 continue
             return resp
         raise NodeUnreachable(self.base_url, attempts, last)
+
+    def _receive(self, request: httpx.Request, what: str, limit: int) -> httpx.Response:
+        """One answer read whole, or refused: a ``Content-Length`` over ``limit`` or a
+        compressed body before a byte of it is read, a body growing past ``limit`` as soon as
+        it does, an answer still arriving ``answer_s`` after the request was sent. The deadline
+        bounds every socket operation of the request (:class:`_DeadlineBackend`: connect,
+        status line, headers, body) and is checked as each piece of the body arrives, so one
+        answer takes at most ``answer_s`` (plus one read timeout with an injected
+        ``transport``)."""
+        deadline = time.monotonic() + self.answer_s
+        if self._backend is not None:
+            self._backend.deadline.at = deadline
+        try:
+            return self._receive_by(request, what, limit, deadline)
+        except httpx.TimeoutException:
+            if time.monotonic() < deadline - 0.05:  # a socket timed out at the deadline
+                raise  # httpx's own timeout: retried as any transport error
+            raise NodeAnswerTooSlow(self.base_url, what, self.answer_s) from None
+        finally:
+            if self._backend is not None:
+                self._backend.deadline.at = None
+
+    def _receive_by(self, request: httpx.Request, what: str, limit: int,
+                    deadline: float) -> httpx.Response:
+        resp = self._http.send(request, stream=True)
+        try:
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise NodeAnswerRefused(
+                    self.base_url, what, f"announces a {int(declared):,}-byte answer, over the "
+                    f"{limit:,} bytes such an answer can take,")
+            encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise NodeAnswerRefused(
+                    self.base_url, what, f"answered {encoding[:40]!r}-compressed, though asked "
+                    "for an uncompressed answer,")
+            body = bytearray()
+            # a transport handing over a whole answer in memory (httpx.MockTransport) has read it
+            pieces = [resp.content] if resp.is_stream_consumed else resp.iter_raw()
+            for chunk in pieces:
+                body += chunk
+                if len(body) > limit:
+                    raise NodeAnswerRefused(
+                        self.base_url, what, f"answered over {limit:,} bytes, more than such "
+                        "an answer can take,")
+                if time.monotonic() > deadline:
+                    raise NodeAnswerTooSlow(self.base_url, what, self.answer_s)
+            if time.monotonic() > deadline:
+                raise NodeAnswerTooSlow(self.base_url, what, self.answer_s)
+        finally:
+            resp.close()
+        return httpx.Response(resp.status_code, headers=resp.headers, content=bytes(body),
+                              request=request, extensions=resp.extensions)
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
         resp = self._request(method, path, **kw)
@@ -704,7 +906,7 @@ class ThorClient:
         "included at or below the finalized block" in one consistent read."""
         path = f"/transactions/{_bytes32(tx_id, 'tx id')}/receipt"
         params = None if head is None else {"head": _bytes32(head, "head")}
-        data = self._json("GET", path, params=params)
+        data = self._json("GET", path, params=params, limit=MAX_BLOCK_ANSWER_BYTES)
         if data is None:
             return None
         rcpt: Receipt = self._parse(f"GET {path}", Receipt.from_json, data)

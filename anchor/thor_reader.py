@@ -18,18 +18,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from anchor import thor
 from anchor.chain_reader import (
     DEFAULT_SCAN_BLOCKS,
     DEFAULT_SCAN_SECONDS,
     MAX_BLOCK_TRANSACTIONS,
-    MAX_NODE_ANSWER_BYTES,
     MAX_SCAN_ANCHORS,
     AnchorReadError,
     AnchorScan,
@@ -37,9 +33,8 @@ from anchor.chain_reader import (
     ChainMismatchError,
     ChainNodeUnavailable,
     NodeAnswerError,
-    NodeTooSlow,
 )
-from anchor.thor_client import Block, ThorClient, TxMeta
+from anchor.thor_client import MAX_BLOCK_ANSWER_BYTES, Block, ThorClient, TxMeta
 from fieldproof.errors import ChainError
 from fieldproof.formats.anchor_record import RECORD_SIZE, AnchorRecord, RecordError
 
@@ -195,79 +190,17 @@ def read_anchor(
     )
 
 
-class _BoundedBody(httpx.SyncByteStream):
-    """A response body read no further than ``limit`` bytes and no later than ``deadline``."""
-
-    def __init__(self, inner: httpx.SyncByteStream, url: str, limit: int, deadline: float,
-                 seconds: float) -> None:
-        self._inner, self._url, self._limit = inner, url, limit
-        self._deadline, self._seconds = deadline, seconds
-
-    def __iter__(self) -> Iterator[bytes]:
-        size = 0
-        for chunk in self._inner:
-            size += len(chunk)
-            if size > self._limit:
-                raise NodeAnswerError(
-                    f"node {self._url} answered over {self._limit:,} bytes, more than any "
-                    "block holds: a hostile or broken node; ask another one")
-            if time.monotonic() > self._deadline:
-                raise NodeTooSlow(f"node {self._url} took over {self._seconds:g} s to answer "
-                                  "one request (it sends its answer slowly): ask another node")
-            yield chunk
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-class BoundedTransport(httpx.BaseTransport):
-    """The reader's HTTP transport: every answer at most ``limit`` bytes (a ``Content-Length``
-    over it is refused before its body is read), uncompressed (``Accept-Encoding: identity``),
-    and read whole within ``seconds`` (httpx's timeout bounds each read, not a body trickled a
-    byte at a time)."""
-
-    def __init__(self, limit: int = MAX_NODE_ANSWER_BYTES, seconds: float = 30.0,
-                 inner: httpx.BaseTransport | None = None) -> None:
-        self._inner = inner or httpx.HTTPTransport()
-        self.limit, self.seconds = limit, seconds
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        deadline = time.monotonic() + self.seconds
-        request.headers["Accept-Encoding"] = "identity"  # compressed could inflate past any bound
-        resp = self._inner.handle_request(request)
-        url = f"{request.url.scheme}://{request.url.netloc.decode('ascii', 'replace')}"
-        declared = resp.headers.get("content-length", "")
-        encoding = resp.headers.get("content-encoding", "identity").strip().lower()
-        if declared.isdigit() and int(declared) > self.limit:
-            resp.close()
-            raise NodeAnswerError(
-                f"node {url} announces a {int(declared):,}-byte answer, over the {self.limit:,} "
-                "bytes any block takes: a hostile or broken node; ask another one")
-        if encoding not in ("", "identity"):
-            resp.close()
-            raise NodeAnswerError(f"node {url} answered {encoding[:40]}-compressed, though "
-                                  "asked for an uncompressed answer")
-        assert isinstance(resp.stream, httpx.SyncByteStream)
-        return httpx.Response(
-            resp.status_code, headers=resp.headers, extensions=resp.extensions,
-            stream=_BoundedBody(resp.stream, url, self.limit, deadline, self.seconds))
-
-    def close(self) -> None:
-        self._inner.close()
-
-
 class ThorChainReader:
     """:class:`anchor.chain_reader.ChainReader` for VeChainThor: one node, optionally pinned to
-    a network by its genesis id. Built from a URL, its client takes answers of at most
-    :data:`~anchor.chain_reader.MAX_NODE_ANSWER_BYTES`, each within ``timeout`` seconds."""
+    a network by its genesis id. Built from a URL, its client bounds every answer as any
+    :class:`~anchor.thor_client.ThorClient` does, each within ``timeout`` seconds."""
 
     chain = "thor"
 
     def __init__(self, url_or_client: str | ThorClient, *, genesis_id: str | None = None,
                  timeout: float = 10.0) -> None:
         self._own = isinstance(url_or_client, str)
-        self.client = (ThorClient(url_or_client, timeout=timeout, retries=1,
-                                  transport=BoundedTransport(seconds=timeout))
+        self.client = (ThorClient(url_or_client, timeout=timeout, retries=1, answer_s=timeout)
                        if isinstance(url_or_client, str) else url_or_client)
         self.genesis_id = genesis_id
 
@@ -405,10 +338,11 @@ def _expanded_block(
     """Block ``number`` as the node describes it (``expanded=true``): its id, its parent's id
     and per transaction (id, each clause's data, reverted), every field checked, since the node
     may lie in any of them. Read through the client's own request plumbing (retries, genesis
-    header, errors; a reader's client bounds the answer's bytes and time): a reader in the same
-    package, not a new public call on the anchorer's client."""
+    header, errors, and its bounds on an answer's bytes and time, here a block's): a reader in
+    the same package, not a new public call on the anchorer's client."""
     path = f"GET /blocks/{number}?expanded=true"
-    data = client._json("GET", f"/blocks/{number}", params={"expanded": "true"})
+    data = client._json("GET", f"/blocks/{number}", params={"expanded": "true"},
+                        limit=MAX_BLOCK_ANSWER_BYTES)
     if data is None:
         raise NodeAnswerError(f"{path}: the node has no block {number}, yet said its best block "
                               f"is {head}")

@@ -237,6 +237,10 @@ def _as_single(multi: MultiResult) -> VerificationResult:
               help="--all-anchors: last block to read (default: the head)")
 @click.option("--scan-blocks", type=click.IntRange(1, 10_000_000), default=10_000,
               show_default=True, help="--all-anchors: most blocks read in one verification")
+@click.option("--scan-seconds", type=click.FloatRange(0, 7 * 86400), default=3600.0,
+              show_default=True,
+              help="--all-anchors: most seconds one node's scan may take; a scan cut short "
+                   "says the block to go on from")
 def verify_command(bundles: tuple[Path, ...], nodes: tuple[str, ...], chain: str | None,
                    log_keys: tuple[str, ...], offline: bool, as_json: bool, report: Path | None,
                    pdf: bool, influx_url: str | None, database: str, influx_user: str | None,
@@ -245,7 +249,7 @@ def verify_command(bundles: tuple[Path, ...], nodes: tuple[str, ...], chain: str
                    max_size: int, workers: int | None, policy_file: Path | None,
                    require_quorum: bool, mirrors: tuple[str, ...],
                    witness_files: tuple[Path, ...], all_anchors: bool, from_block: int | None,
-                   to_block: int | None, scan_blocks: int) -> None:
+                   to_block: int | None, scan_blocks: int, scan_seconds: float) -> None:
     """Verify evidence bundles without trusting the farm, the operator or fieldproof.
 
     Several BUNDLES (one per collector's log) are each verified on their own and then as one
@@ -263,7 +267,7 @@ def verify_command(bundles: tuple[Path, ...], nodes: tuple[str, ...], chain: str
     auth = _influx_auth(influx_user, influx_password_file) if influx_url else None
     outside = _outside_options(len(bundles), log_keys, offline, policy_file, require_quorum,
                                mirrors, witness_files, all_anchors, from_block, to_block,
-                               scan_blocks)
+                               scan_blocks, scan_seconds)
     opts = VerifyOptions(workers=workers, limits=Limits(max_bytes=max_size),
                          require_complete=require_complete, **outside)
     if len(bundles) > 1:
@@ -303,7 +307,7 @@ def _outside_options(bundles: int, log_keys: tuple[str, ...], offline: bool,
                      policy_file: Path | None, require_quorum: bool, mirrors: tuple[str, ...],
                      witness_files: tuple[Path, ...], all_anchors: bool,
                      from_block: int | None, to_block: int | None,
-                     scan_blocks: int) -> dict[str, Any]:
+                     scan_blocks: int, scan_seconds: float) -> dict[str, Any]:
     """The trust policy, outside views and chain scan as options, or a usage error: they
     describe one log, so they go with one bundle and at most one --log-key."""
     asked = [name for name, on in (("--policy", policy_file is not None),
@@ -330,7 +334,7 @@ def _outside_options(bundles: int, log_keys: tuple[str, ...], offline: bool,
     if all_anchors:
         from inspector.anchor_scan import ScanRange
 
-        out["all_anchors"] = ScanRange(from_block, to_block, scan_blocks)
+        out["all_anchors"] = ScanRange(from_block, to_block, scan_blocks, scan_seconds)
     return out
 
 

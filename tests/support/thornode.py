@@ -44,7 +44,11 @@ The tests that still use this double, and why (each also says so in its docstrin
   clause data that is not hex, the wrong block for a number (backwards, repeated, not the child
   of the block before), a best block far beyond what it has, a head below the range, 20,000
   transactions in one block, an answer padded past the size bound, an answer trickled slower
-  than the timeout, and a node that hangs up mid-scan.
+  than the timeout, and a node that hangs up mid-scan;
+* tests/anchor/test_thor_client_hostile.py: a node that misanswers the anchorer's own requests
+  (``misanswer``): a receipt or transaction padded past its size bound, an answer trickled
+  slower than the per-answer deadline, a gzip answer to a client that asked for none, which no
+  real node sends; then the same node answering honestly again.
 
 What it can do for them:
 
@@ -60,6 +64,8 @@ What it can do for them:
   connection unanswered), ``pad_expanded`` appends that many spaces to expanded blocks,
   ``trickle_s`` sends expanded blocks 64 bytes per ``trickle_s`` seconds, and ``no_length``
   answers without ``Content-Length`` (the body ends when the connection closes);
+  ``misanswer`` (a :class:`Misanswer`) does the like to any request it matches (pads, trickles
+  or gzips the answer), for the anchorer's receipts, transactions, sends and blocks;
 * a production node's tx pool (``pool="txpool"``, the default: github.com/vechain/thor
   ``txpool/``), which holds txs until a block is produced (``mine()``/``auto_mine``) and words
   its refusals ``400 bad tx: …`` (signature, low-S, chain tag, intrinsic gas, fee fields) and
@@ -92,6 +98,7 @@ raw block headers, logs, subscriptions, debug, base fee dynamics (``base_fee`` i
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import secrets
@@ -132,6 +139,46 @@ class RawAnswer:
 
 #: what ``block_answer`` returns to close the connection without an answer
 HANG_UP = object()
+
+
+@dataclass
+class Misanswer:
+    """How the double spoils its answers to requests whose ``METHOD target`` (path and query, as
+    sent) ``pattern`` finds, for the first ``count`` of them (None: every one). Each is what no
+    real node does, so a test can only get it here:
+
+    * ``pad``: that many spaces after the answer, which stays valid JSON: a receipt or a
+      transaction larger than any the node can hold (thor's pool takes at most 64 KiB a tx);
+    * ``trickle_s``: the answer sent 64 bytes per ``trickle_s`` seconds, each piece within the
+      client's read timeout: a node (or a path) that is slow on purpose;
+    * ``slow_headers``: with ``trickle_s``, that many 64-byte header lines before the real
+      ones, one per ``trickle_s`` seconds: the same, before the client sees a byte of body;
+    * ``gzip``: the answer gzip-compressed (``Content-Encoding: gzip``) though the client asked
+      for ``identity``, which HTTP forbids a server to ignore;
+    * ``gzip_bomb``: with ``gzip``, this many spaces compressed after the answer: a few KiB on
+      the wire that inflate past any bound.
+
+    ``hits`` counts the answers spoiled so far; ``cut_off``: the client hung up before a
+    trickled answer was all sent; ``ended`` is set once a trickled answer is over either way."""
+
+    pattern: str
+    pad: int = 0
+    trickle_s: float = 0.0
+    gzip: bool = False
+    gzip_bomb: int = 0
+    slow_headers: int = 0
+    count: int | None = None
+    hits: int = 0
+    cut_off: bool = False
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    def applies(self, method: str, target: str) -> bool:
+        if self.count is not None and self.hits >= self.count:
+            return False
+        if re.search(self.pattern, f"{method} {target}") is None:
+            return False
+        self.hits += 1
+        return True
 
 
 def _hex(b: bytes) -> str:
@@ -236,6 +283,7 @@ class ThorNode:
         self.pad_expanded = 0
         self.trickle_s = 0.0
         self.no_length = False
+        self.misanswer: Misanswer | None = None
         self.revert_to: set[bytes] = set()
         self.requests: list[tuple[str, str]] = []
         self.genesis_headers: list[str | None] = []  # the x-genesis-id of each request
@@ -1061,31 +1109,64 @@ def _make_handler(node: ThorNode) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             data = text.encode()
+            spoil = node.misanswer
+            if spoil is not None and not spoil.applies(self.command, self.path):
+                spoil = None
+            if spoil is not None:
+                data += b" " * spoil.pad
+                if spoil.gzip:
+                    data = gzip.compress(data + b" " * spoil.gzip_bomb, compresslevel=9)
             try:
                 phrase = HTTPStatus(status).phrase
             except ValueError:
                 phrase = ""
             self.log_request(status)
-            self.send_response_only(status, phrase)
+            if spoil is not None and spoil.slow_headers and spoil.trickle_s:
+                try:
+                    self.wfile.write(f"{self.protocol_version} {status} {phrase}\r\n".encode())
+                    for i in range(spoil.slow_headers):
+                        self.wfile.write(f"X-Slow-{i}: {'a' * 50}\r\n".encode())
+                        self.wfile.flush()
+                        time.sleep(spoil.trickle_s)
+                except (BrokenPipeError, ConnectionResetError):
+                    spoil.cut_off = True
+                    self.close_connection = True
+                    spoil.ended.set()
+                    return
+            else:
+                self.send_response_only(status, phrase)
             self.send_header("Server", self.version_string())
             self.send_header("Date", formatdate(node.node_time, usegmt=True))
             self.send_header(GENESIS_HEADER, node.genesis_id)
             self.send_header("Content-Type", ctype)
+            if spoil is not None and spoil.gzip:
+                self.send_header("Content-Encoding", "gzip")
             if node.no_length:  # HTTP/1.0: the body ends when the connection closes
                 self.close_connection = True
             else:
                 self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            if node.trickle_s and "expanded=true" in self.path:
+            trickle_s = spoil.trickle_s if spoil is not None and spoil.trickle_s else (
+                node.trickle_s if "expanded=true" in self.path else 0.0)
+            if spoil is not None and spoil.slow_headers:
+                trickle_s = 0.0  # its headers were slow; the body comes at once
+            if trickle_s:
                 try:
                     for i in range(0, len(data), 64):
                         self.wfile.write(data[i : i + 64])
                         self.wfile.flush()
-                        time.sleep(node.trickle_s)
+                        time.sleep(trickle_s)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the reader gave up on it: what the knob is for
+                    if spoil is not None:  # the client gave up on it: what the knob is for
+                        spoil.cut_off = True
+                if spoil is not None:
+                    spoil.ended.set()
                 return
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            finally:
+                if spoil is not None:
+                    spoil.ended.set()
 
         do_GET = _serve
         do_POST = _serve
