@@ -10,11 +10,16 @@ chain, so callers catch them without knowing which chain they talk to."""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from fieldproof.errors import ChainError, ConfigError
 from fieldproof.formats.anchor_record import AnchorRecord
+
+log = logging.getLogger("fieldproof.anchor")
 
 
 class ChainNodeUnavailable(ChainError):
@@ -105,6 +110,62 @@ class AnchorScan:
     @property
     def blocks(self) -> int:
         return max(0, self.last_block - self.first_block + 1)
+
+
+class ScannedBlock(NamedTuple):
+    """One block as a reader read and checked it: its id (Thor) or hash (EVM), its parent's,
+    how many transactions it lists, and those whose data is an anchor record of the log."""
+
+    id: str
+    parent: str
+    transactions: int
+    candidates: list[str]
+
+
+def walk_blocks(
+    scan: AnchorScan,
+    last: int,
+    max_blocks: int,
+    max_seconds: float | None,
+    started: float,
+    read_block: Callable[[int], ScannedBlock],
+) -> dict[str, int]:
+    """The chain-independent part of a scan: read blocks ``scan.first_block`` … ``last`` (at
+    most ``max_blocks``, within ``max_seconds`` from ``started``), each the child of the one
+    read before it, and collect the candidate transactions (tx id → the block that listed
+    it). ``read_block`` reads one block and raises :class:`ChainError` when the node cannot or
+    will not give it. Fills ``scan.last_block``, ``transactions_seen``, ``stopped`` and
+    ``complete``; the caller reads the candidates back."""
+    candidates: dict[str, int] = {}
+    parent: str | None = None
+    end = min(last, scan.first_block + max_blocks - 1)
+    for number in range(scan.first_block, end + 1):
+        if max_seconds is not None and time.monotonic() - started > max_seconds:
+            scan.stopped = (f"the scan's time budget of {max_seconds:g} s ran out before "
+                            f"block {number} (a slow node)")
+            break
+        try:
+            block = read_block(number)
+            if parent is not None and block.parent != parent:
+                raise NodeAnswerError(
+                    f"block {number}'s parent is {block.parent}, not block {number - 1} "
+                    f"({parent}) as this node answered it: the chain changed under the scan "
+                    "(a reorganisation) or the node lies; run again")
+        except ChainError as exc:
+            scan.stopped = f"block {number}: {str(exc)[:400]}"
+            break
+        parent = block.id
+        scan.transactions_seen += block.transactions
+        for tx_id in block.candidates:
+            candidates.setdefault(tx_id, number)
+        scan.last_block = number
+        if len(candidates) > MAX_SCAN_ANCHORS:
+            scan.stopped = f"over {MAX_SCAN_ANCHORS:,} candidate anchors by block {number}"
+            log.warning("anchor scan on %s stopped at block %d: over %d candidate anchors",
+                        scan.chain, number, MAX_SCAN_ANCHORS)
+            break
+    scan.complete = not scan.stopped and scan.last_block >= last
+    return candidates
 
 
 class ChainReader(Protocol):

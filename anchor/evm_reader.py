@@ -32,7 +32,6 @@ from anchor.chain_reader import (
     DEFAULT_SCAN_SECONDS,
     MAX_BLOCK_TRANSACTIONS,
     MAX_NODE_ANSWER_BYTES,
-    MAX_SCAN_ANCHORS,
     AnchorReadError,
     AnchorScan,
     ChainAnchor,
@@ -40,6 +39,8 @@ from anchor.chain_reader import (
     ChainNodeUnavailable,
     NodeAnswerError,
     NodeTooSlow,
+    ScannedBlock,
+    walk_blocks,
 )
 from fieldproof.errors import ChainError
 from fieldproof.formats.anchor_record import RECORD_SIZE, AnchorRecord, RecordError
@@ -313,39 +314,19 @@ class EvmChainReader:
                 "node of the chain the anchors name")
         head = _quantity(self._rpc("eth_blockNumber", []), "eth_blockNumber")
         last = head if to_block is None else min(to_block, head)
-        end = min(last, from_block + max_blocks - 1)
         scan = AnchorScan("evm", from_block, from_block - 1, head, complete=False)
         if head < from_block:
             scan.stopped = (f"the node's head is block {head}, below block {from_block} where "
                             "the scan starts: it is behind, or hides blocks; ask another node")
             return scan
-        candidates: dict[str, int] = {}
-        parent: str | None = None
-        for number in range(from_block, end + 1):
-            if max_seconds is not None and time.monotonic() - started > max_seconds:
-                scan.stopped = (f"the scan's time budget of {max_seconds:g} s ran out before "
-                                f"block {number} (a slow node)")
-                break
-            try:
-                block_hash, parent_hash, txs = self._full_block(number, head)
-                if parent is not None and parent_hash != parent:
-                    raise NodeAnswerError(
-                        f"block {number}'s parent is {parent_hash}, not block {number - 1} "
-                        f"({parent}) as this node answered it: the chain changed under the "
-                        "scan (a reorganisation) or the node lies; run again")
-            except ChainError as exc:
-                scan.stopped = f"block {number}: {str(exc)[:400]}"
-                break
-            parent = block_hash
-            for tx_hash, data in txs:
-                scan.transactions_seen += 1
-                if data is not None and _is_record_of(data, origin):
-                    candidates.setdefault(tx_hash, number)
-            scan.last_block = number
-            if len(candidates) > MAX_SCAN_ANCHORS:
-                scan.stopped = f"over {MAX_SCAN_ANCHORS:,} candidate anchors by block {number}"
-                break
-        scan.complete = not scan.stopped and scan.last_block >= last
+
+        def read_block(number: int) -> ScannedBlock:
+            block_hash, parent_hash, txs = self._full_block(number, head)
+            return ScannedBlock(block_hash, parent_hash, len(txs), [
+                tx_hash for tx_hash, data in txs
+                if data is not None and _is_record_of(data, origin)])
+
+        candidates = walk_blocks(scan, last, max_blocks, max_seconds, started, read_block)
         self._read_back(candidates, str(network), scan)
         return scan
 

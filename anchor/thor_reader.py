@@ -26,13 +26,14 @@ from anchor.chain_reader import (
     DEFAULT_SCAN_BLOCKS,
     DEFAULT_SCAN_SECONDS,
     MAX_BLOCK_TRANSACTIONS,
-    MAX_SCAN_ANCHORS,
     AnchorReadError,
     AnchorScan,
     ChainAnchor,
     ChainMismatchError,
     ChainNodeUnavailable,
     NodeAnswerError,
+    ScannedBlock,
+    walk_blocks,
 )
 from anchor.thor_client import MAX_BLOCK_ANSWER_BYTES, Block, ThorClient, TxMeta
 from fieldproof.errors import ChainError
@@ -252,41 +253,19 @@ def scan_anchors(
     if head < 0:
         raise NodeAnswerError(f"node {client.base_url} says its best block is {head}")
     last = head if to_block is None else min(to_block, head)
-    end = min(last, from_block + max_blocks - 1)
     scan = AnchorScan("thor", from_block, from_block - 1, head, complete=False)
     if head < from_block:
         scan.stopped = (f"the node's best block is {head}, below block {from_block} where the "
                         "scan starts: it is behind, or hides blocks; ask another node")
         return scan
-    candidates: dict[str, int] = {}
-    parent: str | None = None
-    for number in range(from_block, end + 1):
-        if max_seconds is not None and time.monotonic() - started > max_seconds:
-            scan.stopped = (f"the scan's time budget of {max_seconds:g} s ran out before "
-                            f"block {number} (a slow node)")
-            break
-        try:
-            block_id, parent_id, txs = _expanded_block(client, number, head)
-            if parent is not None and parent_id != parent:
-                raise NodeAnswerError(
-                    f"block {number}'s parent is {parent_id}, not block {number - 1} "
-                    f"({parent}) as this node answered it: the chain changed under the scan "
-                    "(a reorganisation) or the node lies; run again")
-        except ChainError as exc:
-            scan.stopped = f"block {number}: {str(exc)[:400]}"
-            break
-        parent = block_id
-        for tx_id, clauses, reverted in txs:
-            scan.transactions_seen += 1
-            if not reverted and any(_is_record_of(d, origin) for d in clauses):
-                candidates.setdefault(tx_id, number)
-        scan.last_block = number
-        if len(candidates) > MAX_SCAN_ANCHORS:
-            scan.stopped = f"over {MAX_SCAN_ANCHORS:,} candidate anchors by block {number}"
-            log.warning("anchor scan of %s stopped at block %d: over %d candidate anchors",
-                        origin, number, MAX_SCAN_ANCHORS)
-            break
-    scan.complete = not scan.stopped and scan.last_block >= last
+
+    def read_block(number: int) -> ScannedBlock:
+        block_id, parent_id, txs = _expanded_block(client, number, head)
+        return ScannedBlock(block_id, parent_id, len(txs), [
+            tx_id for tx_id, clauses, reverted in txs
+            if not reverted and any(_is_record_of(d, origin) for d in clauses)])
+
+    candidates = walk_blocks(scan, last, max_blocks, max_seconds, started, read_block)
     _read_back(client, origin, genesis.id, candidates, scan)
     return scan
 
