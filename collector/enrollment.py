@@ -43,6 +43,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from anchor.logstore import MAX_ENTRY_SIZE, LogError
 from collector.ca import CertificateAuthority
 from collector.registry import Device, Registry, RegistryError
 from fieldproof.config import CollectorConfig, EnrollmentConfig
@@ -262,6 +263,24 @@ class TokenStore:
 # The enroller: approve, revoke, rotate
 # --------------------------------------------------------------------------------------------
 
+#: longest operator name an approval records (``operator:<name>`` in the log entry and the
+#: response). An enrollment entry repeats a request of up to 32 KiB, so the largest one is a
+#: few hundred bytes below the 65,535 a log entry may be (tests/collector/
+#: test_enrollment_entry_size.py measures it); the name must not take what is left.
+MAX_OPERATOR_CHARS = 64
+
+
+def check_operator(name: str) -> str:
+    """An operator's name for the record: 1 to :data:`MAX_OPERATOR_CHARS` printable characters
+    (it goes into the log, the response and the log lines)."""
+    if not 0 < len(name) <= MAX_OPERATOR_CHARS or not name.isprintable():
+        raise EnrollmentError(
+            f"operator name {printable(name, 80)!r} must be 1 to {MAX_OPERATOR_CHARS} printable "
+            "characters (it is recorded in the log entry of the enrollment); give a shorter "
+            "one with --operator"
+        )
+    return name
+
 
 @dataclass(frozen=True)
 class Approval:
@@ -370,6 +389,8 @@ class Enroller:
         """Approve a request: by ``operator`` (a name for the record) or, when None, only if
         it carries a valid unused token for its farm and field. Without either the request is
         kept for an operator (:class:`PendingApproval`)."""
+        if operator is not None:
+            check_operator(operator)
         with self._lock:
             return self._approve(raw, operator)
 
@@ -422,6 +443,8 @@ class Enroller:
         else:
             self._save_pending(req)
             raise PendingApproval(req.gateway)
+        # the log entry first: one that cannot be logged must cost no token
+        entry = None if existing is not None else self._enroll_entry(req, approved)
         if token_ok and req.token_id is not None:
             try:
                 self.tokens.claim(req.token_id, req.gateway)
@@ -434,25 +457,17 @@ class Enroller:
         if existing is not None:
             device = existing
         else:
-            entry = registry_entry(
-                "enroll",
-                req.gateway,
-                self.clock(),
-                pk=req.public_key,
-                farm=req.farm,
-                field=req.field,
-                location=req.location,
-                installer=req.installer,
-                sensors=req.sensors,
-                approved=approved,
-                request=req.raw,
-            )
+            assert entry is not None
             try:
                 device = self.registry.enroll_device(
                     req.gateway, req.public_key, req.farm, req.field, req.location, entry
                 )
             except RegistryError as exc:
                 raise EnrollmentError(str(exc)) from None
+            except LogError as exc:  # checked above; the log's own bound, should they differ
+                raise EnrollmentError(
+                    f"{req.gateway} cannot be enrolled: {exc}; nothing was registered"
+                ) from None
         try:
             cert = self.ca.issue_client(req.csr, req.gateway, "gateway", self.cert_days)
         except CAError as exc:
@@ -472,6 +487,32 @@ class Enroller:
             cert.serial_number,
         )
         return Approval(device, response, cert, renewed)
+
+    def _enroll_entry(self, req: EnrollmentRequest, approved: str) -> bytes:
+        """The log entry recording the enrollment, refused if the log could not take it (a
+        log entry is at most 65,535 bytes, what a tlog-tiles entry bundle holds)."""
+        entry = registry_entry(
+            "enroll",
+            req.gateway,
+            self.clock(),
+            pk=req.public_key,
+            farm=req.farm,
+            field=req.field,
+            location=req.location,
+            installer=req.installer,
+            sensors=req.sensors,
+            approved=approved,
+            request=req.raw,
+        )
+        if len(entry) > MAX_ENTRY_SIZE:
+            raise EnrollmentError(
+                f"the log entry of {req.gateway}'s enrollment would be {len(entry)} bytes, and "
+                f"a log entry may be at most {MAX_ENTRY_SIZE} (it holds the {len(req.raw)}-byte "
+                "signed request and repeats its farm, field, location, installer and sensor "
+                "settings); enroll again with shorter sensor settings. Nothing was registered "
+                "and no token was used"
+            )
+        return entry
 
     # ------------------------------------------------------------------ pending requests
 

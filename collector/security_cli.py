@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from anchor.logstore import LogError
 from collector.broker import issue_local_client, provision_broker_certs
 from collector.ca import CertificateAuthority
 from collector.cli_common import open_registry
@@ -28,6 +29,7 @@ from collector.enrollment import (
     EndpointLimits,
     Enroller,
     ca_dir,
+    check_operator,
     start_enrollment_server,
     token_store,
 )
@@ -169,7 +171,11 @@ def ca_list_command(config_path: Path | None) -> None:
 @click.command("approve")
 @config_option
 @click.option("--pending", "pending_gw", default=None, help="approve a request that came by HTTP")
-@click.option("--operator", default=None, help="your name for the record (default: login)")
+@click.option(
+    "--operator",
+    default=None,
+    help="your name for the record, 1 to 64 printable characters (default: login)",
+)
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 @click.option(
     "--out",
@@ -191,6 +197,11 @@ def approve_command(
     enroller = _enroller(cfg)
     if (request_file is None) == (pending_gw is None):
         raise click.UsageError("give either a request FILE or --pending GATEWAY")
+    who = operator or os.environ.get("SUDO_USER") or getpass.getuser()
+    try:  # before anything is asked: the name is recorded in the log
+        check_operator(who)
+    except EnrollmentError as exc:
+        raise click.ClickException(str(exc)) from None
     if request_file is not None:
         try:
             raw = request_file.read_bytes()
@@ -210,11 +221,12 @@ def approve_command(
         click.echo(f"{label:>12}: {value}")
     if not yes and not click.confirm("approve this gateway?", default=False):
         raise click.ClickException("not approved")
-    who = operator or os.environ.get("SUDO_USER") or getpass.getuser()
     try:
         approval = enroller.approve(raw, operator=who)
     except (EnrollmentError, RegistryError) as exc:
         raise click.ClickException(str(exc)) from None
+    except LogError as exc:  # the enroller says it first; the log's own bound as the last word
+        raise click.ClickException(f"{req.gateway} was not enrolled: {exc}") from None
     if out is None:
         base = request_file.parent if request_file is not None else Path.cwd()
         out = base / f"{req.gateway}.response.json"

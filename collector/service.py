@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -39,6 +40,7 @@ from collector.status import StatusBoard
 from collector.store import CollectorStore
 from fieldproof.config import CollectorConfig
 from fieldproof.datadir import open_db
+from fieldproof.formats.tiles import MAX_ENTRY_BYTES, TILE_WIDTH, TileError
 from fieldproof.mqtt import make_client, receipts_topic
 from fieldproof.wire import encode_receipt
 
@@ -47,6 +49,17 @@ log = logging.getLogger("fieldproof.collector")
 SESSION_EXPIRY_S = 7 * 24 * 3600
 #: after a failed tile write (a full disk), wait this long before the next try
 TILES_RETRY_S = 30.0
+
+
+def _first_untileable(log_: MerkleLog, start: int, size: int) -> tuple[int | None, int | None]:
+    """Index and length of the first entry in ``[start, size)`` longer than an entry bundle
+    can hold, read a tile's worth at a time (None, None if there is none)."""
+    first = start - start % TILE_WIDTH
+    for begin in range(first, size, TILE_WIDTH):
+        for i, entry in enumerate(log_.entries(begin, min(size, begin + TILE_WIDTH))):
+            if len(entry) > MAX_ENTRY_BYTES:
+                return begin + i, len(entry)
+    return None, None
 
 
 def _close_after_failed_start(what: str, close: Callable[[], object]) -> None:
@@ -332,9 +345,38 @@ class Collector:
                 self._write_tiles(self._witness_evidence.log, size, note)
 
     def _write_tiles(self, log_: MerkleLog, size: int, note: bytes) -> None:
-        """Hold ``_tiles_lock``; ``log_`` is read through the calling thread's connection."""
+        """Hold ``_tiles_lock``; ``log_`` is read through the calling thread's connection.
+
+        A :class:`~fieldproof.formats.tiles.TileError` is not a full disk: an entry longer than
+        an entry bundle can hold (logged before entries were bounded) can never be tiled, so
+        no checkpoint from it on can be published. That is said once, naming the entry, and
+        not retried in this process; every other failure is retried."""
         try:
             written = write_tiles(log_, size, note, self.tiles_dir)
+        except TileError as exc:
+            if self._tiles_retry_at != math.inf:  # once: it is not tried again
+                old = published_size(self.tiles_dir)
+                index, length = _first_untileable(log_, old, size)
+                what = str(exc) if index is None else f"log entry #{index} is {length} bytes"
+                log.error(
+                    "public tiles in %s cannot go past size %d: %s, and a tlog-tiles entry "
+                    "bundle holds at most %d. It was logged before the collector bounded "
+                    "entries and cannot be removed, so no checkpoint from it on can be "
+                    "published as tiles: the tiles stay at size %d and a mirror ('fieldproof "
+                    "log mirror') sees nothing newer. Ingestion, the database, checkpoints, "
+                    "witnesses and anchoring go on; inspectors get 'fieldproof export' bundles "
+                    "instead (a bundle holding this entry does not decode: readers take at "
+                    "most %d bytes an entry). Not retried until the collector restarts",
+                    self.tiles_dir,
+                    old,
+                    what,
+                    MAX_ENTRY_BYTES,
+                    old,
+                    MAX_ENTRY_BYTES,
+                )
+            self._tiles_failing = True
+            self._tiles_retry_at = math.inf  # the entry is in the log for good
+            return
         except (OSError, ValueError) as exc:
             if not self._tiles_failing:
                 log.error(

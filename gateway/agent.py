@@ -2,7 +2,10 @@
 
 Three loops share one spool:
 - the sampler reads every sensor each ``interval_s``, signs a message per ``rounds_per_message``
-  rounds and commits it to the spool (sequence number assigned in that transaction);
+  rounds and commits it to the spool (sequence number assigned in that transaction); rounds
+  that would make a message longer than a log entry may be (65,535 bytes, or more than 1,000
+  readings) are spread over as many messages as needed, and one sensor's readings of one round
+  that alone would not fit are refused, counted and said once (``_messages_of``);
 - the publisher sends spooled messages oldest-first over MQTT 5 QoS 1 with at most
   ``inflight_window`` unacked, marks them published on PUBACK (in memory) and confirms them
   when a collector's receipt says they are durable (resending what no receipt covers in time);
@@ -42,6 +45,10 @@ from fieldproof.formats.status import MAX_SENSORS, clip_text, encode_status
 from fieldproof.keys import load_key_file
 from fieldproof.mqtt import make_client, readings_topic, receipts_topic, status_topic
 from fieldproof.wire import (
+    MAX_MESSAGE_BYTES,
+    MAX_READINGS_PER_MESSAGE,
+    MAX_SEQ,
+    MISSING_PREFIX,
     MalformedMessage,
     Payload,
     Reading,
@@ -52,7 +59,7 @@ from gateway.config import GatewayConfig
 from gateway.enroll import gateway_identity
 from gateway.local_status import write_local_status
 from gateway.sensors.base import SensorDriver, build_sensor
-from gateway.spool import Spool, SpoolError
+from gateway.spool import Spool, SpooledMessage, SpoolError
 from gateway.status import clock_state
 
 log = logging.getLogger("fieldproof.gateway")
@@ -64,6 +71,26 @@ CONFIRM_BATCH = 1000
 REPEAT_LOG_S = 300.0
 #: the longest a message waits for a receipt before it is resent (its wait doubles per resend)
 MAX_CONFIRM_TIMEOUT_S = 900.0
+#: a sensor's fault reason (in its status errors) when its readings of one round alone are
+#: longer than a message may be: they are never signed (the collector could not log them)
+TOO_LARGE = "reading-too-large"
+
+
+def size_bound(gateway: str, readings: list[Reading]) -> int:
+    """An upper bound on the encoded payload of ``readings`` at any seq and boot, without
+    encoding it: every CBOR item's head at its longest (9 bytes for a number, float or int; 5
+    for a string or container head here), every character as 4 UTF-8 bytes, each SenML record
+    with all its members. Loose by design: it only lets :meth:`GatewayAgent._fits` skip the
+    exact encode when a message is far below the limit."""
+    top = 5 + 5 * (5 + 4) + 2 * 9 + 5 + 4 * len(gateway)  # v, gw, seq, boot, e
+    first = 2 * (1 + 9) + 5 + 4 * (len(gateway) + 16)  # bn (base name) and bt
+    per = 5 + 5 * (1 + 9)  # the record's map head, five keys and their item heads
+    return top + first + sum(
+        per
+        + 4 * (len(r.sensor) + 1 + len(r.quantity) + len(r.unit))
+        + 4 * (len(MISSING_PREFIX) + max(len(r.missing_reason), len("unknown")))
+        for r in readings
+    )
 
 
 def memory_max_messages(config: GatewayConfig) -> int:
@@ -127,8 +154,20 @@ class GatewayAgent:
         self._publish_lock = threading.Lock()  # one publish_pending at a time
         self._connected = False
         self._unspooled: list[list[Reading]] = []  # messages held in memory while the disk fails
-        self._pending_rounds: list[Reading] = []
+        # rounds gathered for the next message(s): (sensor, its readings of one round)
+        self._pending_rounds: list[tuple[str, list[Reading]]] = []
         self._rounds_in_message = 0
+        #: readings refused because one sensor's round alone is longer than a message may be
+        self.oversized_readings = 0
+        self._oversized_logged: set[str] = set()
+        # a signed message is its payload plus a fixed COSE_Sign1 wrapper (tag, headers with
+        # this gateway's kid, signature) and the payload's bstr head: measured once with the
+        # real signer around a payload of 256+ bytes, whose 3-byte head any payload that can
+        # fit has at most, so sizes are checked without signing twice (see _fits)
+        probe = Payload(
+            self.gateway_id, 0, 0, (Reading("probe", "size", "", None, 0.0, "x" * 300),)
+        )
+        self._cose_overhead = len(encode_message(probe, self.key)) - len(probe.to_cbor())
         # receipts may wait this long for the next message's transaction to delete their rows
         self._confirm_delay = min(
             600.0, max(5.0, 1.5 * config.interval_s * config.rounds_per_message)
@@ -306,19 +345,97 @@ class GatewayAgent:
     def sample_once(self) -> None:
         """Read every sensor once and spool a message when enough rounds are gathered."""
         now = self.clock()
-        round_readings: list[Reading] = []
         for sensor in self.sensors:
             try:
-                round_readings.extend(sensor.read(now))
+                readings = list(sensor.read(now))
             except Exception as exc:  # a driver bug must not stop the gateway
                 log.exception("sensor %s raised instead of reporting a fault", sensor.name)
                 sensor.errors[f"driver-error:{type(exc).__name__}"] += 1
-        self._pending_rounds.extend(round_readings)
+                continue
+            if readings:
+                self._pending_rounds.append((sensor.name, readings))
         self._rounds_in_message += 1
         if self._rounds_in_message >= self.config.rounds_per_message and self._pending_rounds:
-            self._hold(self._pending_rounds)
+            for message in self._messages_of(self._pending_rounds):
+                self._hold(message)
             self._pending_rounds, self._rounds_in_message = [], 0
         self.flush_to_spool()
+
+    def _fits(self, readings: list[Reading]) -> bool:
+        """Whether these readings, signed as one message, stay within what the collector may
+        accept and log (:data:`~fieldproof.wire.MAX_MESSAGE_BYTES`, a tlog-tiles entry). The
+        payload is encoded by the real encoder at the largest sequence and boot numbers: a
+        message's size only grows with them, so whatever seq the spool gives it later, it
+        fits."""
+        if not readings or len(readings) > MAX_READINGS_PER_MESSAGE:
+            return False
+        if size_bound(self.gateway_id, readings) + self._cose_overhead <= MAX_MESSAGE_BYTES:
+            return True  # the usual case, decided without encoding (~60 µs for 5 readings)
+        worst = Payload(self.gateway_id, MAX_SEQ, MAX_SEQ, tuple(readings)).to_cbor()
+        return len(worst) + self._cose_overhead <= MAX_MESSAGE_BYTES
+
+    def _messages_of(self, groups: list[tuple[str, list[Reading]]]) -> list[list[Reading]]:
+        """The gathered rounds as messages that each fit (:meth:`_fits`): one message when they
+        do (one encode, the usual case), else as few as the greedy cut finds, each sensor's
+        readings of one round kept together. Those that alone cannot fit (a sensor returning
+        absurd data) are refused: a longer message would be quarantined as ``oversized``
+        without a receipt and resent forever, holding the gateway's backlog behind it."""
+        everything = [r for _, readings in groups for r in readings]
+        if self._fits(everything):
+            return [everything]
+        kept: list[list[Reading]] = []
+        refused: list[tuple[str, int]] = []
+        for name, readings in groups:
+            if self._fits(readings):
+                kept.append(readings)
+            else:
+                refused.append((name, len(readings)))
+        if refused:
+            self._refuse(refused)
+        messages: list[list[Reading]] = []
+        while kept:
+            # the longest run of groups from the front that fits, by bisection: kept[:lo] fits
+            # (one group alone always does), kept[:hi + 1] does not unless it is all of them
+            lo, hi = 1, len(kept)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if self._fits([r for readings in kept[:mid] for r in readings]):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            messages.append([r for readings in kept[:lo] for r in readings])
+            kept = kept[lo:]
+        return messages
+
+    def _refuse(self, refused: list[tuple[str, int]]) -> None:
+        """Count readings that are never signed (each sensor's refused rounds in its status
+        errors) and say so once per sensor, naming it and what to check."""
+        by_name = {s.name: s for s in self.sensors}
+        counts: dict[str, int] = {}
+        for name, n in refused:
+            self.oversized_readings += n
+            counts[name] = counts.get(name, 0) + n
+            sensor = by_name.get(name)
+            if sensor is not None:
+                sensor.errors[TOO_LARGE] += 1
+                sensor.last_error = TOO_LARGE
+        new = sorted(set(counts) - self._oversized_logged)
+        if not new:
+            log.debug("refused %d oversized reading(s) again", sum(counts.values()))
+            return
+        self._oversized_logged.update(new)
+        log.error(
+            "sensor(s) %s returned more in one round than one signed message may carry (%d "
+            "bytes, %d readings; the collector logs each message as a tlog-tiles entry): %s "
+            "reading(s) not signed or sent, and every such round from now on (counted in the "
+            "sensor's errors as %r; said once per sensor). Check the sensor's wiring and "
+            "configuration with 'fieldproof gateway sensors test'",
+            ", ".join(new),
+            MAX_MESSAGE_BYTES,
+            MAX_READINGS_PER_MESSAGE,
+            ", ".join(f"{name}: {counts[name]}" for name in new),
+            TOO_LARGE,
+        )
 
     def _hold(self, readings: list[Reading]) -> None:
         """Queue one message's readings for the spool; past the memory bound the oldest held
@@ -443,11 +560,35 @@ class GatewayAgent:
         if room <= 0:
             return 0
         sent = 0
+        undeliverable: list[SpooledMessage] = []
         for msg in self.spool.pending(self._sent_upto, room):
+            if len(msg.message) > MAX_MESSAGE_BYTES:
+                undeliverable.append(msg)
+                continue
             self._publish_tracked(self.topic, msg.message, msg.seq)
             self._sent_upto = msg.seq
             sent += 1
+        if undeliverable:
+            self._drop_undeliverable(undeliverable)
         return sent
+
+    def _drop_undeliverable(self, messages: list[SpooledMessage]) -> None:
+        """Messages spooled by an older version that signed past the limit: a collector
+        quarantines each as ``oversized`` without a receipt, so it would be resent forever.
+        Dropped and counted (``dropped_messages``); said once, as each goes only once."""
+        n = self.spool.drop(m.seq for m in messages)
+        log.error(
+            "%d spooled message(s) (seq %s; %s bytes) are longer than a collector may accept "
+            "(%d bytes, what its log can hold): signed by an earlier version of the gateway, "
+            "they could never be confirmed and would be resent forever. Dropped unsent with "
+            "their %d reading(s), counted in the spool's dropped_messages; this version spreads "
+            "such rounds over several messages",
+            n,
+            ", ".join(str(m.seq) for m in messages),
+            ", ".join(str(len(m.message)) for m in messages),
+            MAX_MESSAGE_BYTES,
+            sum(m.readings for m in messages),
+        )
 
     def _maybe_flush_confirmed(self) -> None:
         """Delete receipted rows on their own when many wait or no message came to take them
@@ -574,7 +715,7 @@ class GatewayAgent:
         """Give spooled messages a chance to go and be confirmed, then disconnect cleanly.
         Whatever is not confirmed stays spooled for the next start."""
         if self._pending_rounds:  # rounds gathered for a message that is not full yet
-            self._unspooled.append(self._pending_rounds)
+            self._unspooled.extend(self._messages_of(self._pending_rounds))
             self._pending_rounds, self._rounds_in_message = [], 0
         self.flush_to_spool()
         deadline = time.monotonic() + drain_timeout

@@ -267,6 +267,35 @@ class Spool:
         )
         return seqs
 
+    def drop(self, seqs: Iterable[int]) -> int:
+        """Delete these unconfirmed messages unsent, counted in ``dropped_messages`` like those
+        a full spool drops: for a message no collector can ever accept (the agent decides), so
+        it is not resent forever. Returns how many rows went."""
+        with self._lock:
+            seqs = [s for s in seqs if s not in self._confirmed]
+            if not seqs:
+                return 0
+            values = dict(self._values)
+            try:
+                with self._tx():
+                    cur = self._db.execute(
+                        "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
+                        (json.dumps(seqs),),
+                    )
+                    dropped = int(cur.rowcount)
+                    values["dropped_messages"] += dropped
+                    deleted = self._delete_confirmed()
+                    self._write_meta(values)
+            except sqlite3.Error as exc:
+                raise SpoolError(self.path, "dropping undeliverable messages", str(exc)) from exc
+            self._committed(values, deleted)
+            self._rows -= dropped
+            for seq in seqs:
+                self._published.pop(seq, None)
+                self._resent.pop(seq, None)
+            self._counted.difference_update(seqs)
+            return dropped
+
     def flush(self) -> int:
         """Delete confirmed rows and write counters now (normally they wait for the next
         message's transaction). Returns how many rows were deleted."""

@@ -34,6 +34,7 @@ import cbor2
 
 from fieldproof.errors import FormatError
 from fieldproof.formats.note import Signer, sign_note
+from fieldproof.formats.tiles import MAX_ENTRY_BYTES
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -98,7 +99,8 @@ class Limits:
     max_checkpoints: int = 200_000
     max_anchors_per_checkpoint: int = 8
     max_hashes: int = 16_000_000
-    max_entry_bytes: int = 64 * 1024
+    #: a log entry is at most 65,535 bytes (a tlog-tiles entry bundle's 16-bit length)
+    max_entry_bytes: int = MAX_ENTRY_BYTES
     max_note_bytes: int = 64 * 1024
     max_text: int = 1024
     max_proof_hashes: int = 128

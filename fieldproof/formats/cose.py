@@ -23,6 +23,7 @@ from fieldproof.formats.cbor import (
     _head,
     encode_deterministic,
 )
+from fieldproof.formats.tiles import MAX_ENTRY_BYTES
 
 HEADER_ALG = 1
 
@@ -45,8 +46,10 @@ ALG_ES384 = -35
 ALG_ES512 = -36
 
 
-#: Largest message the collector accepts; a 10-reading message is about 400 bytes.
-MAX_MESSAGE_BYTES = 64 * 1024
+#: Largest message the codec reads or a gateway signs (65,535 bytes; a 10-reading message is
+#: about 400): an accepted message is logged as its exact bytes, and a C2SP tlog-tiles entry
+#: bundle gives an entry a 16-bit length, so a longer message could never be published.
+MAX_MESSAGE_BYTES = MAX_ENTRY_BYTES
 
 
 class BadSignature(WireError):

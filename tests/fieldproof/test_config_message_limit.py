@@ -16,8 +16,8 @@ from fieldproof.wire import MAX_MESSAGE_BYTES
 
 def test_the_bound_is_what_an_entry_bundle_can_hold() -> None:
     assert MAX_LOGGABLE_MESSAGE_BYTES == MAX_ENTRY_BYTES == 0xFFFF
-    # the wire codec's own limit is not the tighter one: the collector's setting decides
-    assert MAX_MESSAGE_BYTES >= MAX_LOGGABLE_MESSAGE_BYTES
+    # one limit: the wire codec reads, and a gateway signs, no message the log could not hold
+    assert MAX_MESSAGE_BYTES == MAX_LOGGABLE_MESSAGE_BYTES
     encode_entry_bundle([b"\xd2" * MAX_LOGGABLE_MESSAGE_BYTES])
     with pytest.raises(TileError, match=r"65536 bytes.*16 bits"):
         encode_entry_bundle([b"\xd2" * (MAX_LOGGABLE_MESSAGE_BYTES + 1)])

@@ -66,7 +66,7 @@ POISONED_STATUS: list[tuple[bytes, str]] = [
 ]
 
 #: the collector's per-message bound (collector.ingest.Ingestor.max_message_bytes)
-COLLECTOR_MESSAGE_LIMIT = 64 * 1024
+COLLECTOR_MESSAGE_LIMIT = wire.MAX_MESSAGE_BYTES
 #: a CBOR array nested this deep, under the collector's size bound
 NESTING_DEPTH = 60_000
 #: copies of each replayed and each conflicting message per round
