@@ -15,6 +15,7 @@ import sys
 import click
 
 from fieldproof import __version__
+from fieldproof.errors import FieldproofError
 from fieldproof.logs import setup_logging
 
 #: command name -> (module, attribute)
@@ -129,6 +130,13 @@ ROOMS = frozenset({"fieldproof", "gateway", "collector", "anchor", "inspector", 
 def main() -> None:
     try:
         cli()
+    except FieldproofError as exc:
+        # every error of ours says what, where and what to do: that, not a traceback, is what
+        # the user needs when a command does not catch it itself (control characters escaped:
+        # the text may quote a file or a network answer)
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        text = "".join(c if c in "\n\t" or c.isprintable() else ascii(c)[1:-1] for c in str(exc))
+        raise SystemExit(f"fieldproof {command}: {text}") from None
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] in ROOMS:
             raise  # our own code is missing: a broken install, not a role's choice
