@@ -411,11 +411,6 @@ class Spool:
         with self._lock:
             return time.monotonic() - self._confirmed_since if self._confirmed else 0.0
 
-    def requeue_unconfirmed(self) -> int:
-        """No receipt came: mark every published-but-unconfirmed message for sending again."""
-        with self._lock:
-            return self._requeue(list(self._published))
-
     def overdue(self, timeout_s: float, max_timeout_s: float) -> list[int]:
         """Published messages whose receipt is overdue: PUBACKed at least ``timeout_s`` ago,
         doubled for each time the message was already resent (up to ``max_timeout_s``). Each
@@ -432,15 +427,12 @@ class Spool:
 
     def requeue(self, seqs: Iterable[int]) -> int:
         """Mark these published-but-unconfirmed messages for sending again. Returns how many."""
-        with self._lock:
-            return self._requeue(seqs)
-
-    def _requeue(self, seqs: Iterable[int]) -> int:
         n = 0
-        for seq in seqs:
-            if self._published.pop(seq, None) is not None:
-                self._resent[seq] = self._resent.get(seq, 0) + 1
-                n += 1
+        with self._lock:
+            for seq in seqs:
+                if self._published.pop(seq, None) is not None:
+                    self._resent[seq] = self._resent.get(seq, 0) + 1
+                    n += 1
         return n
 
     # ---------------------------------------------------------------- reading

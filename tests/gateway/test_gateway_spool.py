@@ -55,7 +55,7 @@ def test_published_then_confirmed_then_deleted(tmp_path: Path) -> None:
     assert st.published_readings == 15
     # no receipt for seq 3: requeue makes it pending again, and re-publishing it does not
     # count its readings as published twice
-    assert s.requeue_unconfirmed() == 1
+    assert s.requeue(s.overdue(0.0, 0.0)) == 1  # every unconfirmed one is overdue at 0 s
     assert [m.seq for m in s.pending(0, 10)] == [3, 4]
     s.mark_published([3])
     assert s.stats().published_readings == 15
@@ -154,7 +154,7 @@ def test_published_state_is_memory_only(tmp_path: Path) -> None:
     assert [m.seq for m in other.pending(0, 10)] == [1, 2, 3, 4]
     assert other.stats().confirmed_messages == 0
     other.close()
-    s.requeue_unconfirmed()
+    s.requeue(s.overdue(0.0, 0.0))
     assert [m.seq for m in s.pending(0, 10)] == [3, 4]  # 1 and 2 are never resent
     assert _add(s, 1) == [5]  # this commit deletes 1 and 2
     s.close()
